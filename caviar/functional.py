@@ -1,0 +1,290 @@
+"""The notes' fused ops, each with its closed-form backward.
+
+Stateless functions: layers that own parameters (``caviar.nn``) call these in one line.
+Rows are examples: logits and activations are ``(m, n)``, or ``(K, m, n)`` for a population of
+K models stacked on a leading axis; the examples axis is always ``-2`` and the feature/class
+axis ``-1``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+from . import backend
+from .autodiff import Tensor, lift, result, unbroadcast
+from .errors import GradientCheckError, ShapeError
+from .ops import sigmoid_data
+
+# -- softmax ---------------------------------------------------------------------------------
+
+
+def _log_softmax_data(z, axis=-1):
+    mod = backend.get_array_module(z)
+    shifted = z - z.max(axis=axis, keepdims=True)  # the row max: exp never overflows
+    return shifted - mod.log(mod.exp(shifted).sum(axis=axis, keepdims=True))
+
+
+def softmax(z, axis=-1):
+    """exp(z) / sum(exp(z)) along ``axis``, computed after subtracting the row max."""
+    z = lift(z)
+    mod = backend.get_array_module(z.data)
+    e = mod.exp(z.data - z.data.max(axis=axis, keepdims=True))
+    out = e / e.sum(axis=axis, keepdims=True)
+
+    def backward(g):
+        return (out * (g - (g * out).sum(axis=axis, keepdims=True)),)
+
+    return result(out, (z,), backward, "softmax")
+
+
+def log_softmax(z, axis=-1):
+    """log(softmax(z)), without ever taking log(0)."""
+    z = lift(z)
+    mod = backend.get_array_module(z.data)
+    out = _log_softmax_data(z.data, axis)
+
+    def backward(g):
+        return (g - mod.exp(out) * g.sum(axis=axis, keepdims=True),)
+
+    return result(out, (z,), backward, "log_softmax")
+
+
+def one_hot(labels, n_classes, dtype=None):
+    """Class indices of any shape -> one-hot array with a trailing axis of ``n_classes``."""
+    labels = labels.data if isinstance(labels, Tensor) else labels
+    mod = backend.get_array_module(labels)
+    labels = mod.asarray(labels)
+    return (labels[..., None] == mod.arange(n_classes)).astype(dtype or backend.DEFAULT_DTYPE)
+
+
+def _class_targets(logits, labels):
+    """Labels as a one-hot array shaped like ``logits``; class indices are validated."""
+    labels = labels.data if isinstance(labels, Tensor) else labels
+    mod = backend.get_array_module(logits)
+    labels = mod.asarray(labels)
+    n_classes = logits.shape[-1]
+    if labels.shape == logits.shape and labels.dtype.kind == "f":
+        return labels.astype(logits.dtype, copy=False)
+    if labels.shape != logits.shape[:-1]:
+        raise ShapeError(
+            f"labels of shape {labels.shape} fit neither logits of shape {logits.shape} (one-hot) "
+            f"nor its class indices (shape {logits.shape[:-1]})"
+        )
+    if labels.dtype.kind == "f":
+        if not bool((labels == mod.round(labels)).all()):
+            raise ValueError("class indices must be whole numbers; give one-hot labels as a float array shaped like the logits")
+        labels = labels.astype(mod.int64)
+    if labels.size and (int(labels.min()) < 0 or int(labels.max()) >= n_classes):
+        bad = int(labels.min()) if int(labels.min()) < 0 else int(labels.max())
+        raise ValueError(f"label {bad} is outside the classes 0..{n_classes - 1} of logits with {n_classes} columns")
+    return one_hot(labels, n_classes, logits.dtype)
+
+
+def softmax_cross_entropy(logits, labels, reduction="mean"):
+    """Cross-entropy of softmax(logits) against labels: mean over examples of -sum y log yhat.
+
+    ``labels`` are class indices (shape ``logits.shape[:-1]``) or one-hot / soft targets shaped
+    like ``logits``. The gradient is the notes' dZ = Yhat - Y (divided by m for the mean),
+    computed from ``log_softmax`` so log(0) is never taken. ``reduction="none"`` gives one loss
+    per example, ``"sum"`` their sum.
+    """
+    logits = lift(logits)
+    z = logits.data
+    y = _class_targets(z, labels)
+    log_p = _log_softmax_data(z)
+    losses = -(y * log_p).sum(axis=-1)
+    mod = backend.get_array_module(z)
+    probs_minus_y = mod.exp(log_p) - y if logits.requires_grad else None
+    if reduction == "none":
+        out = losses
+        backward = lambda g: (probs_minus_y * g[..., None],)  # noqa: E731
+    else:
+        out, scale = _reduce_scalar(losses, reduction, "softmax_cross_entropy")
+        backward = lambda g: (probs_minus_y * (g * scale),)  # noqa: E731
+    return result(out, (logits,), backward, "softmax_cross_entropy")
+
+
+def _reduce_scalar(losses, reduction, op):
+    mod = backend.get_array_module(losses)
+    if reduction == "sum":
+        return mod.asarray(losses.sum()), 1.0
+    if reduction == "mean":
+        return mod.asarray(losses.mean()), 1.0 / max(losses.size, 1)
+    raise ValueError(f"unknown reduction {reduction!r} for {op}; expected 'mean', 'sum' or 'none'")
+
+
+def sigmoid_cross_entropy(logits, labels, reduction="mean"):
+    """Binary cross-entropy of sigmoid(logits): -(y log a + (1 - y) log(1 - a)).
+
+    Computed as max(z, 0) - z*y + log(1 + exp(-|z|)), which neither overflows nor takes log(0)
+    at |z| = 1000. ``labels`` (0/1 or probabilities) have the logits' shape or as many entries.
+    The gradient is sigmoid(z) - y, over the number of entries for the mean.
+    """
+    logits = lift(logits)
+    z = logits.data
+    mod = backend.get_array_module(z)
+    y = labels.data if isinstance(labels, Tensor) else mod.asarray(labels)
+    if y.shape != z.shape:
+        if y.size != z.size:
+            raise ShapeError(f"labels of shape {y.shape} do not match logits of shape {z.shape}")
+        y = y.reshape(z.shape)
+    y = y.astype(z.dtype, copy=False)
+    losses = mod.maximum(z, 0) - z * y + mod.log1p(mod.exp(-mod.abs(z)))
+    delta = sigmoid_data(z) - y if logits.requires_grad else None
+    if reduction == "none":
+        out = losses
+        backward = lambda g: (delta * g,)  # noqa: E731
+    else:
+        out, scale = _reduce_scalar(losses, reduction, "sigmoid_cross_entropy")
+        backward = lambda g: (delta * (g * scale),)  # noqa: E731
+    return result(out, (logits,), backward, "sigmoid_cross_entropy")
+
+
+# -- batch norm ------------------------------------------------------------------------------
+
+
+def batch_norm(z, gamma, beta, running=None, training=True, momentum=0.9, epsilon=1e-5):
+    """The notes' batch norm of Z (before the activation), over the examples axis (-2).
+
+    Training mode: z_norm = (z - mu) / sqrt(sigma^2 + epsilon) with the mini-batch mean and
+    biased variance, then gamma * z_norm + beta; ``running = (mean, var)`` arrays are updated in
+    place as exponentially weighted averages, ``running = momentum * running + (1 - momentum)
+    * batch``. Eval mode normalizes with the running estimates, so one example at a time gives
+    the same answer as a batch.
+
+    Conventions: ``momentum`` is the notes' beta of the weighted average (0.9 by default),
+    which is Keras's ``momentum``; PyTorch's ``momentum`` is ``1 - momentum`` (0.1). PyTorch
+    also feeds the *unbiased* batch variance (times m / (m - 1)) into its running variance,
+    where caviar, Keras and the notes use the biased one.
+
+    Backward is the closed-form batch-norm gradient,
+    dz = (1/m) / sigma * (m * dxhat - sum(dxhat) - xhat * sum(dxhat * xhat)).
+    """
+    z, gamma, beta = lift(z), lift(gamma), lift(beta)
+    if z.ndim < 2:
+        raise ShapeError(f"batch_norm needs z of shape (m, n) or (K, m, n), got {z.shape}")
+    mod = backend.get_array_module(z.data)
+    if training:
+        m = z.shape[-2]
+        if m < 2:
+            raise ValueError("batch norm in training mode needs at least 2 examples in a mini-batch, got 1")
+        mu = z.data.mean(axis=-2, keepdims=True)
+        centered = z.data - mu
+        var = (centered * centered).mean(axis=-2, keepdims=True)
+        inv_std = 1.0 / mod.sqrt(var + epsilon)
+        xhat = centered * inv_std
+        if running is not None:
+            run_mean, run_var = running
+            run_mean *= momentum
+            run_mean += (1 - momentum) * mu.reshape(run_mean.shape)
+            run_var *= momentum
+            run_var += (1 - momentum) * var.reshape(run_var.shape)
+    else:
+        if running is None:
+            raise ValueError("batch norm in eval mode needs the running (mean, var) estimates")
+        run_mean, run_var = running
+        stat_shape = z.shape[:-2] + (1, z.shape[-1]) if run_mean.ndim > 1 else (z.shape[-1],)
+        inv_std = 1.0 / mod.sqrt(run_var.reshape(stat_shape) + epsilon)
+        xhat = (z.data - run_mean.reshape(stat_shape)) * inv_std
+    out = gamma.data * xhat + beta.data
+
+    def backward(g):
+        dgamma = unbroadcast(g * xhat, gamma.shape) if gamma.requires_grad else None
+        dbeta = unbroadcast(g, beta.shape) if beta.requires_grad else None
+        dz = None
+        if z.requires_grad:
+            dxhat = g * gamma.data
+            if training:
+                m = z.shape[-2]
+                dz = (inv_std / m) * (
+                    m * dxhat
+                    - dxhat.sum(axis=-2, keepdims=True)
+                    - xhat * (dxhat * xhat).sum(axis=-2, keepdims=True)
+                )
+            else:
+                dz = dxhat * inv_std
+        return dz, dgamma, dbeta
+
+    return result(out, (z, gamma, beta), backward, "batch_norm")
+
+
+# -- dropout ---------------------------------------------------------------------------------
+
+_dropout_forbidden = 0
+
+
+@contextlib.contextmanager
+def forbid_dropout(reason):
+    """Make training-mode dropout raise ``GradientCheckError`` inside the block."""
+    global _dropout_forbidden, _forbid_reason
+    _dropout_forbidden += 1
+    _forbid_reason = reason
+    try:
+        yield
+    finally:
+        _dropout_forbidden -= 1
+
+
+_forbid_reason = ""
+
+
+def check_keep_prob(keep_prob):
+    if not (isinstance(keep_prob, (int, float)) and 0.0 < keep_prob <= 1.0):
+        raise ValueError(f"keep_prob must be in (0, 1], got {keep_prob!r}")
+    return float(keep_prob)
+
+
+def dropout(a, keep_prob, rng=None, training=True):
+    """Inverted dropout, exactly as in the notes: d = rand < keep_prob; a * d / keep_prob.
+
+    The identity when not training or when ``keep_prob == 1``; backward uses the same mask.
+    ``rng`` is a seeded generator from ``caviar.backend.rng``.
+    """
+    keep_prob = check_keep_prob(keep_prob)
+    a = lift(a)
+    if not training or keep_prob == 1.0:
+        return a
+    if _dropout_forbidden:
+        raise GradientCheckError(
+            f"dropout with keep_prob={keep_prob} in training mode makes J inconsistent, so its gradient "
+            f"cannot be checked ({_forbid_reason}); check with dropout off (training=False or keep_prob=1)"
+        )
+    rng = backend.rng(rng)
+    mask = rng.random(a.shape, dtype=a.dtype) < keep_prob
+    scale = mask.astype(a.dtype) * a.dtype.type(1.0 / keep_prob)
+    return result(a.data * scale, (a,), lambda g: (g * scale,), "dropout")
+
+
+# -- regularization --------------------------------------------------------------------------
+
+
+def _weights(weights):
+    return [lift(w) for w in (weights if isinstance(weights, (list, tuple)) else [weights])]
+
+
+def l2_penalty(weights, lambd, m):
+    """lambd / (2m) * sum of the squared Frobenius norms of ``weights``; its gradient is lambd/m * W."""
+    weights = _weights(weights)
+    mod = backend.get_array_module(weights[0].data)
+    coef = lambd / (2.0 * m)
+    total = sum(float((w.data * w.data).sum()) for w in weights)
+    out = mod.asarray(coef * total, dtype=weights[0].dtype)
+
+    def backward(g):
+        return tuple(g * (2 * coef) * w.data if w.requires_grad else None for w in weights)
+
+    return result(out, tuple(weights), backward, "l2_penalty")
+
+
+def l1_penalty(weights, lambd, m):
+    """lambd / (2m) * sum of |w| over ``weights`` (the notes' L1 term); gradient lambd/(2m) sign(W)."""
+    weights = _weights(weights)
+    mod = backend.get_array_module(weights[0].data)
+    coef = lambd / (2.0 * m)
+    total = sum(float(mod.abs(w.data).sum()) for w in weights)
+    out = mod.asarray(coef * total, dtype=weights[0].dtype)
+
+    def backward(g):
+        return tuple(g * coef * mod.sign(w.data) if w.requires_grad else None for w in weights)
+
+    return result(out, tuple(weights), backward, "l1_penalty")

@@ -1,0 +1,15 @@
+"""Plain (mini-batch) gradient descent: W = W - alpha * dW."""
+
+from __future__ import annotations
+
+from .base import Optimizer
+
+
+class GradientDescent(Optimizer):
+    """theta <- theta - lr * dtheta, in place."""
+
+    def __init__(self, lr=0.01):
+        super().__init__(lr)
+
+    def update(self, param, grad, state, lr):
+        param.data -= lr * grad
