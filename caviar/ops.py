@@ -100,10 +100,16 @@ def matmul(a, b):
     a, b = lift(a), lift(b)
     if a.ndim == 0 or b.ndim == 0:
         raise ShapeError(f"matmul needs tensors with at least one axis, got shapes {a.shape} and {b.shape}")
-    if a.ndim == 1:  # a vector is a (1, n) row, as in NumPy
-        return matmul(a.reshape(1, -1), b).reshape(b.shape[:-2] + b.shape[-1:])
-    if b.ndim == 1:
-        return matmul(a, b.reshape(-1, 1)).reshape(a.shape[:-1])
+    if a.ndim == 1 and b.ndim == 1:
+        if a.shape != b.shape:
+            raise ShapeError(f"cannot matmul shapes {a.shape} and {b.shape}: lengths differ")
+        return (a * b).sum()
+    if a.ndim == 1:  # a vector is a (1, n) row, as in NumPy, and the row axis is dropped
+        out = matmul(a.reshape(1, -1), b)
+        return out.reshape(out.shape[:-2] + out.shape[-1:])
+    if b.ndim == 1:  # a (n, 1) column, and the column axis is dropped
+        out = matmul(a, b.reshape(-1, 1))
+        return out.reshape(out.shape[:-1])
     if a.shape[-1] != b.shape[-2]:
         raise ShapeError(
             f"cannot matmul shapes {a.shape} and {b.shape}: "
