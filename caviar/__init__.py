@@ -4,10 +4,12 @@ The engine (a small define-by-run autodiff and the notes' fused ops), optimizers
 gradient checker. Arrays are ``(m, n_x)``: rows are examples.
 """
 
-from . import backend, functional, ops, optim
+from . import backend, functional, nn, ops, optim, schedules, train
 from .autodiff import Tensor, Variable, check_finite, detect_anomaly, is_grad_enabled, no_grad
 from .diagnose import gradient_check
-from .errors import AnomalyError, CaviarError, GradientCheckError, ShapeError
+from .errors import AnomalyError, CaviarError, DivergedError, GradientCheckError, ShapeError
+from .nn import Network
+from .train import History, load
 from .ops import concatenate, stack
 
 __version__ = "0.1.0"
@@ -15,6 +17,9 @@ __version__ = "0.1.0"
 __all__ = [
     "AnomalyError",
     "CaviarError",
+    "DivergedError",
+    "History",
+    "Network",
     "GradientCheckError",
     "ShapeError",
     "Tensor",
@@ -26,8 +31,12 @@ __all__ = [
     "functional",
     "gradient_check",
     "is_grad_enabled",
+    "load",
+    "nn",
     "no_grad",
     "ops",
     "optim",
+    "schedules",
     "stack",
+    "train",
 ]

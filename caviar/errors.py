@@ -15,3 +15,17 @@ class AnomalyError(CaviarError, FloatingPointError):
 
 class GradientCheckError(CaviarError, ValueError):
     """A cost that cannot be gradient-checked (for example, dropout in training mode)."""
+
+
+class DivergedError(CaviarError, FloatingPointError):
+    """Training produced a NaN or inf cost; the weights are the last ones that gave a finite cost."""
+
+    def __init__(self, iteration, cost, lr=None):
+        self.iteration = iteration
+        self.cost = cost
+        self.lr = lr
+        hint = f" (lr={lr:g})" if isinstance(lr, float) else ""
+        super().__init__(
+            f"training diverged at iteration {iteration}: the cost became {cost}{hint}; "
+            "try a smaller learning rate, input normalization, or gradient-friendly initialization"
+        )

@@ -140,6 +140,103 @@ def sigmoid_cross_entropy(logits, labels, reduction="mean"):
     return result(out, (logits,), backward, "sigmoid_cross_entropy")
 
 
+# -- layers ----------------------------------------------------------------------------------
+
+ACTIVATIONS = ("relu", "leaky_relu", "tanh", "sigmoid", "linear")
+
+
+def check_activation(name):
+    if name not in ACTIVATIONS:
+        raise ValueError(f"unknown activation {name!r}; expected one of {', '.join(ACTIVATIONS)}")
+    return name
+
+
+def _activate_inplace(z, name, slope):
+    """g(z), written over z (a fresh array the caller owns)."""
+    mod = backend.get_array_module(z)
+    if name == "relu":
+        mod.maximum(z, 0, out=z)
+    elif name == "leaky_relu":
+        mod.multiply(z, slope, out=z, where=z < 0)
+    elif name == "tanh":
+        mod.tanh(z, out=z)
+    elif name == "sigmoid":
+        z[...] = sigmoid_data(z)
+    return z
+
+
+def _activation_grad(g, out, name, slope):
+    """dZ = dA * g'(Z), with g'(Z) written from A = g(Z) so Z need not be kept."""
+    if name == "relu":
+        return g * (out > 0)
+    if name == "leaky_relu":
+        return backend.get_array_module(g).where(out > 0, g, g * slope)
+    if name == "tanh":
+        return g * (1 - out * out)
+    if name == "sigmoid":
+        return g * out * (1 - out)
+    return g
+
+
+def activation(z, name, slope=0.01):
+    """A = g(Z) for g in relu, leaky_relu (slope 0.01), tanh, sigmoid, linear."""
+    check_activation(name)
+    z = lift(z)
+    if name == "linear":
+        return z
+    out = _activate_inplace(z.data.copy(), name, slope)
+    return result(out, (z,), lambda g: (_activation_grad(g, out, name, slope),), name)
+
+
+def dense(a, W, b=None, activation="linear", slope=0.01):
+    """One layer of the notes, fused: A = g(A_prev @ W + b).
+
+    Backward is the notes' layer backprop: dZ = dA * g'(Z), dW = A_prev^T dZ, db = sum of dZ
+    over examples, dA_prev = dZ W^T (each only if its input needs it). Shapes: A_prev (m, n_in)
+    or (K, m, n_in), W (n_in, n_out) or (K, n_in, n_out), b (n_out,) or (K, 1, n_out).
+    """
+    check_activation(activation)
+    a, W = lift(a), lift(W)
+    if a.shape[-1] != W.shape[-2]:
+        raise ShapeError(f"a layer with weights of shape {W.shape} needs inputs with {W.shape[-2]} columns, got shape {a.shape}")
+    try:
+        z = a.data @ W.data
+    except ValueError as exc:
+        raise ShapeError(f"cannot apply weights of shape {W.shape} to inputs of shape {a.shape}") from exc
+    parents = (a, W)
+    if b is not None:
+        b = lift(b)
+        z += b.data
+        parents = (a, W, b)
+    out = _activate_inplace(z, activation, slope)
+
+    def backward(g):
+        dz = _activation_grad(g, out, activation, slope)
+        da = dz @ W.data.swapaxes(-1, -2) if a.requires_grad else None
+        dW = unbroadcast(a.data.swapaxes(-1, -2) @ dz, W.shape) if W.requires_grad else None
+        if b is None:
+            return da, dW
+        return da, dW, unbroadcast(dz, b.shape) if b.requires_grad else None
+
+    return result(out, parents, backward, f"dense[{activation}]")
+
+
+def mean_squared_error(yhat, y, reduction="mean"):
+    """Mean of (yhat - y)^2 over every entry; y of yhat's shape or with as many entries."""
+    yhat = lift(yhat)
+    mod = backend.get_array_module(yhat.data)
+    target = y.data if isinstance(y, Tensor) else mod.asarray(y)
+    if target.shape != yhat.shape:
+        if target.size != yhat.size:
+            raise ShapeError(f"targets of shape {target.shape} do not match predictions of shape {yhat.shape}")
+        target = target.reshape(yhat.shape)
+    diff = yhat.data - target.astype(yhat.dtype, copy=False)
+    if reduction == "none":
+        return result(diff * diff, (yhat,), lambda g: (2 * diff * g,), "mean_squared_error")
+    out, scale = _reduce_scalar(diff * diff, reduction, "mean_squared_error")
+    return result(out, (yhat,), lambda g: (2 * diff * (g * scale),), "mean_squared_error")
+
+
 # -- batch norm ------------------------------------------------------------------------------
 
 

@@ -103,7 +103,32 @@ def _cost_value(cost_fn):
     return cost
 
 
-def gradient_check(cost_fn, params, epsilon=1e-7, directions=None, seed=0, top=5):
+def gradient_check(cost_fn, params, *args, **kwargs):
+    """Compare backprop's gradient with two-sided finite differences.
+
+    Two forms: ``gradient_check(cost_fn, params, epsilon=1e-7, directions=None, seed=0)``
+    checks any cost (see ``check_cost``); ``gradient_check(net, X, y, ...)`` checks a whole
+    network's cost J on a batch, regularization included (see ``check_network``).
+    """
+    if hasattr(cost_fn, "cost") and hasattr(cost_fn, "params") and hasattr(cost_fn, "buffers"):
+        return check_network(cost_fn, params, *args, **kwargs)
+    return check_cost(cost_fn, params, *args, **kwargs)
+
+
+def check_network(net, X, y, epsilon=1e-7, directions=None, seed=0, top=5):
+    """Gradient check of ``net.cost(X, y)`` in training mode (batch norm uses batch statistics;
+    dropout is refused) against every parameter. Running statistics are restored afterwards."""
+    X = net.check_X(X)
+    y = net.check_y(y, len(X))
+    saved = {k: b.copy() for k, b in net.buffers.items()}
+    try:
+        return check_cost(lambda: net.cost(X, y, training=True), net.params, epsilon, directions, seed, top)
+    finally:
+        for k, b in net.buffers.items():
+            b[...] = saved[k]
+
+
+def check_cost(cost_fn, params, epsilon=1e-7, directions=None, seed=0, top=5):
     """Compare backprop's gradient of ``cost_fn()`` with two-sided finite differences.
 
     Parameters

@@ -3,6 +3,10 @@
 An optimizer only computes and applies updates from gradients that backprop left in
 ``.grad``; it never builds the cost. ``minimize(cost_fn, params)`` is the framework-style
 convenience from the notes: zero gradients, evaluate the cost, backprop, step.
+
+Hyperparameters may be floats or arrays that broadcast against the parameters (a population
+of models gives each member its own learning rate and betas); ``lr`` may also be a schedule,
+a callable ``step -> lr``.
 """
 
 from __future__ import annotations
@@ -21,16 +25,34 @@ def check_lr(lr):
     return float(lr)
 
 
-class Optimizer:
-    """Base class: subclasses implement ``update(param, grad, state, lr)`` in place."""
+def check_beta(name, beta):
+    if isinstance(beta, bool) or not isinstance(beta, numbers.Real) or not 0 <= beta < 1:
+        raise ValueError(f"{name} must be in [0, 1), got {beta!r}")
+    return float(beta)
 
-    def __init__(self, lr):
-        self.lr = check_lr(lr)
-        self.iterations = 0  # completed steps: the notes' t is iterations + 1 during a step
+
+def check_epsilon(epsilon):
+    if isinstance(epsilon, bool) or not isinstance(epsilon, numbers.Real) or not epsilon > 0:
+        raise ValueError(f"epsilon must be positive, got {epsilon!r}")
+    return float(epsilon)
+
+
+class Optimizer:
+    """Base class: subclasses implement ``init_state(param)`` and ``update(param, grad, state, lr)``."""
+
+    default_lr = 0.01
+
+    def __init__(self, lr=None):
+        self.lr = check_lr(self.default_lr if lr is None else lr)
+        self.iterations = 0  # completed steps
         self.state = {}
 
     def current_lr(self):
         return self.lr(self.iterations) if callable(self.lr) else self.lr
+
+    def hyperparameters(self):
+        """The constructor's arguments, for model files and reports."""
+        return {"lr": self.lr if not callable(self.lr) else None}
 
     def init_state(self, param):
         return {}
@@ -64,3 +86,30 @@ class Optimizer:
         cost.backward()
         self.step(params)
         return cost
+
+    # -- state as arrays, for model files ---------------------------------------------------
+    def state_arrays(self, params):
+        """{'<param name>.<key>': array} for every parameter with state (names from ``params``)."""
+        out = {}
+        for name, p in params.items():
+            for key, value in self.state.get(id(p), {}).items():
+                if key.startswith("_"):
+                    continue
+                out[f"{name}.{key}"] = value
+        return out
+
+    def load_state_arrays(self, params, arrays):
+        for name, p in params.items():
+            state = self.init_state(p)
+            found = False
+            for key in list(state):
+                if not key.startswith("_") and f"{name}.{key}" in arrays:
+                    value = arrays[f"{name}.{key}"]
+                    state[key] = int(value) if isinstance(state[key], int) else value.astype(p.dtype)
+                    found = True
+            if found:
+                self.state[id(p)] = state
+
+    def __repr__(self):
+        args = ", ".join(f"{k}={v!r}" for k, v in self.hyperparameters().items())
+        return f"{type(self).__name__}({args})"

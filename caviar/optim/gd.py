@@ -8,8 +8,7 @@ from .base import Optimizer
 class GradientDescent(Optimizer):
     """theta <- theta - lr * dtheta, in place."""
 
-    def __init__(self, lr=0.01):
-        super().__init__(lr)
+    default_lr = 0.01
 
     def update(self, param, grad, state, lr):
         param.data -= lr * grad

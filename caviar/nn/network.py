@@ -1,0 +1,289 @@
+"""``Network``: an L-layer fully-connected network built from layer sizes, as in the notes.
+
+``Network([n_x, 20, 7, 5, n_y])`` stacks, for each hidden layer, Dense -> [BatchNorm] ->
+activation -> [Dropout], then a Dense output layer whose logits Z[L] feed the cost directly
+("forward propagation stops at Z[L]"): softmax cross-entropy, sigmoid cross-entropy, or mean
+squared error for a linear output.
+"""
+
+from __future__ import annotations
+
+import numbers
+
+import numpy
+
+from .. import backend
+from .. import functional as F
+from ..autodiff import Tensor, no_grad
+from . import init as initializers
+from ..train.history import History
+from .layers import Activation, BatchNorm, Dense, Dropout
+
+OUTPUTS = ("softmax", "sigmoid", "linear")
+EVAL_CHUNK = 8192  # rows per forward pass when evaluating, to bound memory
+
+
+def _check_sizes(layer_sizes):
+    sizes = list(layer_sizes) if isinstance(layer_sizes, (list, tuple)) else None
+    if not sizes or len(sizes) < 2:
+        raise ValueError(f"layer_sizes needs at least [n_x, n_y], got {layer_sizes!r}")
+    for n in sizes:
+        if isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < 1:
+            raise ValueError(f"layer sizes must be positive integers, got {n!r} in {sizes}")
+    return [int(n) for n in sizes]
+
+
+def _check_non_negative(name, value):
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not value >= 0:
+        raise ValueError(f"{name} must be a non-negative number, got {value!r}")
+    return float(value)
+
+
+class Network:
+    """A deep fully-connected network; X is (m, n_x), rows are examples.
+
+    Parameters
+    ----------
+    layer_sizes : list of int
+        ``[n_x, n[1], ..., n[L-1], n_y]``.
+    activation : {'relu', 'leaky_relu', 'tanh', 'sigmoid'}
+        Hidden-layer activation.
+    output : {'softmax', 'sigmoid', 'linear'}
+        Output layer: softmax for n_y >= 2 classes, sigmoid for binary (n_y = 1) or multi-label,
+        linear for regression.
+    init : {'auto', 'he', 'xavier', 'glorot', 'random', 'zeros'}
+        'auto' is He for ReLU and Xavier for tanh/sigmoid. See ``caviar.nn.init``.
+    init_scale : float, optional
+        Multiplies the scheme's standard deviation (for 'random', it is the standard deviation).
+    batchnorm : bool
+        Batch norm on Z of every hidden layer (the Dense layer before it then has no bias).
+    keep_prob : float or list of float
+        Dropout keep probability of each hidden layer's activations; 1.0 is no dropout.
+    input_keep_prob : float
+        Dropout on the input features (none unless asked).
+    l2, l1 : float
+        The notes' lambda for L2 (lambd/2m ||W||^2) and L1 (lambd/2m |W|) on every W.
+    seed : int, optional
+        Seeds initialization, and then shuffling and dropout during ``fit``.
+    """
+
+    def __init__(self, layer_sizes, activation="relu", output="softmax", init="auto", init_scale=None,
+                 batchnorm=False, keep_prob=1.0, l2=0.0, l1=0.0, seed=None, input_keep_prob=1.0,
+                 bn_momentum=0.9, bn_epsilon=1e-5):
+        sizes = _check_sizes(layer_sizes)
+        F.check_activation(activation)
+        if activation == "linear":
+            raise ValueError("activation 'linear' would collapse the hidden layers into one; use relu, leaky_relu, tanh or sigmoid")
+        if output not in OUTPUTS:
+            raise ValueError(f"unknown output {output!r}; expected one of {', '.join(OUTPUTS)}")
+        if output == "softmax" and sizes[-1] < 2:
+            raise ValueError(f"a softmax output needs n_y >= 2 classes, got n_y = {sizes[-1]}; use output='sigmoid' for two classes with n_y = 1")
+        n_hidden = len(sizes) - 2
+        keep = list(keep_prob) if isinstance(keep_prob, (list, tuple)) else [keep_prob] * n_hidden
+        if len(keep) != n_hidden:
+            raise ValueError(f"keep_prob has {len(keep)} entries but the network has {n_hidden} hidden layers")
+        keep = [F.check_keep_prob(k) for k in keep]
+        init_scheme = initializers.resolve(init, activation)
+        if init_scale is not None:
+            _check_non_negative("init_scale", init_scale)
+        self.config = {
+            "layer_sizes": sizes, "activation": activation, "output": output, "init": init,
+            "init_scale": init_scale, "batchnorm": bool(batchnorm), "keep_prob": keep,
+            "l2": _check_non_negative("l2", l2), "l1": _check_non_negative("l1", l1), "seed": seed,
+            "input_keep_prob": F.check_keep_prob(input_keep_prob),
+            "bn_momentum": float(bn_momentum), "bn_epsilon": float(bn_epsilon),
+        }
+        self.rng = backend.rng(seed)
+        self.layers, self.params, self.buffers = [], {}, {}
+        self.optimizer = None
+        self.epochs_trained = 0
+        self.history = History()  # every epoch this network has trained, across fits
+        self.extras = {}  # stored with the model file (normalizer, class names, ...)
+        if input_keep_prob < 1.0:
+            self.layers.append(Dropout(input_keep_prob))
+        for l, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:]), start=1):
+            hidden = l < len(sizes) - 1
+            fused = activation if hidden and not batchnorm else "linear"
+            dense = Dense(n_in, n_out, fused, init=init_scheme, init_scale=init_scale,
+                          bias=not (hidden and batchnorm), rng=self.rng)
+            self._add(dense, l)
+            if hidden and batchnorm:
+                self._add(BatchNorm(n_out, bn_momentum, bn_epsilon), l)
+                self.layers.append(Activation(activation))
+            if hidden and keep[l - 1] < 1.0:
+                self.layers.append(Dropout(keep[l - 1]))
+
+    def _add(self, layer, l):
+        self.layers.append(layer)
+        for name, p in layer.params.items():
+            p.name = f"{name}{l}"
+            self.params[p.name] = p
+        for name, buf in layer.buffers.items():
+            self.buffers[f"{name}{l}"] = buf
+
+    # -- shape facts ---------------------------------------------------------------------
+    @property
+    def n_x(self):
+        return self.config["layer_sizes"][0]
+
+    @property
+    def n_y(self):
+        return self.config["layer_sizes"][-1]
+
+    @property
+    def output(self):
+        return self.config["output"]
+
+    def parameters(self):
+        return list(self.params.values())
+
+    def weights(self):
+        """The W of every layer: what L2 and L1 regularize (biases, gamma and beta are not)."""
+        return [p for name, p in self.params.items() if name.startswith("W")]
+
+    def zero_grad(self):
+        for p in self.params.values():
+            p.grad = None
+
+    # -- input checks --------------------------------------------------------------------
+    def check_X(self, X):
+        X = X.data if isinstance(X, Tensor) else X
+        if not hasattr(X, "ndim"):
+            X = numpy.asarray(X)
+        if X.ndim != 2:
+            raise ValueError(f"X must be a 2-D array of shape (m, n_x), got shape {X.shape}")
+        if X.shape[1] != self.n_x:
+            raise ValueError(f"X has {X.shape[1]} columns but the network was built for n_x = {self.n_x} inputs")
+        if X.dtype.kind not in "fiub":
+            raise ValueError(f"X must hold numbers, got dtype {X.dtype}")
+        return X
+
+    def check_y(self, y, m=None):
+        """Validate labels against the network's output; return them as an array."""
+        y = y.data if isinstance(y, Tensor) else backend.xp.asarray(y)
+        if m is not None and len(y) != m:
+            raise ValueError(f"X has {m} examples but y has {len(y)}")
+        if self.output == "softmax":
+            if y.ndim == 2 and y.shape[1] == self.n_y and y.dtype.kind == "f":
+                return y  # one-hot or soft targets
+            if y.ndim != 1:
+                raise ValueError(f"softmax labels must be class indices of shape (m,) or one-hot of shape (m, {self.n_y}), got {y.shape}")
+            if y.dtype.kind == "f" and not bool((y == backend.xp.round(y)).all()):
+                raise ValueError("softmax labels must be whole class indices")
+            if y.size and (int(y.min()) < 0 or int(y.max()) >= self.n_y):
+                bad = int(y.min()) if int(y.min()) < 0 else int(y.max())
+                raise ValueError(f"label {bad} is outside the classes 0..{self.n_y - 1} the network was built for (n_y = {self.n_y})")
+            return y.astype(backend.xp.int64, copy=False)
+        if self.output == "sigmoid":
+            if y.size != len(y) * self.n_y:
+                raise ValueError(f"sigmoid labels need {self.n_y} value(s) per example, got shape {y.shape}")
+            if y.size and (float(y.min()) < 0 or float(y.max()) > 1):
+                bad = float(y.min()) if float(y.min()) < 0 else float(y.max())
+                raise ValueError(f"label {bad:g} is outside [0, 1] for a sigmoid output")
+            return y
+        if y.size != len(y) * self.n_y:
+            raise ValueError(f"regression targets need {self.n_y} value(s) per example, got shape {y.shape}")
+        return y
+
+    # -- forward and cost ----------------------------------------------------------------
+    def forward(self, X, training=False):
+        """The logits Z[L] (a Tensor) for inputs X of shape (m, n_x)."""
+        a = X if isinstance(X, Tensor) else Tensor(X)
+        for layer in self.layers:
+            a = layer(a, training, self.rng)
+        return a
+
+    __call__ = forward
+
+    def loss(self, logits, y):
+        """The data term of J: the mean loss over the examples, without regularization."""
+        if self.output == "softmax":
+            return F.softmax_cross_entropy(logits, y)
+        if self.output == "sigmoid":
+            return F.sigmoid_cross_entropy(logits, y)
+        return F.mean_squared_error(logits, y)
+
+    def regularization(self, m):
+        """lambd/(2m) sum ||W||^2 + lambd1/(2m) sum |W|, or None without regularization."""
+        terms = []
+        if self.config["l2"] > 0:
+            terms.append(F.l2_penalty(self.weights(), self.config["l2"], m))
+        if self.config["l1"] > 0:
+            terms.append(F.l1_penalty(self.weights(), self.config["l1"], m))
+        if not terms:
+            return None
+        return terms[0] if len(terms) == 1 else terms[0] + terms[1]
+
+    def cost(self, X, y, training=True):
+        """J on a batch: mean loss plus the regularization terms (as a scalar Tensor)."""
+        m = len(X)
+        J = self.loss(self.forward(X, training), y)
+        reg = self.regularization(m)
+        return J if reg is None else J + reg
+
+    # -- inference -----------------------------------------------------------------------
+    def _logits(self, X):
+        X = self.check_X(X)
+        with no_grad():
+            chunks = [self.forward(X[i : i + EVAL_CHUNK], training=False).data for i in range(0, len(X), EVAL_CHUNK)]
+        mod = backend.get_array_module(chunks[0]) if chunks else backend.xp
+        return mod.concatenate(chunks) if len(chunks) != 1 else chunks[0]
+
+    def predict_proba(self, X):
+        """Class probabilities (m, n_y): softmax, or sigmoid per output; raw outputs for 'linear'."""
+        z = self._logits(X)
+        if self.output == "softmax":
+            return F.softmax(Tensor(z)).data
+        if self.output == "sigmoid":
+            return F.sigmoid_data(z)
+        return z
+
+    def predict(self, X):
+        """Class labels: hardmax for softmax, p > 0.5 for sigmoid; values for 'linear'."""
+        z = self._logits(X)
+        if self.output == "softmax":
+            return z.argmax(axis=1)
+        if self.output == "sigmoid":
+            labels = (z > 0).astype(backend.xp.int64)  # sigmoid(z) > 0.5 exactly when z > 0
+            return labels[:, 0] if self.n_y == 1 else labels
+        return z[:, 0] if self.n_y == 1 else z
+
+    def evaluate(self, X, y):
+        """{'cost', 'accuracy'} (and 'mse' for regression) with dropout off and running statistics.
+
+        'cost' is the mean loss without the regularization term, so train and dev compare.
+        """
+        X = self.check_X(X)
+        y = self.check_y(y, len(X))
+        z = Tensor(self._logits(X))
+        with no_grad():
+            cost = float(self.loss(z, y).data)
+        return {"cost": cost, **self.metrics_from_logits(z.data, y)}
+
+    def metrics_from_logits(self, z, y):
+        if self.output == "softmax":
+            labels = y.argmax(axis=1) if y.ndim == 2 else y
+            return {"accuracy": float((z.argmax(axis=1) == labels).mean())}
+        if self.output == "sigmoid":
+            return {"accuracy": float(((z > 0) == (y.reshape(z.shape) > 0.5)).mean())}
+        return {"mse": float(((z - y.reshape(z.shape)) ** 2).mean())}
+
+    # -- training, files, checks ---------------------------------------------------------
+    def fit(self, X, y, **kwargs):
+        """Train with mini-batches; see ``caviar.train.fit`` for the arguments. Returns a History."""
+        from ..train.loop import fit
+
+        return fit(self, X, y, **kwargs)
+
+    def save(self, path):
+        """Write the model to the directory ``path`` (``model.json`` + ``arrays.npz``)."""
+        from ..train.modelfile import save
+
+        return save(self, path)
+
+    def __repr__(self):
+        c = self.config
+        extras = [f"{k}={c[k]!r}" for k in ("batchnorm", "l2", "l1") if c[k]]
+        if any(k < 1 for k in c["keep_prob"]):
+            extras.append(f"keep_prob={c['keep_prob']}")
+        return f"Network({c['layer_sizes']}, activation={c['activation']!r}, output={c['output']!r}{''.join(', ' + e for e in extras)})"

@@ -1,0 +1,54 @@
+"""Adam, the notes' form: momentum and RMSprop together, with bias correction.
+
+v = beta1 v + (1 - beta1) dW;  s = beta2 s + (1 - beta2) dW^2
+v_hat = v / (1 - beta1^t);  s_hat = s / (1 - beta2^t)
+W = W - lr * v_hat / (sqrt(s_hat) + epsilon)
+
+PyTorch's Adam is the same update (same defaults, epsilon outside the square root).
+Keras's Adam defaults to epsilon 1e-7 instead of the notes' 1e-8.
+"""
+
+from __future__ import annotations
+
+from .. import backend
+from .base import Optimizer, check_beta, check_epsilon
+
+
+class Adam(Optimizer):
+    """Adam with bias correction; defaults beta1 0.9, beta2 0.999, epsilon 1e-8 (the notes')."""
+
+    default_lr = 0.001
+
+    def __init__(self, lr=None, beta1=0.9, beta2=0.999, epsilon=1e-8):
+        super().__init__(lr)
+        self.beta1 = check_beta("beta1", beta1)
+        self.beta2 = check_beta("beta2", beta2)
+        self.epsilon = check_epsilon(epsilon)
+
+    def hyperparameters(self):
+        return {**super().hyperparameters(), "beta1": self.beta1, "beta2": self.beta2, "epsilon": self.epsilon}
+
+    def init_state(self, param):
+        xp = backend.get_array_module(param.data)
+        return {"v": xp.zeros_like(param.data), "s": xp.zeros_like(param.data), "t": 0,
+                "_tmp": xp.empty_like(param.data)}
+
+    def update(self, param, grad, state, lr):
+        v, s, tmp = state["v"], state["s"], state["_tmp"]
+        state["t"] += 1
+        t = state["t"]
+        xp = backend.get_array_module(v)
+        b1, b2 = self.beta1, self.beta2
+        v *= b1
+        v += xp.multiply(grad, 1 - b1, out=tmp)
+        s *= b2
+        xp.multiply(grad, grad, out=tmp)
+        tmp *= 1 - b2
+        s += tmp
+        # tmp <- sqrt(s_hat) + epsilon, then lr * v_hat / tmp, all in one buffer
+        xp.multiply(s, 1 / (1 - b2**t), out=tmp)
+        xp.sqrt(tmp, out=tmp)
+        tmp += self.epsilon
+        xp.divide(v, tmp, out=tmp)
+        tmp *= lr / (1 - b1**t)
+        param.data -= tmp

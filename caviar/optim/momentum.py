@@ -1,0 +1,41 @@
+"""Gradient descent with momentum, the notes' form.
+
+v = beta * v + (1 - beta) * dW;  W = W - lr * v.
+
+The notes' v is an exponentially weighted average of the gradients. PyTorch's SGD keeps
+buf = mu * buf + dW (no 1 - beta factor) and steps W -= lr * buf, so caviar's
+``Momentum(lr, beta)`` equals ``torch.optim.SGD(lr=lr * (1 - beta), momentum=beta)``
+(with dampening 0); Keras's SGD momentum is PyTorch's form too.
+"""
+
+from __future__ import annotations
+
+from .. import backend
+from .base import Optimizer, check_beta
+
+
+class Momentum(Optimizer):
+    """v = beta v + (1 - beta) dW; W -= lr v (optionally with bias correction v / (1 - beta^t))."""
+
+    default_lr = 0.01
+
+    def __init__(self, lr=None, beta=0.9, bias_correction=False):
+        super().__init__(lr)
+        self.beta = check_beta("beta", beta)
+        self.bias_correction = bool(bias_correction)
+
+    def hyperparameters(self):
+        return {**super().hyperparameters(), "beta": self.beta, "bias_correction": self.bias_correction}
+
+    def init_state(self, param):
+        xp = backend.get_array_module(param.data)
+        return {"v": xp.zeros_like(param.data), "t": 0, "_tmp": xp.empty_like(param.data)}
+
+    def update(self, param, grad, state, lr):
+        v, tmp = state["v"], state["_tmp"]
+        state["t"] += 1
+        xp = backend.get_array_module(v)
+        v *= self.beta
+        v += xp.multiply(grad, 1 - self.beta, out=tmp)
+        scale = lr / (1 - self.beta ** state["t"]) if self.bias_correction else lr
+        param.data -= xp.multiply(v, scale, out=tmp)

@@ -1,0 +1,44 @@
+"""RMSprop, the notes' form.
+
+s = beta2 * s + (1 - beta2) * dW^2;  W = W - lr * dW / (sqrt(s) + epsilon).
+
+PyTorch's RMSprop is the same update with ``alpha = beta2`` and epsilon outside the square
+root, as here; its default alpha is 0.99 where caviar follows the notes' 0.999. Keras's
+RMSprop defaults to rho = 0.9 and epsilon = 1e-7: pass ``beta2=0.9, epsilon=1e-7`` to match.
+"""
+
+from __future__ import annotations
+
+from .. import backend
+from .base import Optimizer, check_beta, check_epsilon
+
+
+class RMSprop(Optimizer):
+    """s = beta2 s + (1 - beta2) dW^2; W -= lr dW / (sqrt(s) + epsilon)."""
+
+    default_lr = 0.001
+
+    def __init__(self, lr=None, beta2=0.999, epsilon=1e-8):
+        super().__init__(lr)
+        self.beta2 = check_beta("beta2", beta2)
+        self.epsilon = check_epsilon(epsilon)
+
+    def hyperparameters(self):
+        return {**super().hyperparameters(), "beta2": self.beta2, "epsilon": self.epsilon}
+
+    def init_state(self, param):
+        xp = backend.get_array_module(param.data)
+        return {"s": xp.zeros_like(param.data), "_tmp": xp.empty_like(param.data)}
+
+    def update(self, param, grad, state, lr):
+        s, tmp = state["s"], state["_tmp"]
+        xp = backend.get_array_module(s)
+        s *= self.beta2
+        xp.multiply(grad, grad, out=tmp)
+        tmp *= 1 - self.beta2
+        s += tmp
+        xp.sqrt(s, out=tmp)
+        tmp += self.epsilon
+        xp.divide(grad, tmp, out=tmp)
+        tmp *= lr
+        param.data -= tmp

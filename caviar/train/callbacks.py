@@ -1,0 +1,164 @@
+"""The training loop's extension points.
+
+A callback is any object with some of these methods; each receives the ``Run`` (the network,
+its optimizer, the history, the epoch and iteration counters, and a ``stop`` flag):
+
+    on_train_begin(run)   on_epoch_begin(run, epoch)   on_batch_end(run, iteration, cost)
+    on_epoch_end(run, epoch, logs)   on_train_end(run)
+
+Epochs count from 1 over the network's whole life, so a resumed fit continues the count.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+
+
+class Callback:
+    def on_train_begin(self, run):
+        pass
+
+    def on_epoch_begin(self, run, epoch):
+        pass
+
+    def on_batch_end(self, run, iteration, cost):
+        pass
+
+    def on_epoch_end(self, run, epoch, logs):
+        pass
+
+    def on_train_end(self, run):
+        pass
+
+
+def snapshot(net):
+    """Copies of every parameter and buffer, to restore later."""
+    return ({k: p.data.copy() for k, p in net.params.items()}, {k: b.copy() for k, b in net.buffers.items()})
+
+
+def restore(net, snap):
+    params, buffers = snap
+    for k, p in net.params.items():
+        p.data[...] = params[k]
+    for k, b in net.buffers.items():
+        b[...] = buffers[k]
+
+
+class EarlyStopping(Callback):
+    """Stop when the monitored dev figure has not improved for ``patience`` epochs, and restore
+    the weights of the best epoch (the notes: "pick the point where dev error is lowest").
+
+    ``monitor`` is 'dev_cost' (lower is better) or 'dev_accuracy' (higher is better), or any
+    figure of the history; ``min_delta`` is the least change that counts as improvement.
+    """
+
+    def __init__(self, patience=5, monitor="dev_cost", min_delta=0.0, restore_best=True):
+        if not isinstance(patience, int) or patience < 0:
+            raise ValueError(f"patience must be a non-negative number of epochs, got {patience!r}")
+        self.patience, self.monitor, self.min_delta, self.restore_best = patience, monitor, float(min_delta), restore_best
+        self.higher_is_better = "accuracy" in monitor
+
+    def on_train_begin(self, run):
+        self.best, self.best_epoch, self.wait, self.best_weights = None, None, 0, None
+
+    def _improved(self, value):
+        if self.best is None:
+            return True
+        if self.higher_is_better:
+            return value > self.best + self.min_delta
+        return value < self.best - self.min_delta
+
+    def on_epoch_end(self, run, epoch, logs):
+        if self.monitor not in logs:
+            raise ValueError(f"early stopping monitors {self.monitor!r}, which this run does not record "
+                             f"(it has {sorted(logs)}); pass validation_data to monitor dev figures")
+        value = logs[self.monitor]
+        if value is not None and math.isfinite(value) and self._improved(value):
+            self.best, self.best_epoch, self.wait = value, epoch, 0
+            if self.restore_best:
+                self.best_weights = snapshot(run.net)
+            run.history.best_epoch = epoch
+        else:
+            self.wait += 1
+            if self.wait > self.patience:
+                run.stop = True
+                run.history.stopped_epoch = epoch
+                run.history.events.append({"epoch": epoch, "event": "early_stopping",
+                                           "best_epoch": self.best_epoch, self.monitor: self.best})
+
+    def on_train_end(self, run):
+        if self.restore_best and self.best_weights is not None and self.best_epoch != run.epoch:
+            restore(run.net, self.best_weights)
+            run.history.events.append({"epoch": run.epoch, "event": "restored_best_weights", "best_epoch": self.best_epoch})
+
+
+class Checkpoint(Callback):
+    """Save the model to ``directory/epoch-NNNN`` every ``every`` epochs (and keep them all)."""
+
+    def __init__(self, directory, every=1):
+        if not isinstance(every, int) or every < 1:
+            raise ValueError(f"every must be a positive number of epochs, got {every!r}")
+        self.directory, self.every = str(directory), every
+        self.saved = []
+
+    def on_epoch_end(self, run, epoch, logs):
+        if epoch % self.every == 0:
+            path = os.path.join(self.directory, f"epoch-{epoch:04d}")
+            run.net.save(path)
+            self.saved.append(path)
+
+
+class LearningRateSchedule(Callback):
+    """Set the optimizer's learning rate from ``schedule(epoch)`` at the start of every epoch."""
+
+    def __init__(self, schedule):
+        self.schedule = schedule
+
+    def on_epoch_begin(self, run, epoch):
+        run.optimizer.lr = float(self.schedule(epoch))
+
+
+class LambdaCallback(Callback):
+    """A user hook from plain functions: ``LambdaCallback(on_epoch_end=lambda run, epoch, logs: ...)``."""
+
+    def __init__(self, **hooks):
+        allowed = {"on_train_begin", "on_epoch_begin", "on_batch_end", "on_epoch_end", "on_train_end"}
+        unknown = set(hooks) - allowed
+        if unknown:
+            raise ValueError(f"unknown hooks {sorted(unknown)}; expected some of {sorted(allowed)}")
+        for name, fn in hooks.items():
+            setattr(self, name, fn)
+
+
+class ProgressBar(Callback):
+    """A tqdm bar per epoch with the running cost and the dev metric (off with verbose=False)."""
+
+    def __init__(self, file=None):
+        self.file = file
+        self.bar = None
+
+    def on_epoch_begin(self, run, epoch):
+        from tqdm.auto import tqdm
+
+        last = run.epoch_target
+        self.bar = tqdm(total=run.batches_per_epoch, desc=f"epoch {epoch}/{last}", unit="batch",
+                        leave=epoch == last, file=self.file, dynamic_ncols=True,
+                        disable=os.environ.get("CAVIAR_NO_PROGRESS") == "1")
+
+    def on_batch_end(self, run, iteration, cost):
+        self.bar.update(1)
+        if iteration % 20 == 0:
+            self.bar.set_postfix(cost=f"{cost:.4f}", refresh=False)
+
+    def on_epoch_end(self, run, epoch, logs):
+        shown = {"cost": f"{logs['train_cost']:.4f}"}
+        for key in ("dev_cost", "dev_accuracy", "dev_mse"):
+            if logs.get(key) is not None:
+                shown[key] = f"{logs[key]:.4f}"
+        self.bar.set_postfix(shown)
+        self.bar.close()
+
+    def on_train_end(self, run):
+        if self.bar is not None:
+            self.bar.close()

@@ -1,0 +1,131 @@
+"""Model files: a directory with ``model.json`` (configuration, optimizer, counters, history,
+random-generator state) and ``arrays.npz`` (weights, running statistics, optimizer state).
+
+Loading never executes code: JSON, and ``numpy.load(..., allow_pickle=False)``. Files are
+written under temporary names and renamed into place, so a crash never leaves half a model.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+
+import numpy
+
+from .. import backend, optim
+from ..errors import CaviarError
+from .history import History
+
+FORMAT = "caviar-model"
+VERSION = 1
+
+
+class ModelFileError(CaviarError, ValueError):
+    """A model directory that is missing, incomplete or not caviar's."""
+
+
+def _atomic_write(path, write):
+    directory = os.path.dirname(path)
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=os.path.basename(path))
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+def save(net, path, extras=None):
+    """Write ``net`` to the directory ``path`` (created if needed); return the path.
+
+    ``extras`` is a JSON-able dict stored beside the model (e.g. a normalizer, class names).
+    """
+    path = os.fspath(path)
+    os.makedirs(path, exist_ok=True)
+    arrays = {f"param:{k}": backend.to_numpy(p.data) for k, p in net.params.items()}
+    arrays.update({f"buffer:{k}": backend.to_numpy(b) for k, b in net.buffers.items()})
+    opt = net.optimizer
+    opt_info = None
+    if opt is not None:
+        name = next(k for k, cls in optim.OPTIMIZERS.items() if type(opt) is cls)
+        opt_info = {"name": name, "hyperparameters": opt.hyperparameters(), "iterations": opt.iterations}
+        for k, v in opt.state_arrays(net.params).items():
+            arrays[f"opt:{k}"] = backend.to_numpy(v) if hasattr(v, "shape") else numpy.asarray(v)
+    meta = {
+        "format": FORMAT,
+        "version": VERSION,
+        "config": net.config,
+        "epochs_trained": net.epochs_trained,
+        "optimizer": opt_info,
+        "rng_state": net.rng.bit_generator.state,
+        "history": net.history.to_dict(),
+        "extras": extras if extras is not None else getattr(net, "extras", {}),
+    }
+
+    def write_arrays(tmp):
+        with open(tmp, "wb") as f:
+            numpy.savez(f, **arrays)
+
+    def write_meta(tmp):
+        with open(tmp, "w") as f:
+            json.dump(meta, f, indent=1, default=_json_default)
+
+    _atomic_write(os.path.join(path, "arrays.npz"), write_arrays)
+    _atomic_write(os.path.join(path, "model.json"), write_meta)
+    return path
+
+
+def _json_default(value):
+    if isinstance(value, numpy.generic):
+        return value.item()
+    raise TypeError(f"cannot store {type(value).__name__} in a model file")
+
+
+def load(path):
+    """Read a model directory written by ``Network.save``; it can predict and continue training."""
+    from ..nn.network import Network
+
+    path = os.fspath(path)
+    meta_path, arrays_path = os.path.join(path, "model.json"), os.path.join(path, "arrays.npz")
+    if not os.path.isdir(path):
+        raise ModelFileError(f"no model directory at {path!r}")
+    for p in (meta_path, arrays_path):
+        if not os.path.isfile(p):
+            raise ModelFileError(f"model directory {path!r} has no {os.path.basename(p)}")
+    try:
+        with open(meta_path) as f:
+            meta = json.load(f)
+    except json.JSONDecodeError as exc:
+        raise ModelFileError(f"{meta_path} is not valid JSON: {exc}") from None
+    if meta.get("format") != FORMAT:
+        raise ModelFileError(f"{meta_path} is not a caviar model file")
+    if meta.get("version", 0) > VERSION:
+        raise ModelFileError(f"{meta_path} has format version {meta['version']}; this caviar reads up to {VERSION}")
+    net = Network(**meta["config"])
+    with numpy.load(arrays_path, allow_pickle=False) as data:
+        arrays = {k: data[k] for k in data.files}
+    for k, p in net.params.items():
+        p.data = backend.xp.asarray(_required(arrays, f"param:{k}", path))
+    for k, b in net.buffers.items():
+        b[...] = backend.xp.asarray(_required(arrays, f"buffer:{k}", path))
+    info = meta.get("optimizer")
+    if info is not None:
+        opt = optim.get(info["name"], **info["hyperparameters"])
+        opt.iterations = info["iterations"]
+        prefix = "opt:"
+        opt.load_state_arrays(net.params, {k[len(prefix):]: backend.xp.asarray(v) for k, v in arrays.items() if k.startswith(prefix)})
+        net.optimizer = opt
+    net.epochs_trained = meta.get("epochs_trained", 0)
+    net.rng.bit_generator.state = meta["rng_state"]
+    net.history = History.from_dict(meta.get("history", {}))
+    net.extras = meta.get("extras", {})
+    return net
+
+
+def _required(arrays, key, path):
+    if key not in arrays:
+        raise ModelFileError(f"model directory {path!r} lacks the array {key!r}")
+    return arrays[key]
