@@ -65,11 +65,13 @@ class Network:
         The notes' lambda for L2 (lambd/2m ||W||^2) and L1 (lambd/2m |W|) on every W.
     seed : int, optional
         Seeds initialization, and then shuffling and dropout during ``fit``.
+    dtype : {'float32', 'float64'}
+        float32 to train; float64 for checks and exact comparisons.
     """
 
     def __init__(self, layer_sizes, activation="relu", output="softmax", init="auto", init_scale=None,
                  batchnorm=False, keep_prob=1.0, l2=0.0, l1=0.0, seed=None, input_keep_prob=1.0,
-                 bn_momentum=0.9, bn_epsilon=1e-5):
+                 bn_momentum=0.9, bn_epsilon=1e-5, dtype="float32"):
         sizes = _check_sizes(layer_sizes)
         F.check_activation(activation)
         if activation == "linear":
@@ -84,6 +86,9 @@ class Network:
             raise ValueError(f"keep_prob has {len(keep)} entries but the network has {n_hidden} hidden layers")
         keep = [F.check_keep_prob(k) for k in keep]
         init_scheme = initializers.resolve(init, activation)
+        if str(dtype) not in ("float32", "float64"):
+            raise ValueError(f"dtype must be 'float32' (training) or 'float64' (checking), got {dtype!r}")
+        np_dtype = numpy.dtype(str(dtype))
         if init_scale is not None:
             _check_non_negative("init_scale", init_scale)
         self.config = {
@@ -91,7 +96,7 @@ class Network:
             "init_scale": init_scale, "batchnorm": bool(batchnorm), "keep_prob": keep,
             "l2": _check_non_negative("l2", l2), "l1": _check_non_negative("l1", l1), "seed": seed,
             "input_keep_prob": F.check_keep_prob(input_keep_prob),
-            "bn_momentum": float(bn_momentum), "bn_epsilon": float(bn_epsilon),
+            "bn_momentum": float(bn_momentum), "bn_epsilon": float(bn_epsilon), "dtype": str(dtype),
         }
         self.rng = backend.rng(seed)
         self.layers, self.params, self.buffers = [], {}, {}
@@ -105,10 +110,10 @@ class Network:
             hidden = l < len(sizes) - 1
             fused = activation if hidden and not batchnorm else "linear"
             dense = Dense(n_in, n_out, fused, init=init_scheme, init_scale=init_scale,
-                          bias=not (hidden and batchnorm), rng=self.rng)
+                          bias=not (hidden and batchnorm), rng=self.rng, dtype=np_dtype)
             self._add(dense, l)
             if hidden and batchnorm:
-                self._add(BatchNorm(n_out, bn_momentum, bn_epsilon), l)
+                self._add(BatchNorm(n_out, bn_momentum, bn_epsilon, dtype=np_dtype), l)
                 self.layers.append(Activation(activation))
             if hidden and keep[l - 1] < 1.0:
                 self.layers.append(Dropout(keep[l - 1]))

@@ -121,20 +121,22 @@ def fit(net, X, y, optimizer=None, lr=None, epochs=10, batch_size=64, schedule=N
     params = net.parameters()
     _call(callbacks, "on_train_begin", run)
     try:
-        for _ in range(epochs):
-            run.epoch = net.epochs_trained + 1
-            _call(callbacks, "on_epoch_begin", run, run.epoch)
-            started = time.perf_counter()
-            logs = _train_epoch(net, opt, X, y, batch_size, shuffle, min_last, params, run, callbacks)
-            net.epochs_trained = run.epoch
-            logs["lr"] = float(opt.current_lr()) if not callable(opt.lr) else None
-            if validation_data is not None:
-                logs.update({f"dev_{k}": v for k, v in net.evaluate(X_dev, y_dev).items()})
-            logs["seconds"] = time.perf_counter() - started
-            history.epochs.append(logs)
-            _call(callbacks, "on_epoch_end", run, run.epoch, logs)
-            if run.stop:
-                break
+        # Overflow in a diverging run is reported once, as DivergedError, not as numpy warnings.
+        with numpy.errstate(over="ignore", invalid="ignore", divide="ignore"):
+            for _ in range(epochs):
+                run.epoch = net.epochs_trained + 1
+                _call(callbacks, "on_epoch_begin", run, run.epoch)
+                started = time.perf_counter()
+                logs = _train_epoch(net, opt, X, y, batch_size, shuffle, min_last, params, run, callbacks)
+                net.epochs_trained = run.epoch
+                logs["lr"] = float(opt.current_lr()) if not callable(opt.lr) else None
+                if validation_data is not None:
+                    logs.update({f"dev_{k}": v for k, v in net.evaluate(X_dev, y_dev).items()})
+                logs["seconds"] = time.perf_counter() - started
+                history.epochs.append(logs)
+                _call(callbacks, "on_epoch_end", run, run.epoch, logs)
+                if run.stop:
+                    break
     finally:
         _call(callbacks, "on_train_end", run)
         net.history.extend(history)

@@ -105,8 +105,11 @@ def load(path):
     if meta.get("version", 0) > VERSION:
         raise ModelFileError(f"{meta_path} has format version {meta['version']}; this caviar reads up to {VERSION}")
     net = Network(**meta["config"])
-    with numpy.load(arrays_path, allow_pickle=False) as data:
-        arrays = {k: data[k] for k in data.files}
+    try:
+        with numpy.load(arrays_path, allow_pickle=False) as data:
+            arrays = {k: data[k] for k in data.files}
+    except (ValueError, OSError) as exc:  # object arrays need pickle, which is never allowed
+        raise ModelFileError(f"{arrays_path} cannot be read safely: {exc}") from None
     for k, p in net.params.items():
         p.data = backend.xp.asarray(_required(arrays, f"param:{k}", path))
     for k, b in net.buffers.items():
