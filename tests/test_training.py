@@ -195,7 +195,7 @@ def test_progress_bar_shows_cost_and_dev_metric_and_is_silent_when_not_verbose(c
     X, y = moons(m=64)
     caviar.Network([2, 4, 2]).fit(X, y, epochs=2, validation_data=(X, y), verbose=True)
     err = capsys.readouterr().err
-    assert "epoch 2/2" in err and "dev_accuracy" in err
+    assert "epoch=2/2" in err and "dev_accuracy" in err
     caviar.Network([2, 4, 2]).fit(X, y, epochs=2, verbose=False)
     captured = capsys.readouterr()
     assert captured.err == "" and captured.out == ""

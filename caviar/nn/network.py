@@ -46,8 +46,8 @@ class Network:
     ----------
     layer_sizes : list of int
         ``[n_x, n[1], ..., n[L-1], n_y]``.
-    activation : {'relu', 'leaky_relu', 'tanh', 'sigmoid'}
-        Hidden-layer activation.
+    activation : {'relu', 'leaky_relu', 'tanh', 'sigmoid', 'linear'}
+        Hidden-layer activation ('linear' only to study deep linear networks, as the notes do).
     output : {'softmax', 'sigmoid', 'linear'}
         Output layer: softmax for n_y >= 2 classes, sigmoid for binary (n_y = 1) or multi-label,
         linear for regression.
@@ -74,8 +74,6 @@ class Network:
                  bn_momentum=0.9, bn_epsilon=1e-5, dtype="float32"):
         sizes = _check_sizes(layer_sizes)
         F.check_activation(activation)
-        if activation == "linear":
-            raise ValueError("activation 'linear' would collapse the hidden layers into one; use relu, leaky_relu, tanh or sigmoid")
         if output not in OUTPUTS:
             raise ValueError(f"unknown output {output!r}; expected one of {', '.join(OUTPUTS)}")
         if output == "softmax" and sizes[-1] < 2:

@@ -132,32 +132,33 @@ class LambdaCallback(Callback):
 
 
 class ProgressBar(Callback):
-    """A tqdm bar per epoch with the running cost and the dev metric (off with verbose=False)."""
+    """One tqdm bar over the run's mini-batches, with the epoch, the running cost and the dev
+    metric (off with verbose=False, or with the environment variable CAVIAR_NO_PROGRESS=1)."""
 
     def __init__(self, file=None):
         self.file = file
         self.bar = None
 
-    def on_epoch_begin(self, run, epoch):
+    def on_train_begin(self, run):
         from tqdm.auto import tqdm
 
-        last = run.epoch_target
-        self.bar = tqdm(total=run.batches_per_epoch, desc=f"epoch {epoch}/{last}", unit="batch",
-                        leave=epoch == last, file=self.file, dynamic_ncols=True,
-                        disable=os.environ.get("CAVIAR_NO_PROGRESS") == "1")
+        epochs = run.epoch_target - run.epoch
+        self.bar = tqdm(total=epochs * run.batches_per_epoch, desc="training", unit="batch", file=self.file,
+                        dynamic_ncols=True, mininterval=0.5, disable=os.environ.get("CAVIAR_NO_PROGRESS") == "1")
+        self.shown = {}
 
     def on_batch_end(self, run, iteration, cost):
         self.bar.update(1)
         if iteration % 20 == 0:
-            self.bar.set_postfix(cost=f"{cost:.4f}", refresh=False)
+            self.shown["cost"] = f"{cost:.4f}"
+            self.bar.set_postfix(self.shown, refresh=False)
 
     def on_epoch_end(self, run, epoch, logs):
-        shown = {"cost": f"{logs['train_cost']:.4f}"}
+        self.shown = {"epoch": f"{epoch}/{run.epoch_target}", "cost": f"{logs['train_cost']:.4f}"}
         for key in ("dev_cost", "dev_accuracy", "dev_mse"):
             if logs.get(key) is not None:
-                shown[key] = f"{logs[key]:.4f}"
-        self.bar.set_postfix(shown)
-        self.bar.close()
+                self.shown[key] = f"{logs[key]:.4f}"
+        self.bar.set_postfix(self.shown)
 
     def on_train_end(self, run):
         if self.bar is not None:

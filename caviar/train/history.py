@@ -16,6 +16,7 @@ class History:
         self.iterations = []
         self.epochs = []
         self.events = []  # notable moments: early stopping, divergence, restored weights
+        self.grad_norms = []  # per-parameter gradient norms, when a GradientNorms callback runs
         self.best_epoch = None
         self.stopped_epoch = None
 
@@ -31,7 +32,7 @@ class History:
 
     def to_dict(self):
         return {"iterations": self.iterations, "epochs": self.epochs, "events": self.events,
-                "best_epoch": self.best_epoch, "stopped_epoch": self.stopped_epoch}
+                "grad_norms": self.grad_norms, "best_epoch": self.best_epoch, "stopped_epoch": self.stopped_epoch}
 
     @classmethod
     def from_dict(cls, d):
@@ -39,6 +40,7 @@ class History:
         h.iterations = list(d.get("iterations", []))
         h.epochs = list(d.get("epochs", []))
         h.events = list(d.get("events", []))
+        h.grad_norms = list(d.get("grad_norms", []))
         h.best_epoch, h.stopped_epoch = d.get("best_epoch"), d.get("stopped_epoch")
         return h
 
@@ -47,8 +49,22 @@ class History:
         self.iterations += other.iterations
         self.epochs += other.epochs
         self.events += other.events
+        self.grad_norms += other.grad_norms
         self.best_epoch = other.best_epoch if other.best_epoch is not None else self.best_epoch
         self.stopped_epoch = other.stopped_epoch if other.stopped_epoch is not None else self.stopped_epoch
+
+    def to_csv(self, path):
+        """One row per epoch with every figure recorded (the file ``caviar train`` writes)."""
+        import csv
+
+        keys = []
+        for e in self.epochs:
+            keys += [k for k in e if k not in keys]
+        with open(path, "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=keys)
+            writer.writeheader()
+            writer.writerows(self.epochs)
+        return path
 
     def __repr__(self):
         last = self.epochs[-1] if self.epochs else {}

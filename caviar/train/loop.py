@@ -60,7 +60,8 @@ def _make_optimizer(net, optimizer, lr, optimizer_options):
 
 
 def fit(net, X, y, optimizer=None, lr=None, epochs=10, batch_size=64, schedule=None,
-        validation_data=None, callbacks=(), verbose=True, seed=None, shuffle=True, **optimizer_options):
+        validation_data=None, callbacks=(), verbose=True, seed=None, shuffle=True, augment=None,
+        **optimizer_options):
     """Train ``net`` on X (m, n_x) and y with mini-batches; return the run's ``History``.
 
     Parameters
@@ -85,6 +86,11 @@ def fit(net, X, y, optimizer=None, lr=None, epochs=10, batch_size=64, schedule=N
     seed : int, optional
         Reseeds shuffling and dropout; None continues the network's own generator, so a
         saved and reloaded model continues exactly as an uninterrupted run would.
+    shuffle : bool
+        Reshuffle the examples every epoch (True) or take them in order.
+    augment : callable, optional
+        ``augment(X_batch, rng) -> X_batch`` (e.g. ``caviar.data.Augmenter``), applied to
+        training mini-batches only, with the network's seeded generator.
 
     Raises
     ------
@@ -127,7 +133,7 @@ def fit(net, X, y, optimizer=None, lr=None, epochs=10, batch_size=64, schedule=N
                 run.epoch = net.epochs_trained + 1
                 _call(callbacks, "on_epoch_begin", run, run.epoch)
                 started = time.perf_counter()
-                logs = _train_epoch(net, opt, X, y, batch_size, shuffle, min_last, params, run, callbacks)
+                logs = _train_epoch(net, opt, X, y, batch_size, shuffle, min_last, params, run, callbacks, augment)
                 net.epochs_trained = run.epoch
                 logs["lr"] = float(opt.current_lr()) if not callable(opt.lr) else None
                 if validation_data is not None:
@@ -143,11 +149,13 @@ def fit(net, X, y, optimizer=None, lr=None, epochs=10, batch_size=64, schedule=N
     return history
 
 
-def _train_epoch(net, opt, X, y, batch_size, shuffle, min_last, params, run, callbacks):
+def _train_epoch(net, opt, X, y, batch_size, shuffle, min_last, params, run, callbacks, augment):
     total_cost, seen = 0.0, 0
     metric_sum = {}
     for idx in minibatch_indices(len(X), batch_size, net.rng, shuffle, min_last):
         Xb, yb = X[idx], y[idx]
+        if augment is not None:
+            Xb = augment(Xb, net.rng)
         for p in params:
             p.grad = None
         logits = net.forward(Xb, training=True)

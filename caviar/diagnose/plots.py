@@ -1,0 +1,64 @@
+"""Plots as PNG files (matplotlib, no display needed): the notes' learning curves."""
+
+from __future__ import annotations
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+
+def _save(fig, path):
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def plot_cost(history, path):
+    """The cost J after every iteration: it should go down (noisily with mini-batches)."""
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ax.plot(range(1, len(history.iterations) + 1), history.iterations, lw=0.8)
+    ax.set_xlabel("iteration")
+    ax.set_ylabel("cost J")
+    ax.set_title("cost per iteration")
+    if history.iterations and min(history.iterations) > 0:
+        ax.set_yscale("log")
+    return _save(fig, path)
+
+
+def plot_learning_curves(history, path):
+    """Train and dev cost per epoch, with the early-stopping point marked."""
+    fig, ax = plt.subplots(figsize=(6, 4))
+    epochs = history["epoch"] if history.epochs else []
+    ax.plot(epochs, history["train_cost"] if epochs else [], label="train cost")
+    if epochs and "dev_cost" in history.epochs[-1]:
+        ax.plot(epochs, history["dev_cost"], label="dev cost")
+        # the early-stopping point when early stopping ran, else the epoch of lowest dev cost
+        dev = history["dev_cost"]
+        best_epoch = history.best_epoch if history.best_epoch is not None else epochs[dev.index(min(dev))]
+        label = "early stopping: best" if history.stopped_epoch is not None else "lowest dev cost"
+        ax.axvline(best_epoch, color="gray", ls="--", lw=0.8)
+        ax.plot([best_epoch], [dev[epochs.index(best_epoch)]], "o", color="black", label=f"{label} (epoch {best_epoch})")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("cost")
+    ax.set_title("train and dev cost")
+    ax.legend()
+    return _save(fig, path)
+
+
+def plot_gradient_norms(grad_norms, path):
+    """Per-parameter gradient norms against iterations (log scale): vanishing or exploding."""
+    fig, ax = plt.subplots(figsize=(6, 4))
+    names = [k for k in (grad_norms[0] if grad_norms else {}) if k != "iteration" and k.startswith("W")]
+    its = [r["iteration"] for r in grad_norms]
+    for name in names:
+        values = [max(r.get(name, 0.0), 1e-30) for r in grad_norms]
+        ax.plot(its, values, label=f"dJ/d{name}", lw=0.8)
+    ax.set_yscale("log")
+    ax.set_xlabel("iteration")
+    ax.set_ylabel("gradient norm")
+    ax.set_title("per-layer gradient norms")
+    if names:
+        ax.legend(fontsize="small")
+    return _save(fig, path)

@@ -1,0 +1,136 @@
+"""Ensembles: average the predicted probabilities of several networks.
+
+``Ensemble.train`` trains members that differ only in their seed (initialization, shuffling,
+dropout); ``Snapshots`` saves the weights along one run every few epochs, and
+``Ensemble.from_snapshots`` turns them into members (a snapshot ensemble, almost free).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+import numpy
+
+from .. import backend
+from .callbacks import Callback, restore, snapshot
+
+
+class Ensemble:
+    def __init__(self, members):
+        members = list(members)
+        if not members:
+            raise ValueError("an ensemble needs at least one member")
+        outputs = {m.output for m in members}
+        if len(outputs) != 1 or len({tuple(m.config["layer_sizes"][:1] + m.config["layer_sizes"][-1:]) for m in members}) != 1:
+            raise ValueError("ensemble members must share inputs, outputs and output type")
+        self.members = members
+
+    @classmethod
+    def train(cls, make_network, X, y, k=5, seeds=None, **fit_kwargs):
+        """Train ``k`` networks ``make_network(seed)`` with seeds 0..k-1 (or ``seeds``)."""
+        seeds = list(range(k)) if seeds is None else list(seeds)
+        members = []
+        for seed in seeds:
+            net = make_network(seed)
+            net.fit(X, y, seed=seed, **fit_kwargs)
+            members.append(net)
+        return cls(members)
+
+    @classmethod
+    def from_snapshots(cls, net, snapshots):
+        """Members with ``net``'s configuration and the weights of each snapshot."""
+        from ..nn.network import Network
+
+        members = []
+        for snap in snapshots:
+            member = Network(**net.config)
+            restore(member, snap)
+            members.append(member)
+        return cls(members)
+
+    @property
+    def output(self):
+        return self.members[0].output
+
+    @property
+    def config(self):
+        return self.members[0].config
+
+    def predict_proba(self, X):
+        """The mean of the members' probabilities (or of their outputs, for regression)."""
+        return sum(m.predict_proba(X) for m in self.members) / len(self.members)
+
+    def predict(self, X):
+        p = self.predict_proba(X)
+        if self.output == "softmax":
+            return p.argmax(axis=1)
+        if self.output == "sigmoid":
+            labels = (p > 0.5).astype(numpy.int64)
+            return labels[:, 0] if labels.shape[1] == 1 else labels
+        return p[:, 0] if p.shape[1] == 1 else p
+
+    def evaluate(self, X, y):
+        """The ensemble's cost and accuracy (or mse), and each member's, side by side."""
+        first = self.members[0]
+        X = first.check_X(X)
+        y = backend.to_numpy(first.check_y(y, len(X)))
+        p = backend.to_numpy(self.predict_proba(X))
+        eps = 1e-12  # the averaged probabilities can be exactly 0 for a confident wrong member
+        if self.output == "softmax":
+            labels = y.argmax(axis=1) if y.ndim == 2 else y
+            cost = float(-numpy.log(numpy.clip(p[numpy.arange(len(p)), labels], eps, 1)).mean())
+            result = {"cost": cost, "accuracy": float((p.argmax(axis=1) == labels).mean())}
+        elif self.output == "sigmoid":
+            t = y.reshape(p.shape)
+            pc = numpy.clip(p, eps, 1 - eps)
+            cost = float(-(t * numpy.log(pc) + (1 - t) * numpy.log(1 - pc)).mean())
+            result = {"cost": cost, "accuracy": float(((p > 0.5) == (t > 0.5)).mean())}
+        else:
+            mse = float(((p - y.reshape(p.shape)) ** 2).mean())
+            result = {"cost": mse, "mse": mse}
+        result["members"] = [m.evaluate(X, y) for m in self.members]
+        return result
+
+    def save(self, path, extras=None):
+        """A directory with ``ensemble.json`` and one model directory per member."""
+        os.makedirs(path, exist_ok=True)
+        for i, m in enumerate(self.members):
+            m.save(os.path.join(path, f"member-{i}"))
+        with open(os.path.join(path, "ensemble.json"), "w") as f:
+            json.dump({"format": "caviar-ensemble", "members": len(self.members),
+                       "extras": extras if extras is not None else getattr(self.members[0], "extras", {})}, f, indent=1)
+        return path
+
+
+class Snapshots(Callback):
+    """Keep a copy of the weights every ``every`` epochs (for a snapshot ensemble)."""
+
+    def __init__(self, every=5):
+        if not isinstance(every, int) or every < 1:
+            raise ValueError(f"every must be a positive number of epochs, got {every!r}")
+        self.every = every
+        self.snapshots = []
+
+    def on_epoch_end(self, run, epoch, logs):
+        if epoch % self.every == 0:
+            self.snapshots.append(snapshot(run.net))
+
+
+def load_model(path):
+    """A Network or an Ensemble from a directory written by ``save``."""
+    from .modelfile import ModelFileError, load
+
+    path = os.fspath(path)
+    manifest = os.path.join(path, "ensemble.json")
+    if os.path.isfile(manifest):
+        try:
+            with open(manifest) as f:
+                meta = json.load(f)
+        except json.JSONDecodeError as exc:
+            raise ModelFileError(f"{manifest} is not valid JSON: {exc}") from None
+        members = [load(os.path.join(path, f"member-{i}")) for i in range(int(meta["members"]))]
+        ensemble = Ensemble(members)
+        ensemble.extras = meta.get("extras", {})
+        return ensemble
+    return load(path)
