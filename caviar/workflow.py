@@ -92,7 +92,8 @@ def prepare_data(cfg):
     classification = ds.class_names is not None
     parts = D.split(ds.X, ds.y, dev=cfg.dev, test=cfg.test, seed=cfg.seed, stratify=classification,
                     class_names=ds.class_names)
-    normalizer = D.Normalizer().fit(parts.train[0])
+    # image rows get one mean and std over all pixels, so augmented images stay in range
+    normalizer = D.Normalizer(per_feature=(cfg.image_shape or ds.image_shape) is None).fit(parts.train[0])
     sets = {"train": parts.train, "dev": parts.dev}
     if parts.test is not None:
         sets["test"] = parts.test

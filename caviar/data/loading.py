@@ -107,9 +107,9 @@ def from_arrays(X, y, feature_names=None, name="arrays"):
     y = numpy.asarray(y)
     if len(y) != len(X):
         raise DataError(f"X has {len(X)} examples but y has {len(y)}")
-    check_finite_features(X, feature_names)
-    y, classes = encode_labels(y)
     names = list(feature_names) if feature_names is not None else [f"x{i}" for i in range(X.shape[1])]
+    check_finite_features(X, names)
+    y, classes = encode_labels(y)
     return Dataset(X.astype(numpy.float64), y, names, classes, name)
 
 

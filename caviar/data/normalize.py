@@ -14,16 +14,27 @@ import numpy
 class Normalizer:
     """Fit on the training set only; apply the same shift and scale to dev, test and new data.
 
+    ``per_feature=True`` (the notes' way) gives every feature its own mean and standard
+    deviation. For images, ``per_feature=False`` uses one mean and one standard deviation over
+    all pixels: a border pixel that is almost always blank would otherwise get a tiny standard
+    deviation, and an augmented (shifted, rotated) image that inks it would feed the network
+    values in the hundreds.
+
     A constant feature (standard deviation 0) is centred and left unscaled instead of divided
-    by zero. Learned state: ``mean_`` and ``std_``.
+    by zero. Learned state: ``mean_`` and ``std_`` (one entry per feature either way).
     """
+
+    def __init__(self, per_feature=True):
+        self.per_feature = bool(per_feature)
 
     def fit(self, X):
         X = numpy.asarray(X, dtype=numpy.float64)
         if X.ndim != 2 or len(X) == 0:
             raise ValueError(f"Normalizer.fit needs a non-empty (m, n_x) array, got shape {X.shape}")
-        self.mean_ = X.mean(axis=0)
-        std = X.std(axis=0)
+        if self.per_feature:
+            self.mean_, std = X.mean(axis=0), X.std(axis=0)
+        else:
+            self.mean_, std = numpy.full(X.shape[1], X.mean()), numpy.full(X.shape[1], X.std())
         self.std_ = numpy.where(std > 1e-12 * numpy.maximum(1.0, numpy.abs(self.mean_)), std, 1.0)
         return self
 
@@ -47,11 +58,11 @@ class Normalizer:
         return (Z * self.std_ + self.mean_).astype(Z.dtype)
 
     def to_dict(self):
-        return {"mean": self.mean_.tolist(), "std": self.std_.tolist()}
+        return {"mean": self.mean_.tolist(), "std": self.std_.tolist(), "per_feature": self.per_feature}
 
     @classmethod
     def from_dict(cls, d):
-        n = cls()
+        n = cls(d.get("per_feature", True))
         n.mean_ = numpy.asarray(d["mean"], dtype=numpy.float64)
         n.std_ = numpy.asarray(d["std"], dtype=numpy.float64)
         return n
