@@ -71,6 +71,8 @@ def _model_flags():
     g.add_argument("--batchnorm", action="store_true", help="batch norm on every hidden layer")
     g.add_argument("--dev", type=float, help="dev set: a ratio (0.2) or a count (default: the notes' rule)")
     g.add_argument("--test", type=float, help="test set: a ratio, a count, or 0 for none (default: the notes' rule)")
+    g.add_argument("--dev-data", help="a separate dev set file (then no test set is split from --data)")
+    g.add_argument("--test-data", help="a separate test set file")
     g.add_argument("--seed", type=int, default=0)
     return p
 

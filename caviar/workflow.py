@@ -55,6 +55,8 @@ class TrainConfig:
     out: str = "caviar-run"
     dev: float | None = None
     test: float | None = None
+    dev_data: str | None = None
+    test_data: str | None = None
 
 
 def optimizer_options(cfg):
@@ -86,12 +88,44 @@ def prepare_out(out):
     return out
 
 
+def _align(ds, other, label):
+    """``other`` (a separate dev or test file) expressed in ``ds``'s features and class indices."""
+    if other.feature_names != ds.feature_names:
+        raise UsageError(f"{label} has features {other.feature_names[:5]}... but the training data has {ds.feature_names[:5]}...")
+    if ds.class_names is None:
+        if other.class_names is not None:
+            raise UsageError(f"{label} holds class labels but the training target is numeric")
+        return other.X, other.y
+    names = other.class_names if other.class_names is not None else [f"{v:g}" for v in other.y]
+    labels = [names[int(v)] for v in other.y] if other.class_names is not None else names
+    unknown = sorted(set(labels) - set(ds.class_names))
+    if unknown:
+        raise UsageError(f"{label} has classes the training data lacks: {', '.join(unknown[:5])}")
+    index = {c: i for i, c in enumerate(ds.class_names)}
+    return other.X, numpy.array([index[c] for c in labels], dtype=numpy.int64)
+
+
 def prepare_data(cfg):
-    """Load, split (stratified, seeded), and normalize with training statistics only."""
+    """Load, split (stratified, seeded), and normalize with training statistics only.
+
+    With ``dev_data``/``test_data`` files those sets come from them (the notes' case: train on
+    web pictures, dev and test on the app's pictures) and the rest of ``data`` is split.
+    """
     ds = D.load(cfg.data, target=cfg.target, seed=cfg.seed)
     classification = ds.class_names is not None
-    parts = D.split(ds.X, ds.y, dev=cfg.dev, test=cfg.test, seed=cfg.seed, stratify=classification,
-                    class_names=ds.class_names)
+    given = {}
+    for name, path in (("dev", cfg.dev_data), ("test", cfg.test_data)):
+        if path is not None:
+            given[name] = _align(ds, D.load(path, target=cfg.target or ds.target), f"--{name}-data {path}")
+    # Carve from ``data`` only the sets no file provides. A test set is never carved beside a
+    # dev file: dev and test must come from the same distribution.
+    dev = 0 if "dev" in given else cfg.dev
+    test = 0 if ("test" in given or "dev" in given) else cfg.test
+    parts = D.split(ds.X, ds.y, dev=dev, test=test, seed=cfg.seed, stratify=classification, class_names=ds.class_names)
+    parts.dev = given.get("dev", parts.dev if len(parts.dev_index) else None)
+    parts.test = given.get("test", parts.test)
+    if parts.dev is None:
+        raise UsageError("no dev set: give --dev-data or let caviar split one from --data")
     # image rows get one mean and std over all pixels, so augmented images stay in range
     normalizer = D.Normalizer(per_feature=(cfg.image_shape or ds.image_shape) is None).fit(parts.train[0])
     sets = {"train": parts.train, "dev": parts.dev}
@@ -146,6 +180,8 @@ def train_job(cfg, verbose=True, log=None):
     if "test" in sets and min(len(sets["dev"][0]), len(sets["test"][0])) >= 10:
         mismatch = D.check_same_distribution(parts.dev[0], parts.test[0], ds.feature_names, seed=cfg.seed)
         log(f"dev vs test: {mismatch}")
+    if cfg.dev_data is not None:  # allowed to differ (the notes' web vs phone pictures), but worth knowing
+        log(f"train vs dev: {D.check_same_distribution(parts.train[0], parts.dev[0], ds.feature_names, seed=cfg.seed)}")
     augment = _augmenter(cfg, ds, normalizer)
     X_train, y_train = sets["train"]
     iterations = cfg.epochs * max(1, -(-len(X_train) // cfg.batch_size))

@@ -1,0 +1,159 @@
+"""End-to-end tests of the command line, in a subprocess, as a person runs it."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+ENV = {**os.environ, "CAVIAR_NO_PROGRESS": "1"}
+
+
+def caviar(*args, cwd=None):
+    return subprocess.run([sys.executable, "-m", "caviar", *map(str, args)], capture_output=True, text=True,
+                          cwd=cwd, env=ENV, timeout=300)
+
+
+def write_csv(path, X, labels, header=("a", "b", "c", "label")):
+    with open(path, "w") as f:
+        f.write(",".join(header) + "\n")
+        for x, label in zip(X, labels):
+            f.write(",".join(f"{v:.6f}" for v in x) + f",{label}\n")
+    return path
+
+
+@pytest.fixture(scope="module")
+def pets_csv(tmp_path_factory):
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((300, 3))
+    labels = np.where(X[:, 0] + 0.5 * X[:, 1] > 0, "cat", "dog")
+    return write_csv(tmp_path_factory.mktemp("data") / "pets.csv", X, labels)
+
+
+def test_train_with_no_arguments_trains_a_sensible_network(tmp_path):
+    r = caviar("train", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()
+    assert lines[0].split() == ["set", "cost", "accuracy"]
+    test_accuracy = float(next(line for line in lines if line.startswith("test")).split()[2])
+    assert test_accuracy > 0.9
+    assert "diagnosis:" in r.stdout
+    out = tmp_path / "caviar-run"
+    for name in ("history.csv", "cost.png", "learning_curves.png", "gradient_norms.png", "model/model.json"):
+        assert (out / name).exists(), name
+    assert "dev vs test" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_train_json_on_a_csv_then_predict_class_names(tmp_path, pets_csv):
+    r = caviar("train", "--data", pets_csv, "--target", "label", "--hidden", "8", "--epochs", "30",
+               "--lr", "0.01", "--out", tmp_path / "run", "--json")
+    assert r.returncode == 0, r.stderr
+    report = json.loads(r.stdout)
+    assert set(report) >= {"train", "dev", "test", "diagnosis", "model"}
+    assert set(report["train"]) == {"cost", "accuracy"}
+    assert set(report["diagnosis"]) == {"kind", "avoidable_bias", "variance", "recommendations"}
+    assert report["test"]["accuracy"] > 0.85
+    assert os.path.isdir(report["model"])
+
+    r = caviar("predict", "--model", report["model"], "--data", pets_csv, "--out", tmp_path / "pred.csv")
+    assert r.returncode == 0, r.stderr
+    rows = (tmp_path / "pred.csv").read_text().splitlines()
+    assert rows[0] == "prediction,p_cat,p_dog"
+    predicted = [row.split(",")[0] for row in rows[1:]]
+    assert len(predicted) == 300 and set(predicted) <= {"cat", "dog"}
+    truth = [line.rsplit(",", 1)[1] for line in pets_csv.read_text().splitlines()[1:]]
+    assert np.mean([p == t for p, t in zip(predicted, truth)]) > 0.85  # raw inputs, normalizer applied
+
+
+def test_train_with_every_option(tmp_path):
+    r = caviar("train", "--data", "digits", "--hidden", "32,16", "--activation", "tanh", "--init", "xavier",
+               "--optimizer", "adam", "--lr", "0.005", "--beta1", "0.9", "--beta2", "0.99", "--epsilon", "1e-7",
+               "--batch-size", "32", "--epochs", "6", "--decay", "inverse-time:0.1", "--l2", "0.1",
+               "--keep-prob", "0.9", "--batchnorm", "--early-stopping", "3", "--augment", "rotate",
+               "--ensemble", "2", "--human-error", "1%", "--seed", "3", "--out", tmp_path / "run", "--json")
+    assert r.returncode == 0, r.stderr
+    report = json.loads(r.stdout)
+    assert len(report["ensemble"]["members"]) == 2
+    assert (tmp_path / "run" / "model" / "ensemble.json").exists()
+    r = caviar("predict", "--model", tmp_path / "run" / "model", "--data", "digits")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.splitlines()[0].startswith("prediction,p_0")
+
+
+def test_train_warns_when_dev_and_test_come_from_different_distributions(tmp_path):
+    rng = np.random.default_rng(1)
+
+    def part(name, shift, n):
+        X = rng.standard_normal((n, 3))
+        X[:, 2] += shift
+        return write_csv(tmp_path / name, X, np.where(X[:, 0] > 0, "yes", "no"))
+
+    web, dev, test = part("web.csv", 0, 400), part("app_dev.csv", 2, 150), part("app_test.csv", 0, 150)
+    r = caviar("train", "--data", web, "--dev-data", dev, "--test-data", test, "--hidden", "8",
+               "--epochs", "5", "--out", tmp_path / "run", "--json")
+    assert r.returncode == 0, r.stderr
+    assert "dev vs test: WARNING" in r.stderr and "c (" in r.stderr
+    assert json.loads(r.stdout)["mismatch"]["warning"] is True
+
+
+def test_diagnose_command():
+    r = caviar("diagnose", "--train-error", "15%", "--dev-error", "0.16", "--human-error", "15%", "--json")
+    assert r.returncode == 0
+    assert json.loads(r.stdout)["kind"] == "fine"
+    r = caviar("diagnose", "--train-error", "0.15", "--dev-error", "0.30")
+    assert "high bias and high variance" in r.stdout and "1. bigger network" in r.stdout
+
+
+def test_gradcheck_command():
+    r = caviar("gradcheck", "--data", "iris", "--hidden", "5,4", "--batchnorm", "--l2", "0.3", "--json")
+    assert r.returncode == 0, r.stderr
+    result = json.loads(r.stdout)
+    assert result["verdict"] == "great" and result["difference"] < 1e-7
+    assert set(result["params"]) == {"W1", "gamma1", "beta1", "W2", "gamma2", "beta2", "W3", "b3"}
+
+
+def _bad(tmp_path, name, text):
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+@pytest.mark.parametrize(
+    "make_args,pattern",
+    [
+        (lambda t: ["train", "--data", t / "missing.csv"], "no such file"),
+        (lambda t: ["train", "--data", _bad(t, "a.csv", "x,y,label\n1,2,a\n3,4,b\n"), "--target", "kind"],
+         "no column named 'kind'; the columns are x, y, label"),
+        (lambda t: ["train", "--data", _bad(t, "b.csv", "x,y,label\n1,2,a\n3,four,b\n")],
+         "column 'y' has a non-numeric value 'four' at line 3"),
+        (lambda t: ["train", "--data", _bad(t, "c.csv", "x,y,label\n1,nan,a\n3,4,b\n")], "column 'y' is nan at line 2"),
+        (lambda t: ["train", "--data", _bad(t, "d.csv", "x,y,label\n1,inf,a\n3,4,b\n")], "column 'y' is inf at line 2"),
+        (lambda t: ["train", "--data", _bad(t, "e.csv", "x,label\n" + "1,a\n2,a\n3,a\n4,b\n5,b\n6,b\n7,c\n")],
+         "class 'c' has a single example"),
+        (lambda t: ["train", "--data", _bad(t, "f.csv", "x,label\n1,a\n2,b\n")], "too few"),
+        (lambda t: ["train", "--data", "moons", "--out", "/proc/caviar-cannot-write"], "cannot write to --out"),
+        (lambda t: ["train", "--data", "moons", "--keep-prob", "1.5"], r"keep_prob must be in \(0, 1\], got 1.5"),
+        (lambda t: ["train", "--data", "moons", "--lr", "-1"], "lr must be a non-negative number, got -1.0"),
+        (lambda t: ["train", "--data", "moons", "--decay", "cosine:1"], "unknown schedule 'cosine'"),
+        (lambda t: ["train", "--data", "moons", "--augment", "flip"], "--augment needs images"),
+        (lambda t: ["predict", "--model", t / "nomodel", "--data", "moons"], "no model directory"),
+        (lambda t: ["gradcheck", "--data", "moons", "--keep-prob", "0.5"], "dropout with keep_prob=0.5"),
+    ],
+)
+def test_bad_input_is_one_line_and_exit_code_2(tmp_path, make_args, pattern):
+    import re
+
+    r = caviar(*make_args(tmp_path), cwd=tmp_path)
+    assert r.returncode == 2, (r.stdout, r.stderr)
+    assert "Traceback" not in r.stderr
+    errors = [line for line in r.stderr.splitlines() if line.startswith("caviar: error:")]
+    assert len(errors) == 1 and re.search(pattern, errors[0]), r.stderr
+
+
+def test_usage_errors_exit_2():
+    r = caviar("train", "--epochs", "zero")
+    assert r.returncode == 2 and "expected a positive integer" in r.stderr
+    r = caviar("diagnose", "--train-error", "150%", "--dev-error", "0.1")
+    assert r.returncode == 2 and "between 0 and 1" in r.stderr
