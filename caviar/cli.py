@@ -6,6 +6,7 @@ Bad input is a one-line ``caviar: error: ...`` on stderr and exit code 2, never 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from .errors import CaviarError
@@ -115,6 +116,28 @@ def build_parser():
     p.add_argument("--dev-error", type=_rate, required=True)
     p.add_argument("--human-error", type=_rate, default=0.0)
     p.add_argument("--json", action="store_true")
+    p = sub.add_parser("tune", help="hyperparameter search (random, grid, coarse-to-fine, halving)",
+                       description="Search hyperparameters on the right scales. With no arguments: a short "
+                       "random search on the digits data.")
+    p.add_argument("--data", default="digits", help="bundled dataset or a .csv/.npz file (default: digits)")
+    p.add_argument("--target", help="the label column of a CSV")
+    p.add_argument("--space", help="a YAML or TOML space file (default: the notes' hyperparameters)")
+    p.add_argument("--strategy", default="random", choices=["random", "grid", "coarse-to-fine", "halving"])
+    p.add_argument("--trials", type=_positive_int, default=20)
+    p.add_argument("--rounds", type=_positive_int, default=3, help="coarse-to-fine rounds")
+    p.add_argument("--epochs", type=_positive_int, default=10, help="epochs per trial (the largest budget for halving)")
+    p.add_argument("--eta", type=int, default=3, help="successive halving: keep the best 1/eta at each rung")
+    p.add_argument("--workers", type=_positive_int, help="parallel trials (default: one per core)")
+    p.add_argument("--executor", default="local", choices=["local", "ray"])
+    p.add_argument("--address", help="a Ray cluster's address (with --executor ray)")
+    p.add_argument("--study", help="the study file; an existing one is resumed (default: caviar-tune/study-<time>.sqlite)")
+    p.add_argument("--out", default="caviar-tune", help="directory for plots and the best model")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--json", action="store_true")
+    p = sub.add_parser("report", help="leaderboard and plots of an existing study")
+    p.add_argument("study", help="a study file written by caviar tune")
+    p.add_argument("--out", help="directory for the plots (default: beside the study)")
+    p.add_argument("--top", type=_positive_int, default=10)
     p = sub.add_parser("gradcheck", parents=[model], help="gradient-check the model on a small batch")
     p.add_argument("--batch", type=_positive_int, default=16, help="examples in the checked batch")
     p.add_argument("--json", action="store_true")
@@ -172,7 +195,56 @@ def _gradcheck(args):
     return 1 if result.verdict == "bug" else 0
 
 
-COMMANDS = {"train": _train, "predict": _predict, "diagnose": _diagnose, "gradcheck": _gradcheck}
+def _tune(args):
+    from .tune import format_leaderboard, plot_study, retrain_best, tune
+    from .tune.runner import default_study_path
+    from .workflow import prepare_out, write_json
+
+    out = prepare_out(args.out)
+    study = tune(data=args.data, target=args.target, space=args.space, strategy=args.strategy, trials=args.trials,
+                 rounds=args.rounds, epochs=args.epochs, eta=args.eta, workers=args.workers, executor=args.executor,
+                 address=args.address, study=args.study or default_study_path(out), seed=args.seed)
+    try:
+        best = retrain_best(study, out)
+        plots = plot_study(study, out)
+        n = len(study.trials())
+        if args.json:
+            write_json({"best": None if best is None else {
+                "params": best["params"], "dev_accuracy": best["dev"].get("accuracy"),
+                "test_accuracy": best.get("test", {}).get("accuracy"), "trial": best["trial"]},
+                "trials": n, "study": os.path.abspath(study.path), "plots": plots})
+            return 0
+        print(format_leaderboard(study))
+        if best is None:
+            print("no trial finished with a finite dev metric")
+            return 0
+        print(f"best trial {best['trial']}: " + ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
+                                                         for k, v in best["params"].items()))
+        for name in ("dev", "test"):
+            if name in best:
+                print(f"  {name}: " + ", ".join(f"{k} {v:.4f}" for k, v in best[name].items()))
+        print(f"study: {study.path}\nbest model: {best.get('model')}\nplots: {out}")
+        return 0
+    finally:
+        study.close()
+
+
+def _report(args):
+    from .tune import Study, format_leaderboard, plot_study
+
+    study = Study.open(args.study)
+    try:
+        out = args.out or os.path.splitext(args.study)[0] + "-report"
+        print(format_leaderboard(study, args.top))
+        for path in plot_study(study, out):
+            print(f"wrote {path}", file=sys.stderr)
+        return 0
+    finally:
+        study.close()
+
+
+COMMANDS = {"train": _train, "predict": _predict, "diagnose": _diagnose, "gradcheck": _gradcheck, "tune": _tune,
+            "report": _report}
 
 
 def main(argv=None):

@@ -1,0 +1,134 @@
+"""What a study found: the leaderboard, the best parameters, the best model retrained and
+evaluated once on the test set, and plots of the dev metric against each hyperparameter on its
+own scale with the coarse-to-fine boxes drawn."""
+
+from __future__ import annotations
+
+import math
+import os
+
+from .objective import metric_for, network_and_options, study_data
+from .space import Choice, Space
+from .strategies import ranked
+
+
+def configurations(study):
+    """One row per configuration: for successive halving, the trial of the highest rung it
+    reached (so every row says at which rung that configuration stopped)."""
+    trials = study.trials()
+    latest = {}
+    for t in trials:
+        root = t["key"].split("-", 1)[-1] if t["key"].startswith("h") else t["key"]
+        if root not in latest or t["rung"] >= latest[root]["rung"]:
+            latest[root] = t
+    return sorted(latest.values(), key=lambda t: t["number"])
+
+
+def leaderboard(study, top=10):
+    metric, higher = metric_for(study.settings)
+    rows = configurations(study)
+    good = ranked(rows, higher)
+    rest = [t for t in rows if t not in good]
+    return (good + rest)[:top] if top else good + rest
+
+
+def format_leaderboard(study, top=10):
+    settings = study.settings
+    metric, _ = metric_for(settings)
+    names = list(settings["space"])
+    halving = settings["strategy"] == "halving"
+    head = f"{'trial':>5} {'status':<9} {metric:>12}" + (f" {'rung':>4}" if halving else "") + "  parameters"
+    lines = [head]
+    for t in leaderboard(study, top):
+        value = f"{t['value']:.4f}" if t["value"] is not None else "-"
+        params = ", ".join(f"{k}={_fmt(t['params'][k])}" for k in names if k in t["params"])
+        lines.append(f"{t['number']:>5} {t['status']:<9} {value:>12}" + (f" {t['rung']:>4}" if halving else "") + f"  {params}")
+    return "\n".join(lines)
+
+
+def _fmt(v):
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    return str(v)
+
+
+def best_trial(study):
+    metric, higher = metric_for(study.settings)
+    best = ranked(study.trials(), higher)
+    return best[0] if best else None
+
+
+def retrain_best(study, out=None):
+    """Retrain the best configuration with its seed on the training set up to its best epoch
+    (training is deterministic, so this is the trial's own model at the epoch where its dev
+    metric peaked, as early stopping would keep), then evaluate it on dev and, once, on test."""
+    settings = study.settings
+    best = best_trial(study)
+    if best is None:
+        return None
+    ds, normalizer, sets = study_data(settings)
+    net, fit = network_and_options(best["params"], ds, best["seed"])
+    net.fit(*sets["train"], epochs=best["best_epoch"] or best["budget"], verbose=False, seed=best["seed"], **fit)
+    result = {"trial": best["number"], "params": best["params"], "dev": net.evaluate(*sets["dev"])}
+    if "test" in sets:
+        result["test"] = net.evaluate(*sets["test"])
+    if out is not None:
+        net.extras = {"normalizer": normalizer.to_dict(), "class_names": ds.class_names,
+                      "feature_names": ds.feature_names, "target": ds.target, "data": settings["data"]}
+        result["model"] = net.save(os.path.join(out, "best-model"))
+    return result
+
+
+def plot_study(study, out):
+    """``dev_<metric>_vs_<name>.png`` for every hyperparameter; returns the paths written."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    settings = study.settings
+    metric, higher = metric_for(settings)
+    space = Space(settings["space"])
+    trials = [t for t in study.trials() if t["value"] is not None and math.isfinite(t["value"])]
+    boxes = {r: Space(b) for r, b in study.boxes().items()}
+    os.makedirs(out, exist_ok=True)
+    paths = []
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for dim in space:
+        if isinstance(dim, Choice) and len(dim.options) == 1:
+            continue  # a fixed value: nothing to plot
+        fig, ax = plt.subplots(figsize=(6, 4))
+        xs = [_axis_value(dim, t["params"][dim.name]) for t in trials if dim.name in t["params"]]
+        ys = [t["value"] for t in trials if dim.name in t["params"]]
+        rounds = [t["round"] for t in trials if dim.name in t["params"]]
+        ax.scatter(xs, ys, c=[colors[r % len(colors)] for r in rounds], s=18, alpha=0.8)
+        if dim.scale in ("log", "one_minus_log"):
+            ax.set_xscale("log")
+        if isinstance(dim, Choice):
+            ax.set_xticks(range(len(dim.options)), [str(o) for o in dim.options])
+        for r, box in boxes.items():
+            if r == 0 or dim.name not in box.dims or isinstance(box[dim.name], Choice):
+                continue
+            b = box[dim.name]
+            lo, hi = sorted((_axis_value(dim, b.low), _axis_value(dim, b.high)))
+            ax.axvspan(lo, hi, color=colors[r % len(colors)], alpha=0.12, label=f"round {r} box")
+        label = {"one_minus_log": f"1 - {dim.name} (log scale)", "log": f"{dim.name} (log scale)"}.get(dim.scale, dim.name)
+        ax.set_xlabel(label)
+        ax.set_ylabel(metric)
+        ax.set_title(f"{metric} against {dim.name}")
+        if boxes and len(boxes) > 1:
+            ax.legend(fontsize="small")
+        fig.tight_layout()
+        path = os.path.join(out, f"{metric}_vs_{dim.name}.png")
+        fig.savefig(path, dpi=90)
+        plt.close(fig)
+        paths.append(path)
+    return paths
+
+
+def _axis_value(dim, value):
+    if dim.scale == "one_minus_log":
+        return 1 - value
+    if isinstance(dim, Choice):
+        return dim.options.index(value) if value in dim.options else -1
+    return value

@@ -1,0 +1,225 @@
+"""A study in one SQLite file (WAL mode): the space, the strategy's settings, every trial's
+parameters, status, seed, per-epoch metrics and timing, and the box of every coarse-to-fine
+round. Several processes may write to it at once (workers report their own trials).
+
+Trial statuses: pending -> running -> complete | diverged | failed. A trial is claimed with a
+random token when it starts; a result is accepted only with the current token, so a worker
+orphaned by a killed driver can never overwrite the trial's re-run.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import time
+import uuid
+
+from ..errors import CaviarError
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS trials (
+    number INTEGER PRIMARY KEY,
+    key TEXT UNIQUE NOT NULL,          -- the strategy's name for it, so proposing is idempotent
+    params TEXT NOT NULL,
+    seed INTEGER NOT NULL,
+    round INTEGER NOT NULL DEFAULT 0,
+    rung INTEGER NOT NULL DEFAULT 0,
+    budget INTEGER NOT NULL,           -- epochs
+    parent INTEGER,
+    status TEXT NOT NULL DEFAULT 'pending',
+    claim TEXT,
+    value REAL,                        -- the best dev metric over its epochs
+    last_value REAL,
+    best_epoch INTEGER,
+    error TEXT,
+    started REAL,
+    finished REAL,
+    duration REAL,
+    runs INTEGER NOT NULL DEFAULT 0    -- how many times it was started (a resumed trial: 2)
+);
+CREATE TABLE IF NOT EXISTS epochs (
+    trial INTEGER NOT NULL, epoch INTEGER NOT NULL, train_cost REAL, dev_cost REAL, dev_metric REAL,
+    PRIMARY KEY (trial, epoch)
+);
+CREATE TABLE IF NOT EXISTS boxes (round INTEGER PRIMARY KEY, box TEXT NOT NULL);
+"""
+
+FINISHED = ("complete", "diverged", "failed")
+
+
+class StudyError(CaviarError, ValueError):
+    """A study file that cannot be opened or does not fit the request."""
+
+
+def connect(path):
+    conn = sqlite3.connect(os.fspath(path), timeout=60, isolation_level=None)  # autocommit; explicit BEGIN
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=NORMAL")
+    conn.execute("PRAGMA busy_timeout=60000")
+    conn.row_factory = sqlite3.Row
+    return conn
+
+
+class Study:
+    """An open study file. ``Study.create(path, settings)`` or ``Study.open(path)``."""
+
+    def __init__(self, path, conn):
+        self.path = os.fspath(path)
+        self.conn = conn
+
+    @classmethod
+    def create(cls, path, settings):
+        path = os.fspath(path)
+        if os.path.exists(path):
+            raise StudyError(f"a study already exists at {path!r}; resume it with --study, or choose another path")
+        directory = os.path.dirname(os.path.abspath(path))
+        try:
+            os.makedirs(directory, exist_ok=True)
+            conn = connect(path)
+        except (OSError, sqlite3.Error) as exc:
+            raise StudyError(f"cannot create a study at {path!r}: {exc}") from None
+        conn.executescript(SCHEMA)
+        study = cls(path, conn)
+        with study.transaction():
+            for key, value in {**settings, "format": "caviar-study", "version": 1, "created": time.time()}.items():
+                conn.execute("INSERT INTO meta VALUES (?, ?)", (key, json.dumps(value)))
+        return study
+
+    @classmethod
+    def open(cls, path):
+        path = os.fspath(path)
+        if not os.path.isfile(path):
+            raise StudyError(f"no study at {path!r}")
+        try:
+            conn = connect(path)
+            rows = conn.execute("SELECT key, value FROM meta").fetchall()
+        except sqlite3.DatabaseError as exc:
+            raise StudyError(f"{path!r} is not a caviar study ({exc})") from None
+        meta = {r["key"]: json.loads(r["value"]) for r in rows}
+        if meta.get("format") != "caviar-study":
+            raise StudyError(f"{path!r} is not a caviar study")
+        return cls(path, conn)
+
+    def close(self):
+        self.conn.close()
+
+    def transaction(self):
+        return _Transaction(self.conn)
+
+    # -- settings ----------------------------------------------------------------------------
+    @property
+    def settings(self):
+        rows = self.conn.execute("SELECT key, value FROM meta").fetchall()
+        return {r["key"]: json.loads(r["value"]) for r in rows}
+
+    def set_setting(self, key, value):
+        with self.transaction():
+            self.conn.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, json.dumps(value)))
+
+    # -- trials ------------------------------------------------------------------------------
+    def add_trials(self, specs):
+        """Insert trials that are not there yet (by key); return how many were new."""
+        added = 0
+        with self.transaction():
+            for spec in specs:
+                cur = self.conn.execute(
+                    "INSERT OR IGNORE INTO trials (key, params, seed, round, rung, budget, parent) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    (spec["key"], json.dumps(spec["params"]), spec["seed"], spec.get("round", 0), spec.get("rung", 0),
+                     spec["budget"], spec.get("parent")))
+                added += cur.rowcount
+        return added
+
+    def trials(self, status=None):
+        query = "SELECT * FROM trials"
+        args = ()
+        if status is not None:
+            statuses = (status,) if isinstance(status, str) else tuple(status)
+            query += f" WHERE status IN ({','.join('?' * len(statuses))})"
+            args = statuses
+        return [_trial(r) for r in self.conn.execute(query + " ORDER BY number", args).fetchall()]
+
+    def trial(self, number):
+        row = self.conn.execute("SELECT * FROM trials WHERE number = ?", (number,)).fetchone()
+        if row is None:
+            raise StudyError(f"study {self.path!r} has no trial {number}")
+        return _trial(row)
+
+    def reset_interrupted(self):
+        """Trials left 'running' by a killed driver go back to 'pending' (their partial epochs
+        are dropped), so they run again from the start; finished trials are kept."""
+        with self.transaction():
+            numbers = [r[0] for r in self.conn.execute("SELECT number FROM trials WHERE status = 'running'")]
+            for n in numbers:
+                self.conn.execute("DELETE FROM epochs WHERE trial = ?", (n,))
+            self.conn.execute("UPDATE trials SET status = 'pending', claim = NULL, started = NULL WHERE status = 'running'")
+        return numbers
+
+    def claim(self, number):
+        """Mark a pending trial running with a fresh token; None if it is not pending."""
+        token = uuid.uuid4().hex
+        with self.transaction():
+            cur = self.conn.execute(
+                "UPDATE trials SET status = 'running', claim = ?, started = ?, runs = runs + 1 WHERE number = ? AND status = 'pending'",
+                (token, time.time(), number))
+        return token if cur.rowcount == 1 else None
+
+    def report_epoch(self, number, token, epoch, train_cost, dev_cost, dev_metric):
+        with self.transaction():
+            if self._holds(number, token):
+                self.conn.execute("INSERT OR REPLACE INTO epochs VALUES (?, ?, ?, ?, ?)",
+                                  (number, epoch, train_cost, dev_cost, dev_metric))
+
+    def finish(self, number, token, status, value=None, last_value=None, best_epoch=None, error=None, duration=None):
+        """Record a trial's outcome; False (and nothing written) if the token is stale.
+
+        ``duration`` is the training time in seconds (default: since the claim)."""
+        if status not in FINISHED:
+            raise ValueError(f"unknown final status {status!r}")
+        now = time.time()
+        with self.transaction():
+            if not self._holds(number, token):
+                return False
+            self.conn.execute(
+                "UPDATE trials SET status = ?, value = ?, last_value = ?, best_epoch = ?, error = ?, finished = ?, "
+                "duration = COALESCE(?, ? - started), claim = NULL WHERE number = ?",
+                (status, value, last_value, best_epoch, error, now, duration, now, number))
+        return True
+
+    def _holds(self, number, token):
+        row = self.conn.execute("SELECT claim, status FROM trials WHERE number = ?", (number,)).fetchone()
+        return row is not None and row["status"] == "running" and row["claim"] == token
+
+    def epochs(self, number):
+        rows = self.conn.execute("SELECT * FROM epochs WHERE trial = ? ORDER BY epoch", (number,)).fetchall()
+        return [dict(r) for r in rows]
+
+    # -- coarse-to-fine boxes ----------------------------------------------------------------
+    def set_box(self, round_, box):
+        with self.transaction():
+            self.conn.execute("INSERT OR IGNORE INTO boxes VALUES (?, ?)", (round_, json.dumps(box)))
+
+    def boxes(self):
+        return {r["round"]: json.loads(r["box"]) for r in self.conn.execute("SELECT * FROM boxes ORDER BY round")}
+
+
+def _trial(row):
+    t = dict(row)
+    t["params"] = json.loads(t["params"])
+    return t
+
+
+class _Transaction:
+    """BEGIN IMMEDIATE ... COMMIT: one writer at a time, others wait (busy_timeout)."""
+
+    def __init__(self, conn):
+        self.conn = conn
+
+    def __enter__(self):
+        self.conn.execute("BEGIN IMMEDIATE")
+        return self.conn
+
+    def __exit__(self, exc_type, exc, tb):
+        self.conn.execute("COMMIT" if exc_type is None else "ROLLBACK")
+        return False

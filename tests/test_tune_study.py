@@ -1,0 +1,177 @@
+"""Studies with real trials: statuses, resuming after SIGKILL, concurrent writers, Ray, the CLI."""
+
+import json
+import multiprocessing
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+
+import pytest
+
+from caviar.tune import Space, Study, choice, retrain_best, tune
+
+ENV = {**os.environ, "CAVIAR_NO_PROGRESS": "1"}
+QUIET = dict(log=lambda line: None)
+
+
+def test_diverged_and_failed_trials_are_recorded_and_the_study_goes_on(tmp_path):
+    space = Space({"lr": choice([1e4, 0.01]), "optimizer": "gd", "keep_prob": choice([1.0, 1.5])})
+    study = tune(data="iris", space=space, strategy="grid", trials=4, epochs=20, workers=1,
+                 study=tmp_path / "s.sqlite", **QUIET)
+    by = {(t["params"]["lr"], t["params"]["keep_prob"]): t for t in study.trials()}
+    assert by[(1e4, 1.0)]["status"] == "diverged" and "diverged at iteration" in by[(1e4, 1.0)]["error"]
+    assert by[(0.01, 1.0)]["status"] == "complete" and by[(0.01, 1.0)]["value"] > 0.5
+    for lr in (1e4, 0.01):
+        failed = by[(lr, 1.5)]
+        assert failed["status"] == "failed" and "keep_prob must be in (0, 1], got 1.5" in failed["error"]
+    assert len(study.epochs(by[(0.01, 1.0)]["number"])) == 20
+
+
+def test_a_diverged_trial_keeps_its_last_finite_metric(tmp_path):
+    space = Space({"lr": choice([3.0]), "optimizer": "gd"})
+    study = tune(data="moons", space=space, strategy="grid", trials=1, epochs=40, workers=1,
+                 study=tmp_path / "s.sqlite", **QUIET)
+    t = study.trials()[0]
+    if t["status"] == "diverged" and study.epochs(t["number"]):
+        assert t["value"] == max(e["dev_metric"] for e in study.epochs(t["number"]))
+    else:  # it must at least not have been lost
+        assert t["status"] in ("complete", "diverged")
+
+
+def test_the_retrained_best_model_reproduces_the_trials_dev_metric(tmp_path):
+    study = tune(data="iris", trials=4, epochs=6, workers=1, study=tmp_path / "s.sqlite", **QUIET)
+    best = retrain_best(study, tmp_path)
+    trial = study.trial(best["trial"])
+    assert best["dev"]["accuracy"] == trial["value"]
+    assert "test" in best and os.path.isdir(best["model"])
+
+
+def _writer(path, worker, n):
+    study = Study.open(path)
+    for i in range(n):
+        number = worker * n + i + 1
+        token = study.claim(number)
+        for epoch in range(1, 4):
+            study.report_epoch(number, token, epoch, 1.0 / epoch, 1.0, 0.5 + epoch / 10)
+        study.finish(number, token, "complete", value=float(number))
+    study.close()
+
+
+def test_two_workers_writing_to_one_study_file_lose_nothing(tmp_path):
+    path = tmp_path / "s.sqlite"
+    study = Study.create(path, {"metric": "dev_accuracy"})
+    study.add_trials([{"key": f"t{i}", "params": {"i": i}, "seed": i, "budget": 3} for i in range(100)])
+    ctx = multiprocessing.get_context("spawn")
+    procs = [ctx.Process(target=_writer, args=(str(path), w, 50)) for w in range(2)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(120)
+        assert p.exitcode == 0
+    trials = study.trials()
+    assert [t["status"] for t in trials] == ["complete"] * 100
+    assert [t["value"] for t in trials] == [float(t["number"]) for t in trials]
+    assert sum(len(study.epochs(t["number"])) for t in trials) == 300
+
+
+def test_a_stale_claim_cannot_overwrite_a_rerun(tmp_path):
+    study = Study.create(tmp_path / "s.sqlite", {"metric": "dev_accuracy"})
+    study.add_trials([{"key": "t0", "params": {}, "seed": 0, "budget": 1}])
+    old = study.claim(1)
+    assert study.reset_interrupted() == [1]  # the driver died; the trial runs again
+    new = study.claim(1)
+    assert not study.finish(1, old, "complete", value=0.1)  # the orphan's result is refused
+    assert study.finish(1, new, "complete", value=0.9)
+    assert study.trial(1)["value"] == 0.9 and study.trial(1)["runs"] == 2
+
+
+def _snapshot(path):
+    conn = sqlite3.connect(path, timeout=30)
+    rows = conn.execute("SELECT number, status, value, finished, runs FROM trials ORDER BY number").fetchall()
+    conn.close()
+    return rows
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_resume_after_sigkill_keeps_finished_trials_and_runs_none_twice(tmp_path, workers):
+    path = str(tmp_path / "study.sqlite")
+    cmd = [sys.executable, "-m", "caviar", "tune", "--data", "digits", "--trials", "8", "--epochs", "25",
+           "--workers", str(workers), "--study", path, "--out", str(tmp_path / "out"), "--json"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=ENV, start_new_session=True)
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        time.sleep(0.3)
+        if os.path.exists(path):
+            try:
+                done = [r for r in _snapshot(path) if r[1] == "complete"]
+            except sqlite3.OperationalError:
+                continue
+            if len(done) >= 2:
+                break
+    os.kill(proc.pid, signal.SIGKILL)  # the driver only: its workers must die with it
+    proc.wait()
+    time.sleep(1.5)
+    before = _snapshot(path)
+    time.sleep(1.5)
+    assert _snapshot(path) == before  # no orphaned worker is still writing
+    finished_before = {r[0]: r for r in before if r[1] == "complete"}
+    assert 2 <= len(finished_before) < 8
+
+    r = subprocess.run(cmd, capture_output=True, text=True, env=ENV, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert "resuming study" in r.stderr
+    after = {row[0]: row for row in _snapshot(path)}
+    assert len(after) == 8 and all(row[1] == "complete" for row in after.values())
+    for number, row in finished_before.items():
+        assert after[number] == row  # kept as it was, not run again
+    assert all(row[4] <= 2 for row in after.values())  # an interrupted trial ran at most twice
+    assert json.loads(r.stdout)["trials"] == 8
+
+
+def test_ray_executor_runs_the_same_study_on_a_local_ray_instance(tmp_path):
+    pytest.importorskip("ray")
+    import ray
+
+    try:
+        study = tune(data="iris", trials=3, epochs=3, executor="ray", workers=2, study=tmp_path / "s.sqlite", **QUIET)
+    finally:
+        ray.shutdown()
+    trials = study.trials()
+    assert [t["status"] for t in trials] == ["complete"] * 3
+    assert all(len(study.epochs(t["number"])) == 3 for t in trials)
+    local = tune(data="iris", trials=3, epochs=3, workers=1, study=tmp_path / "l.sqlite", **QUIET)
+    assert [t["value"] for t in local.trials()] == [t["value"] for t in trials]  # same trials, same results
+
+
+def caviar(*args, cwd=None):
+    return subprocess.run([sys.executable, "-m", "caviar", *map(str, args)], capture_output=True, text=True,
+                          cwd=cwd, env=ENV, timeout=300)
+
+
+def test_tune_and_report_commands(tmp_path):
+    r = caviar("tune", "--data", "iris", "--trials", "4", "--epochs", "3", "--workers", "2", "--strategy",
+               "coarse-to-fine", "--rounds", "2", "--json", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    assert set(out) >= {"best", "trials", "study"} and out["trials"] == 4
+    assert set(out["best"]) >= {"params", "dev_accuracy", "test_accuracy"}
+    assert "[4/4]" in r.stderr  # progress while it runs
+    assert os.path.exists(tmp_path / "caviar-tune" / "dev_accuracy_vs_lr.png")
+    r = caviar("report", out["study"], "--out", tmp_path / "rep")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.splitlines()[0].split()[:3] == ["trial", "status", "dev_accuracy"]
+    assert len(r.stdout.splitlines()) == 5
+    assert os.path.exists(tmp_path / "rep" / "dev_accuracy_vs_beta1.png")
+
+
+def test_tune_bad_input(tmp_path):
+    (tmp_path / "bad.yaml").write_text("momentum: {uniform: [0.1, 0.9]}\n")
+    r = caviar("tune", "--space", tmp_path / "bad.yaml", cwd=tmp_path)
+    assert r.returncode == 2 and "unknown hyperparameter 'momentum'" in r.stderr and "Traceback" not in r.stderr
+    r = caviar("report", tmp_path / "nothing.sqlite")
+    assert r.returncode == 2 and "no study" in r.stderr
+    r = caviar("tune", "--strategy", "coarse-to-fine", "--trials", "2", "--rounds", "3", cwd=tmp_path)
+    assert r.returncode == 2 and "rounds must be between 1 and the number of trials" in r.stderr
