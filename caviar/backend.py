@@ -77,6 +77,12 @@ def rng(seed=None):
     return numpy.random.default_rng(seed)
 
 
+def shuffle_rng(seed):
+    """The mini-batch order's own stream, apart from the dropout stream ``rng(seed)``, so that the
+    members of a population can share one batch order and keep their own dropout masks."""
+    return numpy.random.default_rng(None if seed is None else [seed, 1])
+
+
 def to_numpy(a):
     """A NumPy copy of an array from any backend (for printing, saving and plotting)."""
     if _cupy is not None and isinstance(a, _cupy.ndarray):  # pragma: no cover - GPU only

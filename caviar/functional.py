@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import contextlib
 
+import numpy
+
 from . import backend
 from .autodiff import Tensor, lift, result, unbroadcast
 from .errors import GradientCheckError, ShapeError
@@ -360,9 +362,20 @@ def _weights(weights):
 
 
 def l2_penalty(weights, lambd, m):
-    """lambd / (2m) * sum of the squared Frobenius norms of ``weights``; its gradient is lambd/m * W."""
+    """lambd / (2m) * sum of the squared Frobenius norms of ``weights``; its gradient is lambd/m * W.
+
+    For a population, ``lambd`` may be an array with one lambda per member (weights stacked as
+    (K, n_in, n_out)): the value is the sum of the members' terms, each member's gradient its own.
+    """
     weights = _weights(weights)
     mod = backend.get_array_module(weights[0].data)
+    if isinstance(lambd, numpy.ndarray):
+        coef = numpy.asarray(lambd, dtype=numpy.float64) / (2.0 * m)
+        total = sum(float((coef * backend.to_numpy((w.data * w.data).sum(axis=(-2, -1)))).sum()) for w in weights)
+        twice = mod.asarray((2 * coef).reshape(-1, 1, 1).astype(weights[0].dtype))
+        out = mod.asarray(total, dtype=weights[0].dtype)
+        return result(out, tuple(weights), lambda g: tuple(g * twice * w.data if w.requires_grad else None for w in weights),
+                      "l2_penalty")
     coef = lambd / (2.0 * m)
     total = sum(float((w.data * w.data).sum()) for w in weights)
     out = mod.asarray(coef * total, dtype=weights[0].dtype)

@@ -96,7 +96,8 @@ class Network:
             "input_keep_prob": F.check_keep_prob(input_keep_prob),
             "bn_momentum": float(bn_momentum), "bn_epsilon": float(bn_epsilon), "dtype": str(dtype),
         }
-        self.rng = backend.rng(seed)
+        self.rng = backend.rng(seed)  # initialization, then dropout and augmentation
+        self.shuffle_rng = backend.shuffle_rng(seed)  # the order of the mini-batches
         self.layers, self.params, self.buffers = [], {}, {}
         self.optimizer = None
         self.epochs_trained = 0

@@ -11,7 +11,7 @@ Keras's Adam defaults to epsilon 1e-7 instead of the notes' 1e-8.
 from __future__ import annotations
 
 from .. import backend
-from .base import Optimizer, check_beta, check_epsilon
+from .base import Optimizer, check_beta, check_epsilon, coef
 
 
 class Adam(Optimizer):
@@ -38,17 +38,17 @@ class Adam(Optimizer):
         state["t"] += 1
         t = state["t"]
         xp = backend.get_array_module(v)
-        b1, b2 = self.beta1, self.beta2
-        v *= b1
-        v += xp.multiply(grad, 1 - b1, out=tmp)
-        s *= b2
+        b1, b2, dtype = self.beta1, self.beta2, param.dtype
+        v *= coef(b1, dtype)
+        v += xp.multiply(grad, coef(1 - b1, dtype), out=tmp)
+        s *= coef(b2, dtype)
         xp.multiply(grad, grad, out=tmp)
-        tmp *= 1 - b2
+        tmp *= coef(1 - b2, dtype)
         s += tmp
         # tmp <- sqrt(s_hat) + epsilon, then lr * v_hat / tmp, all in one buffer
-        xp.multiply(s, 1 / (1 - b2**t), out=tmp)
+        xp.multiply(s, coef(1 / (1 - b2**t), dtype), out=tmp)
         xp.sqrt(tmp, out=tmp)
-        tmp += self.epsilon
+        tmp += coef(self.epsilon, dtype)
         xp.divide(v, tmp, out=tmp)
-        tmp *= lr / (1 - b1**t)
+        tmp *= coef(lr / (1 - b1**t), dtype)
         param.data -= tmp

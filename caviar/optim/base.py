@@ -13,28 +13,56 @@ from __future__ import annotations
 
 import numbers
 
+import numpy
+
 from ..autodiff import Tensor, no_grad
 
 
+def _per_member(name, value, ok, requirement):
+    """An array of per-member values (a population): float64, every entry checked."""
+    arr = numpy.asarray(value, dtype=numpy.float64)
+    bad = ~ok(arr)
+    if bad.any():
+        raise ValueError(f"{name} must be {requirement}, got {arr[bad].flat[0]!r} for member {int(numpy.argmax(bad.ravel()))}")
+    return arr
+
+
 def check_lr(lr):
-    """A learning rate is a non-negative number, or a schedule: a callable ``step -> lr``."""
+    """A learning rate is a non-negative number, a schedule (a callable ``step -> lr``), or an
+    array of per-member rates for a population."""
     if callable(lr):
         return lr
+    if isinstance(lr, numpy.ndarray):
+        return _per_member("learning rate lr", lr, lambda a: a >= 0, "a non-negative number")
     if isinstance(lr, bool) or not isinstance(lr, numbers.Real) or not lr >= 0:
         raise ValueError(f"learning rate lr must be a non-negative number, got {lr!r}")
     return float(lr)
 
 
 def check_beta(name, beta):
+    if isinstance(beta, numpy.ndarray):
+        return _per_member(name, beta, lambda a: (a >= 0) & (a < 1), "in [0, 1)")
     if isinstance(beta, bool) or not isinstance(beta, numbers.Real) or not 0 <= beta < 1:
         raise ValueError(f"{name} must be in [0, 1), got {beta!r}")
     return float(beta)
 
 
 def check_epsilon(epsilon):
+    if isinstance(epsilon, numpy.ndarray):
+        return _per_member("epsilon", epsilon, lambda a: a > 0, "positive")
     if isinstance(epsilon, bool) or not isinstance(epsilon, numbers.Real) or not epsilon > 0:
         raise ValueError(f"epsilon must be positive, got {epsilon!r}")
     return float(epsilon)
+
+
+def coef(value, dtype):
+    """A coefficient in the parameter's dtype. Scalars and per-member arrays are both computed in
+    float64 first: a Python float is then rounded to float32 by the array operation itself, an
+    array by ``astype``, to the same value, so a population member's update is bit-identical
+    to the same model trained alone."""
+    if isinstance(value, float):
+        return value
+    return value.astype(dtype, copy=False)
 
 
 class Optimizer:
@@ -52,7 +80,7 @@ class Optimizer:
 
     def hyperparameters(self):
         """The constructor's arguments, for model files and reports."""
-        return {"lr": self.lr if not callable(self.lr) else None}
+        return {"lr": self.lr if isinstance(self.lr, float) else None}
 
     def init_state(self, param):
         return {}

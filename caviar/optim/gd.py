@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .base import Optimizer
+from .base import Optimizer, coef
 
 
 class GradientDescent(Optimizer):
@@ -11,4 +11,4 @@ class GradientDescent(Optimizer):
     default_lr = 0.01
 
     def update(self, param, grad, state, lr):
-        param.data -= lr * grad
+        param.data -= coef(lr, param.dtype) * grad

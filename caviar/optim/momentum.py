@@ -11,7 +11,7 @@ buf = mu * buf + dW (no 1 - beta factor) and steps W -= lr * buf, so caviar's
 from __future__ import annotations
 
 from .. import backend
-from .base import Optimizer, check_beta
+from .base import Optimizer, check_beta, coef
 
 
 class Momentum(Optimizer):
@@ -35,7 +35,8 @@ class Momentum(Optimizer):
         v, tmp = state["v"], state["_tmp"]
         state["t"] += 1
         xp = backend.get_array_module(v)
-        v *= self.beta
-        v += xp.multiply(grad, 1 - self.beta, out=tmp)
+        dtype = param.dtype
+        v *= coef(self.beta, dtype)
+        v += xp.multiply(grad, coef(1 - self.beta, dtype), out=tmp)
         scale = lr / (1 - self.beta ** state["t"]) if self.bias_correction else lr
-        param.data -= xp.multiply(v, scale, out=tmp)
+        param.data -= xp.multiply(v, coef(scale, dtype), out=tmp)

@@ -10,7 +10,7 @@ RMSprop defaults to rho = 0.9 and epsilon = 1e-7: pass ``beta2=0.9, epsilon=1e-7
 from __future__ import annotations
 
 from .. import backend
-from .base import Optimizer, check_beta, check_epsilon
+from .base import Optimizer, check_beta, check_epsilon, coef
 
 
 class RMSprop(Optimizer):
@@ -33,12 +33,13 @@ class RMSprop(Optimizer):
     def update(self, param, grad, state, lr):
         s, tmp = state["s"], state["_tmp"]
         xp = backend.get_array_module(s)
-        s *= self.beta2
+        dtype = param.dtype
+        s *= coef(self.beta2, dtype)
         xp.multiply(grad, grad, out=tmp)
-        tmp *= 1 - self.beta2
+        tmp *= coef(1 - self.beta2, dtype)
         s += tmp
         xp.sqrt(s, out=tmp)
-        tmp += self.epsilon
+        tmp += coef(self.epsilon, dtype)
         xp.divide(grad, tmp, out=tmp)
-        tmp *= lr
+        tmp *= coef(lr, dtype)
         param.data -= tmp

@@ -61,7 +61,7 @@ def _make_optimizer(net, optimizer, lr, optimizer_options):
 
 def fit(net, X, y, optimizer=None, lr=None, epochs=10, batch_size=64, schedule=None,
         validation_data=None, callbacks=(), verbose=True, seed=None, shuffle=True, augment=None,
-        **optimizer_options):
+        shuffle_seed=None, **optimizer_options):
     """Train ``net`` on X (m, n_x) and y with mini-batches; return the run's ``History``.
 
     Parameters
@@ -88,6 +88,9 @@ def fit(net, X, y, optimizer=None, lr=None, epochs=10, batch_size=64, schedule=N
         saved and reloaded model continues exactly as an uninterrupted run would.
     shuffle : bool
         Reshuffle the examples every epoch (True) or take them in order.
+    shuffle_seed : int, optional
+        Seeds the mini-batch order apart from dropout (default: ``seed``), as a population
+        of models shares one batch order while each member keeps its own seed.
     augment : callable, optional
         ``augment(X_batch, rng) -> X_batch`` (e.g. ``caviar.data.Augmenter``), applied to
         training mini-batches only, with the network's seeded generator.
@@ -110,6 +113,8 @@ def fit(net, X, y, optimizer=None, lr=None, epochs=10, batch_size=64, schedule=N
     opt = _make_optimizer(net, optimizer, lr, optimizer_options)
     if seed is not None:
         net.rng = backend.rng(seed)
+    if seed is not None or shuffle_seed is not None:
+        net.shuffle_rng = backend.shuffle_rng(seed if shuffle_seed is None else shuffle_seed)
     callbacks = list(callbacks)
     schedule = schedules.get(schedule)
     if schedule is not None:
@@ -152,7 +157,7 @@ def fit(net, X, y, optimizer=None, lr=None, epochs=10, batch_size=64, schedule=N
 def _train_epoch(net, opt, X, y, batch_size, shuffle, min_last, params, run, callbacks, augment):
     total_cost, seen = 0.0, 0
     metric_sum = {}
-    for idx in minibatch_indices(len(X), batch_size, net.rng, shuffle, min_last):
+    for idx in minibatch_indices(len(X), batch_size, net.shuffle_rng, shuffle, min_last):
         Xb, yb = X[idx], y[idx]
         if augment is not None:
             Xb = augment(Xb, net.rng)

@@ -61,6 +61,7 @@ def save(net, path, extras=None):
         "epochs_trained": net.epochs_trained,
         "optimizer": opt_info,
         "rng_state": net.rng.bit_generator.state,
+        "shuffle_rng_state": net.shuffle_rng.bit_generator.state,
         "history": net.history.to_dict(),
         "extras": extras if extras is not None else getattr(net, "extras", {}),
     }
@@ -123,6 +124,8 @@ def load(path):
         net.optimizer = opt
     net.epochs_trained = meta.get("epochs_trained", 0)
     net.rng.bit_generator.state = meta["rng_state"]
+    if "shuffle_rng_state" in meta:
+        net.shuffle_rng.bit_generator.state = meta["shuffle_rng_state"]
     net.history = History.from_dict(meta.get("history", {}))
     net.extras = meta.get("extras", {})
     return net
