@@ -202,6 +202,9 @@ def dense(a, W, b=None, activation="linear", slope=0.01):
     if a.shape[-1] != W.shape[-2]:
         raise ShapeError(f"a layer with weights of shape {W.shape} needs inputs with {W.shape[-2]} columns, got shape {a.shape}")
     try:
+        # A population's first layer, (m, n) @ (K, n, h), stays K products of a single model's
+        # shape: one wide (m, n) @ (n, K*h) product measured only ~5% faster here, and would
+        # change the float32 rounding, so members would no longer match solo runs bit for bit.
         z = a.data @ W.data
     except ValueError as exc:
         raise ShapeError(f"cannot apply weights of shape {W.shape} to inputs of shape {a.shape}") from exc
@@ -370,12 +373,7 @@ def l2_penalty(weights, lambd, m):
     weights = _weights(weights)
     mod = backend.get_array_module(weights[0].data)
     if isinstance(lambd, numpy.ndarray):
-        coef = numpy.asarray(lambd, dtype=numpy.float64) / (2.0 * m)
-        total = sum(float((coef * backend.to_numpy((w.data * w.data).sum(axis=(-2, -1)))).sum()) for w in weights)
-        twice = mod.asarray((2 * coef).reshape(-1, 1, 1).astype(weights[0].dtype))
-        out = mod.asarray(total, dtype=weights[0].dtype)
-        return result(out, tuple(weights), lambda g: tuple(g * twice * w.data if w.requires_grad else None for w in weights),
-                      "l2_penalty")
+        return l2_penalty_per_member(weights, lambd, m)[0]
     coef = lambd / (2.0 * m)
     total = sum(float((w.data * w.data).sum()) for w in weights)
     out = mod.asarray(coef * total, dtype=weights[0].dtype)
@@ -384,6 +382,23 @@ def l2_penalty(weights, lambd, m):
         return tuple(g * (2 * coef) * w.data if w.requires_grad else None for w in weights)
 
     return result(out, tuple(weights), backward, "l2_penalty")
+
+
+def l2_penalty_per_member(weights, lambd, m):
+    """The population form of ``l2_penalty``: weights stacked (K, n_in, n_out), one lambda per
+    member. Returns (the sum of the members' terms as a Tensor, each member's term as float64)."""
+    weights = _weights(weights)
+    mod = backend.get_array_module(weights[0].data)
+    coef = numpy.asarray(lambd, dtype=numpy.float64) / (2.0 * m)
+    squares = sum(backend.to_numpy((w.data * w.data).sum(axis=(-2, -1))).astype(numpy.float64) for w in weights)
+    per_member = coef * squares
+    twice = mod.asarray((2 * coef).reshape(-1, 1, 1).astype(weights[0].dtype))
+    out = mod.asarray(per_member.sum(), dtype=weights[0].dtype)
+
+    def backward(g):
+        return tuple(g * twice * w.data if w.requires_grad else None for w in weights)
+
+    return result(out, tuple(weights), backward, "l2_penalty"), per_member
 
 
 def l1_penalty(weights, lambd, m):

@@ -65,6 +65,16 @@ def coef(value, dtype):
     return value.astype(dtype, copy=False)
 
 
+class _Rows:
+    """A population parameter seen as (K, rest): ``data`` is a view, so updates land in place."""
+
+    __slots__ = ("data", "dtype")
+
+    def __init__(self, param):
+        self.data = param.data.reshape(len(param.data), -1)
+        self.dtype = param.dtype
+
+
 class Optimizer:
     """Base class: subclasses implement ``init_state(param)`` and ``update(param, grad, state, lr)``."""
 
@@ -89,17 +99,28 @@ class Optimizer:
         raise NotImplementedError
 
     def step(self, params):
-        """Apply one update to every parameter that has a gradient."""
+        """Apply one update to every parameter that has a gradient.
+
+        With per-member hyperparameters (a population: arrays of shape (K, 1)), each parameter
+        is updated through a (K, rest) view, so that every elementwise pass runs over long
+        contiguous rows instead of broadcasting the coefficients over short trailing axes.
+        """
         lr = self.current_lr()
+        per_member = isinstance(lr, numpy.ndarray) or any(
+            isinstance(v, numpy.ndarray) for v in self.hyperparameter_values())
         with no_grad():
             for p in params:
                 if p.grad is None:
                     continue
+                target, grad = (_Rows(p), p.grad.reshape(len(p.data), -1)) if per_member else (p, p.grad)
                 state = self.state.get(id(p))
                 if state is None:
-                    state = self.state[id(p)] = self.init_state(p)
-                self.update(p, p.grad, state, lr)
+                    state = self.state[id(p)] = self.init_state(target)
+                self.update(target, grad, state, lr)
         self.iterations += 1
+
+    def hyperparameter_values(self):
+        return [v for k, v in vars(self).items() if k in ("beta", "beta1", "beta2", "epsilon")]
 
     @staticmethod
     def zero_grad(params):

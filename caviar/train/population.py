@@ -111,10 +111,10 @@ class Population:
     def size(self):
         return len(self.index)
 
-    # -- per-member hyperparameters as (K, 1, 1) float64 arrays --------------------------------
+    # -- per-member hyperparameters as (K, 1) float64 arrays (the optimizer's row views) ------
     def _column(self, key, default):
         values = [self.members[i].get(key, default) for i in self.index]
-        return numpy.asarray([default if v is None else v for v in values], dtype=numpy.float64).reshape(-1, 1, 1)
+        return numpy.asarray([default if v is None else v for v in values], dtype=numpy.float64).reshape(-1, 1)
 
     def _make_optimizer(self):
         name = self.optimizer_name
@@ -129,8 +129,8 @@ class Population:
 
     # -- cost ------------------------------------------------------------------------------
     def cost(self, X, y, training=True):
-        """(total cost, per-member data loss (K,), logits): the total is the sum of the members'
-        J, so every member's gradient is the one it would have alone."""
+        """(total cost, per-member data loss (K,), logits, per-member L2 term): the total is the
+        sum of the members' J, so every member's gradient is the one it would have alone."""
         logits = self.net.forward(X, training)
         K, m = logits.shape[0], logits.shape[1]
         output = self.shared["output"]
@@ -143,16 +143,11 @@ class Population:
             losses = loss(logits, target, reduction="none").mean(axis=(-2, -1))
         total = losses.sum()
         lambd = numpy.asarray([self.members[i].get("l2", 0.0) or 0.0 for i in self.index])
+        reg = numpy.zeros(K)
         if lambd.any():
-            total = total + F.l2_penalty(self.net.weights(), lambd, m)
-        return total, losses, logits
-
-    def _l2_terms(self, m):
-        lambd = numpy.asarray([self.members[i].get("l2", 0.0) or 0.0 for i in self.index])
-        if not lambd.any():
-            return numpy.zeros(self.size)
-        squares = sum(backend.to_numpy((w.data.astype(numpy.float64) ** 2).sum(axis=(1, 2))) for w in self.net.weights())
-        return lambd / (2.0 * m) * squares
+            penalty, reg = F.l2_penalty_per_member(self.net.weights(), lambd, m)
+            total = total + penalty
+        return total, losses, logits, reg
 
     def evaluate(self, X, y):
         """Per-member {'cost', 'accuracy' | 'mse'} with dropout off and running statistics."""
@@ -163,7 +158,7 @@ class Population:
         with no_grad():
             for i in range(0, len(X), chunk):
                 Xc, yc = X[i:i + chunk], y[i:i + chunk]
-                _, loss, logits = self.cost(Xc, yc, training=False)
+                _, loss, logits, _ = self.cost(Xc, yc, training=False)
                 losses.append(loss.data * len(Xc))
                 metrics.append(self._metric(logits.data, yc) * len(Xc))
         n = len(X)
@@ -211,7 +206,7 @@ class Population:
         if opt is not None:
             for state in opt.state.values():
                 for key, value in state.items():
-                    if hasattr(value, "shape") and value.ndim == 3:
+                    if hasattr(value, "shape") and value.ndim >= 1:
                         state[key] = value[slots]
             for attr in ("lr", "beta", "beta1", "beta2", "epsilon"):
                 value = getattr(opt, attr, None)
@@ -253,7 +248,7 @@ class Population:
                     break
                 if any(sched[i] is not None for i in self.index):
                     opt.lr = numpy.asarray([sched[i](epoch) if sched[i] else self.members[i].get("lr", opt.default_lr)
-                                            for i in self.index], dtype=numpy.float64).reshape(-1, 1, 1)
+                                            for i in self.index], dtype=numpy.float64).reshape(-1, 1)
                 sums = numpy.zeros(self.size)
                 metric_sums = numpy.zeros(self.size)
                 seen = 0
@@ -281,15 +276,15 @@ class Population:
         params = self.net.parameters()
         for p in params:
             p.grad = None
-        total, losses, logits = self.cost(Xb, yb, training=True)
-        values = backend.to_numpy(losses.data).astype(numpy.float64) + self._l2_terms(len(Xb))
+        total, losses, logits, reg = self.cost(Xb, yb, training=True)
+        values = backend.to_numpy(losses.data).astype(numpy.float64) + reg
         bad = ~numpy.isfinite(values)
         total.backward()
         if bad.any():  # freeze the diverged members for this step, then let them go
-            keep_mask = (~bad).astype(numpy.float64).reshape(-1, 1, 1)
+            good = ~bad
             for p in params:
-                p.grad = numpy.where(keep_mask.astype(bool), p.grad, 0).astype(p.dtype)
-            opt.lr = opt.lr * keep_mask if isinstance(opt.lr, numpy.ndarray) else opt.lr
+                p.grad = numpy.where(good.reshape(-1, 1, 1), p.grad, 0).astype(p.dtype)
+            opt.lr = opt.lr * good.reshape(-1, 1)
         opt.step(params)
         metric = self._metric(logits.data, yb)
         for slot, number in enumerate(self.index):
@@ -312,7 +307,7 @@ class Population:
 
     def _epoch_logs(self, epoch, opt, sums, metric_sums, seen, validation_data, X_dev, y_dev):
         key = "mse" if self.shared["output"] == "linear" else "accuracy"
-        lr = opt.lr if isinstance(opt.lr, numpy.ndarray) else numpy.full((self.size, 1, 1), opt.lr)
+        lr = opt.lr if isinstance(opt.lr, numpy.ndarray) else numpy.full((self.size, 1), opt.lr)
         rows = {}
         dev = self.evaluate(X_dev, y_dev) if validation_data is not None else [None] * self.size
         for slot, number in enumerate(self.index):
