@@ -123,11 +123,18 @@ def build_parser():
     p.add_argument("--target", help="the label column of a CSV")
     p.add_argument("--space", help="a YAML or TOML space file (default: the notes' hyperparameters)")
     p.add_argument("--strategy", default="random", choices=["random", "grid", "coarse-to-fine", "halving"])
-    p.add_argument("--trials", type=_positive_int, default=20)
+    p.add_argument("--trials", type=_positive_int, default=40)
     p.add_argument("--rounds", type=_positive_int, default=3, help="coarse-to-fine rounds")
     p.add_argument("--epochs", type=_positive_int, default=10, help="epochs per trial (the largest budget for halving)")
     p.add_argument("--eta", type=int, default=3, help="successive halving: keep the best 1/eta at each rung")
-    p.add_argument("--workers", type=_positive_int, help="parallel trials (default: one per core)")
+    p.add_argument("--group-size", type=_positive_int, default=10,
+                   help="trials per architecture: the shape hyperparameters are drawn once per group, the others "
+                        "per trial, so a group trains as one population (default 10; 1: every trial its own)")
+    p.add_argument("--no-population", dest="population", action="store_false",
+                   help="train every trial alone instead of as populations (results are the same)")
+    p.add_argument("--max-population", type=_positive_int, help="the most models trained in one population "
+                   "(default: as many as half the free memory holds)")
+    p.add_argument("--workers", type=_positive_int, help="parallel jobs (default: one per core)")
     p.add_argument("--executor", default="local", choices=["local", "ray"])
     p.add_argument("--address", help="a Ray cluster's address (with --executor ray)")
     p.add_argument("--study", help="the study file; an existing one is resumed (default: caviar-tune/study-<time>.sqlite)")
@@ -203,7 +210,8 @@ def _tune(args):
     out = prepare_out(args.out)
     study = tune(data=args.data, target=args.target, space=args.space, strategy=args.strategy, trials=args.trials,
                  rounds=args.rounds, epochs=args.epochs, eta=args.eta, workers=args.workers, executor=args.executor,
-                 address=args.address, study=args.study or default_study_path(out), seed=args.seed)
+                 address=args.address, study=args.study or default_study_path(out), seed=args.seed,
+                 group_size=args.group_size, population=args.population, max_population=args.max_population)
     try:
         best = retrain_best(study, out)
         plots = plot_study(study, out)

@@ -330,6 +330,15 @@ def forbid_dropout(reason):
 _forbid_reason = ""
 
 
+def refuse_if_checking(keep_prob):
+    """Training-mode dropout inside a gradient check is an error: J would not be consistent."""
+    if _dropout_forbidden:
+        raise GradientCheckError(
+            f"dropout with keep_prob={keep_prob} in training mode makes J inconsistent, so its gradient "
+            f"cannot be checked ({_forbid_reason}); check with dropout off (training=False or keep_prob=1)"
+        )
+
+
 def check_keep_prob(keep_prob):
     if not (isinstance(keep_prob, (int, float)) and 0.0 < keep_prob <= 1.0):
         raise ValueError(f"keep_prob must be in (0, 1], got {keep_prob!r}")
@@ -346,11 +355,7 @@ def dropout(a, keep_prob, rng=None, training=True):
     a = lift(a)
     if not training or keep_prob == 1.0:
         return a
-    if _dropout_forbidden:
-        raise GradientCheckError(
-            f"dropout with keep_prob={keep_prob} in training mode makes J inconsistent, so its gradient "
-            f"cannot be checked ({_forbid_reason}); check with dropout off (training=False or keep_prob=1)"
-        )
+    refuse_if_checking(keep_prob)
     rng = backend.rng(rng)
     mask = rng.random(a.shape, dtype=a.dtype) < keep_prob
     scale = mask.astype(a.dtype) * a.dtype.type(1.0 / keep_prob)

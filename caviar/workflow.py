@@ -186,7 +186,20 @@ def train_job(cfg, verbose=True, log=None):
     X_train, y_train = sets["train"]
     iterations = cfg.epochs * max(1, -(-len(X_train) // cfg.batch_size))
     members, histories = [], []
-    for k in range(cfg.ensemble):
+    if cfg.ensemble > 1 and augment is None and cfg.early_stopping is None:
+        # caviar training: the ensemble's members as one population, one vectorized computation
+        log(f"training an ensemble of {cfg.ensemble} as one population")
+        first = build_network(cfg, ds, cfg.seed)
+        member = {"lr": cfg.lr, "l2": cfg.l2, "keep_prob": cfg.keep_prob, "init_scale": cfg.init_scale,
+                  "beta1": opts.get("beta1", opts.get("beta")), "beta2": opts.get("beta2"), "epsilon": opts.get("epsilon"),
+                  "schedule": decay}
+        ensemble, histories = Ensemble.train_population(
+            first.config["layer_sizes"], X_train, y_train, k=cfg.ensemble, seeds=[cfg.seed + k for k in range(cfg.ensemble)],
+            epochs=cfg.epochs, batch_size=cfg.batch_size, validation_data=sets["dev"], shuffle_seed=cfg.seed,
+            optimizer=cfg.optimizer, member={k: v for k, v in member.items() if v is not None},
+            activation=cfg.activation, output=first.output, init=cfg.init, batchnorm=cfg.batchnorm)
+        members = ensemble.members
+    for k in range(cfg.ensemble if not members else 0):  # one by one (augmentation, early stopping)
         seed = cfg.seed + k
         net = build_network(cfg, ds, seed)
         callbacks = [GradientNorms(every=max(1, iterations // 300))]
@@ -195,8 +208,8 @@ def train_job(cfg, verbose=True, log=None):
         if cfg.ensemble > 1:
             log(f"member {k + 1} of {cfg.ensemble}")
         history = net.fit(X_train, y_train, optimizer=cfg.optimizer, lr=cfg.lr, epochs=cfg.epochs,
-                          batch_size=cfg.batch_size, schedule=decay, validation_data=sets["dev"],
-                          callbacks=callbacks, verbose=verbose, seed=seed, augment=augment, **opts)
+                          batch_size=cfg.batch_size, schedule=decay, validation_data=sets["dev"], callbacks=callbacks,
+                          verbose=verbose, seed=seed, shuffle_seed=cfg.seed, augment=augment, **opts)
         members.append(net)
         histories.append(history)
     model = members[0] if len(members) == 1 else Ensemble(members)

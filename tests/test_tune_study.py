@@ -95,15 +95,17 @@ def _snapshot(path):
     return rows
 
 
-@pytest.mark.parametrize("workers", [1, 2])
-def test_resume_after_sigkill_keeps_finished_trials_and_runs_none_twice(tmp_path, workers):
+@pytest.mark.parametrize("workers,group_size,epochs", [(1, 1, 25), (2, 1, 25), (1, 4, 120)],
+                         ids=["one-worker", "two-workers", "populations"])
+def test_resume_after_sigkill_keeps_finished_trials_and_runs_none_twice(tmp_path, workers, group_size, epochs):
     path = str(tmp_path / "study.sqlite")
-    cmd = [sys.executable, "-m", "caviar", "tune", "--data", "digits", "--trials", "8", "--epochs", "25",
-           "--workers", str(workers), "--study", path, "--out", str(tmp_path / "out"), "--json"]
+    cmd = [sys.executable, "-m", "caviar", "tune", "--data", "digits", "--trials", "8", "--epochs", str(epochs),
+           "--workers", str(workers), "--group-size", str(group_size), "--study", path, "--out", str(tmp_path / "out"),
+           "--json"]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=ENV, start_new_session=True)
     deadline = time.time() + 120
     while time.time() < deadline:
-        time.sleep(0.3)
+        time.sleep(0.1)
         if os.path.exists(path):
             try:
                 done = [r for r in _snapshot(path) if r[1] == "complete"]

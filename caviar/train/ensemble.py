@@ -38,6 +38,27 @@ class Ensemble:
         return cls(members)
 
     @classmethod
+    def train_population(cls, layer_sizes, X, y, k=5, seeds=None, epochs=10, batch_size=64, validation_data=None,
+                         shuffle_seed=0, max_population=None, optimizer="adam", member=None, **network):
+        """Train ``k`` members (seeds 0..k-1) as one population: one vectorized computation
+        instead of k runs, each member exactly the network ``fit`` would train alone with
+        ``seed=s, shuffle_seed=shuffle_seed``. ``member`` holds the per-member settings (lr,
+        l2, keep_prob, betas...), ``network`` the shared ones (activation, output, batchnorm).
+        Returns the ensemble and the members' histories."""
+        from .population import Population, chunks
+        from .population import max_population as limit_for
+
+        seeds = list(range(k)) if seeds is None else list(seeds)
+        members, histories = [], []
+        size = limit_for(layer_sizes, batch_size, network.get("dtype", "float32"), max_population)
+        for group in chunks(seeds, size):
+            pop = Population(layer_sizes, [{"seed": s, **(member or {})} for s in group], optimizer=optimizer, **network)
+            histories += pop.fit(X, y, epochs=epochs, batch_size=batch_size, validation_data=validation_data,
+                                 shuffle_seed=shuffle_seed)
+            members += [pop.results[i][1] for i in range(len(group))]
+        return cls(members), histories
+
+    @classmethod
     def from_snapshots(cls, net, snapshots):
         """Members with ``net``'s configuration and the weights of each snapshot."""
         from ..nn.network import Network

@@ -45,11 +45,15 @@ class PopulationDropout(Layer):
     def __call__(self, a, training=False, rng=None):
         if not training or all(k == 1.0 for k in self.keep_probs):
             return a
-        scale = backend.xp.ones(a.shape, dtype=a.dtype)
+        F.refuse_if_checking(min(self.keep_probs))
+        dtype = a.dtype
+        draws = backend.xp.zeros(a.shape, dtype=dtype)  # 0 < keep: members without dropout keep all
         for k, keep in enumerate(self.keep_probs):
             if keep < 1.0:
-                mask = self.rngs[k].random(a.shape[1:], dtype=a.dtype) < keep
-                scale[k] = mask.astype(a.dtype) * a.dtype.type(1.0 / keep)
+                self.rngs[k].random(dtype=dtype, out=draws[k])  # the draws of rng.random((m, n), dtype)
+        keep = numpy.asarray(self.keep_probs).astype(dtype).reshape(-1, 1, 1)
+        inverse = numpy.asarray([dtype.type(1.0 / k) for k in self.keep_probs], dtype=dtype).reshape(-1, 1, 1)
+        scale = (draws < keep).astype(dtype) * inverse
         return result(a.data * scale, (a,), lambda g: (g * scale,), "dropout")
 
 
@@ -277,7 +281,8 @@ class Population:
         for p in params:
             p.grad = None
         total, losses, logits, reg = self.cost(Xb, yb, training=True)
-        values = backend.to_numpy(losses.data).astype(numpy.float64) + reg
+        # J + L2 term summed in the parameters' dtype, as a single network reports its cost
+        values = backend.to_numpy(losses.data + reg.astype(losses.dtype)).astype(numpy.float64)
         bad = ~numpy.isfinite(values)
         total.backward()
         if bad.any():  # freeze the diverged members for this step, then let them go

@@ -1,5 +1,7 @@
 """Where trials run: in this process, in local worker processes (the default: one per core),
-or on a Ray cluster. The driver claims each trial before it starts, so a trial runs once."""
+or on a Ray cluster. Work comes as jobs: a job of one trial trains one network, a job of
+several (trials that share a shape) trains them as one population. The driver claims each
+trial before it starts, so a trial runs once."""
 
 from __future__ import annotations
 
@@ -8,7 +10,7 @@ import multiprocessing
 import os
 import sys
 
-from .objective import run_trial, run_trial_detached
+from .objective import run_population, run_population_detached, run_trial, run_trial_detached
 
 
 def _worker_init(single_thread):
@@ -27,8 +29,19 @@ def _worker_init(single_thread):
         threadpool_limits(1)
 
 
+def _claim(study, job):
+    claimed = [(n, study.claim(n)) for n in job]
+    return [n for n, t in claimed if t is not None], [t for n, t in claimed if t is not None]
+
+
+def _run_job(study_path, numbers, tokens):
+    if len(numbers) == 1:
+        return [run_trial(study_path, numbers[0], tokens[0])]
+    return run_population(study_path, numbers, tokens)
+
+
 class InlineExecutor:
-    """Trials one after another in this process (workers=1)."""
+    """Jobs one after another in this process (workers=1)."""
 
     workers = 1
 
@@ -38,15 +51,16 @@ class InlineExecutor:
     def __exit__(self, *exc):
         return False
 
-    def run(self, study, numbers, on_done):
-        for n in numbers:
-            token = study.claim(n)
-            if token is not None:
-                on_done(run_trial(study.path, n, token))
+    def run(self, study, jobs, on_done):
+        for job in jobs:
+            numbers, tokens = _claim(study, job)
+            if numbers:
+                for result in _run_job(study.path, numbers, tokens):
+                    on_done(result)
 
 
 class LocalExecutor:
-    """Trials in ``workers`` processes on this machine."""
+    """Jobs in ``workers`` processes on this machine."""
 
     def __init__(self, workers=None):
         self.workers = int(workers or os.cpu_count() or 1)
@@ -65,25 +79,29 @@ class LocalExecutor:
         self.pool.shutdown(wait=True, cancel_futures=True)
         return False
 
-    def run(self, study, numbers, on_done):
+    def run(self, study, jobs, on_done):
         futures = {}
-        for n in numbers:
-            token = study.claim(n)
-            if token is not None:
-                futures[self.pool.submit(run_trial, study.path, n, token)] = (n, token)
+        for job in jobs:
+            numbers, tokens = _claim(study, job)
+            if numbers:
+                futures[self.pool.submit(_run_job, study.path, numbers, tokens)] = (numbers, tokens)
         for future in cf.as_completed(futures):
-            n, token = futures[future]
+            numbers, tokens = futures[future]
             try:
-                on_done(future.result())
+                results = future.result()
             except cf.process.BrokenProcessPool:  # a worker died (out of memory, a signal)
-                study.finish(n, token, "failed", error="the worker process died")
+                results = []
+                for n, token in zip(numbers, tokens):
+                    study.finish(n, token, "failed", error="the worker process died")
+                    results.append({"number": n, "status": "failed", "value": None})
                 self.__exit__(None, None, None)
                 self.__enter__()
-                on_done({"number": n, "status": "failed", "value": None})
+            for result in results:
+                on_done(result)
 
 
 class RayExecutor:
-    """Trials as Ray tasks; results travel back to the driver, which writes the study file, so
+    """Jobs as Ray tasks; results travel back to the driver, which writes the study file, so
     workers need no access to it. ``address`` None starts a local Ray instance."""
 
     def __init__(self, workers=None, address=None):
@@ -100,34 +118,41 @@ class RayExecutor:
         elif self.workers:
             kwargs["num_cpus"] = int(self.workers)
         self.ray.init(**kwargs)
-        self.remote = self.ray.remote(num_cpus=1)(run_trial_detached)
+        self.single = self.ray.remote(num_cpus=1)(run_trial_detached)
+        self.population = self.ray.remote(num_cpus=1)(run_population_detached)
         return self
 
     def __exit__(self, *exc):
         return False
 
-    def run(self, study, numbers, on_done):
+    def run(self, study, jobs, on_done):
         settings = study.settings
         pending = {}
-        for n in numbers:
-            token = study.claim(n)
-            if token is not None:
-                pending[self.remote.remote(settings, study.trial(n))] = (n, token)
+        for job in jobs:
+            numbers, tokens = _claim(study, job)
+            if not numbers:
+                continue
+            trials = [study.trial(n) for n in numbers]
+            ref = (self.single.remote(settings, trials[0]) if len(trials) == 1
+                   else self.population.remote(settings, trials))
+            pending[ref] = dict(zip(numbers, tokens))
         while pending:
             done, _ = self.ray.wait(list(pending), num_returns=1)
             ref = done[0]
-            n, token = pending.pop(ref)
+            tokens = pending.pop(ref)
             try:
-                result = self.ray.get(ref)
+                results = self.ray.get(ref)
             except Exception as exc:  # the task itself died
-                study.finish(n, token, "failed", error=f"ray task failed: {exc}")
-                on_done({"number": n, "status": "failed", "value": None})
+                for n, token in tokens.items():
+                    study.finish(n, token, "failed", error=f"ray task failed: {exc}")
+                    on_done({"number": n, "status": "failed", "value": None})
                 continue
-            for row in result["epochs"]:
-                study.report_epoch(n, token, **row)
-            study.finish(n, token, result["status"], result["value"], result["last_value"], result["best_epoch"],
-                         result["error"], duration=result["seconds"])
-            on_done(result)
+            for result in results if isinstance(results, list) else [results]:
+                n = result["number"]
+                study.report_epochs([(n, tokens[n], row) for row in result["epochs"]])
+                study.finish(n, tokens[n], result["status"], result["value"], result["last_value"], result["best_epoch"],
+                             result["error"], duration=result["seconds"])
+                on_done(result)
 
 
 def make_executor(kind="local", workers=None, address=None):

@@ -57,40 +57,101 @@ def network_and_options(params, ds, seed, dtype="float32"):
     return net, fit
 
 
+def _epoch_row(epoch, logs, metric):
+    return {"epoch": epoch, "train_cost": logs["train_cost"], "dev_cost": logs["dev_cost"], "dev_metric": logs[metric]}
+
+
+def _outcome(status, epochs, higher, error=None):
+    """(status, value, last_value, best_epoch, error, epochs): the value is the best epoch's."""
+    finite = [e for e in epochs if e["dev_metric"] is not None and math.isfinite(e["dev_metric"])]
+    if not finite:
+        if status == "complete":
+            status, error = "diverged", "the dev metric was never finite"
+        return status, None, None, None, error, epochs
+    top = (max if higher else min)(finite, key=lambda e: e["dev_metric"])
+    last = epochs[-1]["dev_metric"] if status != "failed" else None
+    return status, top["dev_metric"], last, top["epoch"], error, epochs
+
+
 def train_trial(settings, trial, on_epoch=None):
-    """Train one trial; return (status, value, last_value, best_epoch, error, epochs)."""
+    """Train one trial; return (status, value, last_value, best_epoch, error, epochs).
+
+    Every trial of a study shares the study's mini-batch order (``shuffle_seed``), as the members
+    of a population do, so a trial gives the same result alone or inside a population.
+    """
     metric, higher = metric_for(settings)
     ds, normalizer, sets = study_data(settings)
     epochs = []
 
     def record(run, epoch, logs):
-        row = {"epoch": epoch, "train_cost": logs["train_cost"], "dev_cost": logs["dev_cost"], "dev_metric": logs[metric]}
-        epochs.append(row)
+        epochs.append(_epoch_row(epoch, logs, metric))
         if on_epoch is not None:
-            on_epoch(row)
-
-    def best():
-        finite = [e for e in epochs if e["dev_metric"] is not None and math.isfinite(e["dev_metric"])]
-        if not finite:
-            return None, None
-        top = (max if higher else min)(finite, key=lambda e: e["dev_metric"])
-        return top["dev_metric"], top["epoch"]
+            on_epoch(epochs[-1])
 
     try:
         net, fit = network_and_options(trial["params"], ds, trial["seed"])
         net.fit(*sets["train"], epochs=int(trial["budget"]), validation_data=sets["dev"], verbose=False,
-                seed=trial["seed"], callbacks=[LambdaCallback(on_epoch_end=record)], **fit)
+                seed=trial["seed"], shuffle_seed=settings["seed"], callbacks=[LambdaCallback(on_epoch_end=record)], **fit)
     except DivergedError as exc:
-        value, best_epoch = best()
-        return "diverged", value, epochs[-1]["dev_metric"] if epochs else None, best_epoch, str(exc), epochs
+        return _outcome("diverged", epochs, higher, str(exc))
     except Exception as exc:  # a failed trial is recorded and the study goes on
+        return _outcome("failed", epochs, higher, traceback.format_exception_only(type(exc), exc)[-1].strip())
+    return _outcome("complete", epochs, higher)
+
+
+MEMBER_PARAMS = ("lr", "beta1", "beta2", "epsilon", "l2", "keep_prob", "init_scale", "decay_rate")
+
+
+def population_for(trials, ds):
+    """The Population that trains these trials (which share their shape) together."""
+    from ..train.population import Population
+
+    params = trials[0]["params"]
+    classification = ds.class_names is not None
+    n_y = ds.n_classes if classification else 1
+    sizes = [ds.X.shape[1]] + [int(params.get("hidden_units", 64))] * int(params.get("layers", 1)) + [n_y]
+    members = [{"seed": t["seed"], **{k: float(t["params"][k]) for k in MEMBER_PARAMS if k in t["params"]}} for t in trials]
+    return Population(sizes, members, activation=params.get("activation", "relu"),
+                      output="softmax" if classification else "linear", batchnorm=bool(params.get("batchnorm", False)),
+                      optimizer=params.get("optimizer", "adam"))
+
+
+def train_population(settings, trials, on_epoch=None):
+    """Train trials of one shape as one population; return {trial number: outcome} like
+    ``train_trial``, or None if the population cannot be built (each trial then runs alone and
+    records its own error)."""
+    metric, higher = metric_for(settings)
+    ds, normalizer, sets = study_data(settings)
+    try:
+        pop = population_for(trials, ds)
+    except Exception:
+        return None
+    epochs = {i: [] for i in range(len(trials))}
+
+    def record(epoch, rows):
+        batch = []
+        for i, logs in rows.items():
+            epochs[i].append(_epoch_row(epoch, logs, metric))
+            batch.append((trials[i]["number"], epochs[i][-1]))
+        if on_epoch is not None:
+            on_epoch(batch)
+
+    params = trials[0]["params"]
+    try:
+        pop.fit(*sets["train"], epochs=int(trials[0]["budget"]), batch_size=int(params.get("batch_size", 64)),
+                validation_data=sets["dev"], shuffle_seed=settings["seed"], on_epoch=record)
+    except Exception as exc:
         detail = traceback.format_exception_only(type(exc), exc)[-1].strip()
-        value, best_epoch = best()
-        return "failed", value, None, best_epoch, detail, epochs
-    value, best_epoch = best()
-    if value is None:
-        return "diverged", None, None, None, "the dev metric was never finite", epochs
-    return "complete", value, epochs[-1]["dev_metric"], best_epoch, None, epochs
+        return {t["number"]: _outcome("failed", epochs[i], higher, detail) for i, t in enumerate(trials)}
+    outcomes = {}
+    for i, t in enumerate(trials):
+        status, _, history = pop.results[i]
+        error = None
+        if status == "diverged":
+            event = history.events[-1]
+            error = str(DivergedError(event["iteration"], event["cost"], float(t["params"].get("lr", 1e-3))))
+        outcomes[t["number"]] = _outcome(status, epochs[i], higher, error)
+    return outcomes
 
 
 def run_trial(study_path, number, token):
@@ -108,6 +169,44 @@ def run_trial(study_path, number, token):
         return {"number": number, "status": status, "value": value, "seconds": seconds}
     finally:
         study.close()
+
+
+def run_population(study_path, numbers, tokens):
+    """Worker entry point for trials that share a shape: one population, every member's epochs
+    written in one transaction per epoch, each outcome recorded on its own trial."""
+    from .study import Study
+
+    study = Study.open(study_path)
+    try:
+        settings = study.settings
+        trials = [study.trial(n) for n in numbers]
+        token = dict(zip(numbers, tokens))
+        started = time.time()
+        outcomes = train_population(settings, trials,
+                                    lambda batch: study.report_epochs([(n, token[n], row) for n, row in batch]))
+        if outcomes is None:  # not buildable as a population: one by one, each with its own error
+            study.close()
+            return [run_trial(study_path, n, token[n]) for n in numbers]
+        seconds = (time.time() - started) / len(numbers)
+        results = []
+        for n in numbers:
+            status, value, last, best_epoch, error, _ = outcomes[n]
+            study.finish(n, token[n], status, value, last, best_epoch, error, duration=seconds)
+            results.append({"number": n, "status": status, "value": value, "seconds": seconds})
+        return results
+    finally:
+        study.close()
+
+
+def run_population_detached(settings, trials):
+    """``run_population`` for workers that cannot reach the study file (a cluster)."""
+    started = time.time()
+    outcomes = train_population(settings, trials)
+    if outcomes is None:
+        return [run_trial_detached(settings, t) for t in trials]
+    seconds = (time.time() - started) / len(trials)
+    return [{"number": n, "status": o[0], "value": o[1], "last_value": o[2], "best_epoch": o[3], "error": o[4],
+             "epochs": o[5], "seconds": seconds} for n, o in outcomes.items()]
 
 
 def run_trial_detached(settings, trial):

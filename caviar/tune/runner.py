@@ -10,7 +10,9 @@ import time
 from .executors import make_executor
 from .objective import metric_for, study_data
 from .space import Space, default_space, load_space
-from .strategies import STRATEGIES, make_strategy, ranked
+from ..train.population import chunks
+from ..train.population import max_population as max_population_for
+from .strategies import SHAPE_KEYS, STRATEGIES, make_strategy, ranked
 from .study import Study, StudyError
 
 
@@ -28,13 +30,36 @@ def default_study_path(directory="caviar-tune"):
     return os.path.join(directory, time.strftime("study-%Y%m%d-%H%M%S.sqlite"))
 
 
+def plan(trials, ds, population=True, max_population=None, workers=1):
+    """Jobs for pending trials: those that share a shape and budget train as one population
+    (split by ``max_population``, by memory, and so that every worker has work); others alone."""
+    if not population:
+        return [[t["number"]] for t in trials]
+    groups = {}
+    for t in trials:
+        key = tuple(repr(t["params"].get(k)) for k in SHAPE_KEYS) + (t["budget"],)
+        groups.setdefault(key, []).append(t)
+    spread = max(1, -(-len(trials) // max(1, workers)))  # ceil: enough jobs for every worker
+    jobs = []
+    for members in groups.values():
+        p = members[0]["params"]
+        n_y = ds.n_classes if ds.class_names is not None else 1
+        sizes = [ds.X.shape[1]] + [int(p.get("hidden_units", 64))] * int(p.get("layers", 1)) + [n_y]
+        size = min(spread, max_population_for(sizes, int(p.get("batch_size", 64)), limit=max_population))
+        jobs += [[t["number"] for t in chunk] for chunk in chunks(members, size)]
+    return jobs
+
+
 def tune(data="digits", target=None, space=None, strategy="random", trials=20, rounds=3, epochs=10, eta=3,
          min_epochs=1, workers=None, executor="local", address=None, study=None, seed=0, dev=None, test=None,
-         log=None):
+         group_size=1, population=True, max_population=None, log=None):
     """Run (or resume) a hyperparameter search; return the open ``Study``.
 
     A study file that exists is resumed with the settings stored in it: finished trials are
     kept, interrupted ones run again, none twice. ``log(line)`` receives progress lines.
+    ``group_size`` > 1 draws the shape hyperparameters once per group of trials (see
+    ``strategies.sample``); ``population`` trains trials of one shape as one population (caviar
+    training), at most ``max_population`` at a time, and never changes a trial's result.
     """
     log = log or (lambda line: print(line, file=sys.stderr))
     path = study or default_study_path()
@@ -48,7 +73,7 @@ def tune(data="digits", target=None, space=None, strategy="random", trials=20, r
         sp = _space(space)
         settings = {"data": data, "target": target, "split_seed": seed, "dev": dev, "test": test, "seed": seed,
                     "strategy": strategy, "trials": trials, "rounds": rounds, "epochs": epochs, "eta": eta,
-                    "min_epochs": min_epochs, "space": sp.to_dict()}
+                    "min_epochs": min_epochs, "group_size": group_size, "space": sp.to_dict()}
         ds, _, _ = study_data(settings)  # fail on bad data now, not in every worker
         settings["metric"] = "dev_accuracy" if ds.class_names is not None else "dev_mse"
         make_strategy(settings, sp)  # validates trials/rounds/eta before a file is written
@@ -59,13 +84,14 @@ def tune(data="digits", target=None, space=None, strategy="random", trials=20, r
         log(f"{len(interrupted)} interrupted trial(s) will run again: {interrupted}")
     metric, higher = metric_for(settings)
     progress = _Progress(st, metric, higher, log)
+    ds, _, _ = study_data(settings)
     with make_executor(executor, workers, address) as ex:
         while True:
             st.add_trials(strat.propose(st))
-            pending = [t["number"] for t in st.trials("pending")]
+            pending = st.trials("pending")
             if not pending:
                 break
-            ex.run(st, pending, progress)
+            ex.run(st, plan(pending, ds, population, max_population, getattr(ex, "workers", None) or 1), progress)
     return st
 
 

@@ -255,7 +255,6 @@ KNOWN = {
     "optimizer": "optimizer",
     "init_scale": "multiplier of the initializer's standard deviation",
     "batchnorm": "batch norm on hidden layers",
-    "epochs": "training epochs",
 }
 
 

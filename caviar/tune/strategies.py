@@ -19,6 +19,23 @@ import numpy
 
 from .space import Choice, Space
 
+# Hyperparameters that fix a network's shape or its mini-batches: trials that share them can
+# train as one population (caviar training); every other hyperparameter may differ per member.
+SHAPE_KEYS = ("hidden_units", "layers", "activation", "batchnorm", "batch_size", "optimizer")
+
+
+def sample(space, seed, index, group_size=1, stream=()):
+    """One configuration. With ``group_size`` > 1, the shape hyperparameters are drawn once per
+    group of consecutive trials and the rest per trial: every hyperparameter keeps its
+    distribution, and a group can train as one population."""
+    config = space.sample(numpy.random.default_rng([seed, *stream, index]))
+    if group_size > 1:
+        shape_rng = numpy.random.default_rng([seed, *stream, index // group_size, 1_000_003])
+        for dim in space:
+            if dim.name in SHAPE_KEYS:
+                config[dim.name] = dim.sample(shape_rng)
+    return config
+
 
 def trial_seed(seed, index):
     """A trial's training seed, derived from the study seed and the trial's index."""
@@ -34,12 +51,15 @@ def ranked(trials, higher):
 class Strategy:
     name = ""
 
-    def __init__(self, space, trials, epochs, seed, higher=True):
+    def __init__(self, space, trials, epochs, seed, higher=True, group_size=1):
         if trials < 1:
             raise ValueError(f"trials must be at least 1, got {trials}")
         if epochs < 1:
             raise ValueError(f"epochs must be at least 1, got {epochs}")
+        if group_size < 1:
+            raise ValueError(f"group_size must be at least 1, got {group_size}")
         self.space, self.n, self.epochs, self.seed, self.higher = space, int(trials), int(epochs), int(seed), higher
+        self.group_size = int(group_size)
 
     def _spec(self, key, index, params, budget=None, **extra):
         return {"key": key, "params": params, "seed": trial_seed(self.seed, index), "budget": budget or self.epochs, **extra}
@@ -54,13 +74,13 @@ class RandomSearch(Strategy):
     name = "random"
 
     def propose(self, study):
-        return [self._spec(f"t{i}", i, self.space.sample(numpy.random.default_rng([self.seed, i]))) for i in range(self.n)]
+        return [self._spec(f"t{i}", i, sample(self.space, self.seed, i, self.group_size)) for i in range(self.n)]
 
 
 class GridSearch(Strategy):
     name = "grid"
 
-    def points(self):
+    def points(self):  # a grid ignores group_size: its points are fixed
         dims = list(self.space)
         continuous = [d for d in dims if not isinstance(d, Choice)]
         fixed = math.prod(len(d.options) for d in dims if isinstance(d, Choice))
@@ -75,8 +95,8 @@ class GridSearch(Strategy):
 class CoarseToFine(Strategy):
     name = "coarse-to-fine"
 
-    def __init__(self, space, trials, epochs, seed, higher=True, rounds=3, top=0.25, margin=0.1):
-        super().__init__(space, trials, epochs, seed, higher)
+    def __init__(self, space, trials, epochs, seed, higher=True, group_size=1, rounds=3, top=0.25, margin=0.1):
+        super().__init__(space, trials, epochs, seed, higher, group_size)
         if not 1 <= rounds <= self.n:
             raise ValueError(f"rounds must be between 1 and the number of trials ({self.n}), got {rounds}")
         self.rounds, self.top, self.margin = int(rounds), top, margin
@@ -116,7 +136,7 @@ class CoarseToFine(Strategy):
                 boxes[r] = box.to_dict()
             space = Space(boxes[r])
             for i in range(self.sizes[r]):
-                specs.append(self._spec(f"c{r}-{i}", index, space.sample(numpy.random.default_rng([self.seed, r, i])), round=r))
+                specs.append(self._spec(f"c{r}-{i}", index, sample(space, self.seed, i, self.group_size, (r,)), round=r))
                 index += 1
         return specs
 
@@ -124,8 +144,8 @@ class CoarseToFine(Strategy):
 class SuccessiveHalving(Strategy):
     name = "halving"
 
-    def __init__(self, space, trials, epochs, seed, higher=True, eta=3, min_epochs=1):
-        super().__init__(space, trials, epochs, seed, higher)
+    def __init__(self, space, trials, epochs, seed, higher=True, group_size=1, eta=3, min_epochs=1):
+        super().__init__(space, trials, epochs, seed, higher, group_size)
         if eta < 2:
             raise ValueError(f"eta must be at least 2, got {eta}")
         if not 1 <= min_epochs <= epochs:
@@ -138,7 +158,7 @@ class SuccessiveHalving(Strategy):
             self.budgets.append(int(epochs))
 
     def propose(self, study):
-        specs = [self._spec(f"h0-{i}", i, self.space.sample(numpy.random.default_rng([self.seed, i])),
+        specs = [self._spec(f"h0-{i}", i, sample(self.space, self.seed, i, self.group_size),
                             budget=self.budgets[0], rung=0) for i in range(self.n)]
         trials = study.trials()
         for rung in range(1, len(self.budgets)):
@@ -164,7 +184,8 @@ def make_strategy(settings, space):
     if name not in STRATEGIES:
         raise ValueError(f"unknown strategy {name!r}; expected one of {', '.join(STRATEGIES)}")
     higher = settings["metric"] != "dev_mse"
-    common = dict(trials=settings["trials"], epochs=settings["epochs"], seed=settings["seed"], higher=higher)
+    common = dict(trials=settings["trials"], epochs=settings["epochs"], seed=settings["seed"], higher=higher,
+                  group_size=settings.get("group_size", 1))
     if name == "coarse-to-fine":
         return CoarseToFine(space, rounds=settings.get("rounds", 3), **common)
     if name == "halving":

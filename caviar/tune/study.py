@@ -103,7 +103,10 @@ class Study:
         return cls(path, conn)
 
     def close(self):
-        self.conn.close()
+        try:
+            self.conn.close()
+        except sqlite3.ProgrammingError:
+            pass
 
     def transaction(self):
         return _Transaction(self.conn)
@@ -170,6 +173,14 @@ class Study:
             if self._holds(number, token):
                 self.conn.execute("INSERT OR REPLACE INTO epochs VALUES (?, ?, ?, ?, ?)",
                                   (number, epoch, train_cost, dev_cost, dev_metric))
+
+    def report_epochs(self, rows):
+        """Several trials' epoch rows, ``(number, token, row)``, in one transaction."""
+        with self.transaction():
+            for number, token, row in rows:
+                if self._holds(number, token):
+                    self.conn.execute("INSERT OR REPLACE INTO epochs VALUES (?, ?, ?, ?, ?)",
+                                      (number, row["epoch"], row["train_cost"], row["dev_cost"], row["dev_metric"]))
 
     def finish(self, number, token, status, value=None, last_value=None, best_epoch=None, error=None, duration=None):
         """Record a trial's outcome; False (and nothing written) if the token is stale.

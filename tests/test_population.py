@@ -1,0 +1,153 @@
+"""Caviar training: a population of models in one vectorized computation, each member the same
+as the network trained alone."""
+
+import numpy as np
+import pytest
+
+import caviar
+from caviar import data as D
+from caviar.train import Ensemble
+from caviar.train import population as P
+from caviar.train.population import Population
+
+IRIS = D.load("iris")
+X = D.Normalizer().fit_transform(IRIS.X)
+Y = IRIS.y
+
+MEMBERS = [
+    dict(seed=10, lr=0.05, beta1=0.9, beta2=0.999, epsilon=1e-8, l2=0.0, keep_prob=1.0, init_scale=1.0, decay_rate=0.0),
+    dict(seed=11, lr=0.01, beta1=0.8, beta2=0.99, epsilon=1e-7, l2=0.1, keep_prob=0.8, init_scale=0.5, decay_rate=0.1),
+    dict(seed=12, lr=0.003, beta1=0.95, beta2=0.9999, epsilon=1e-6, l2=0.5, keep_prob=0.6, init_scale=2.0, decay_rate=0.5),
+]
+
+
+def solo(member, optimizer, batchnorm, dropout, dtype, epochs=3, sizes=(4, 6, 5, 3)):
+    """The member's configuration trained alone with the population's batch order."""
+    net = caviar.Network(list(sizes), batchnorm=batchnorm, keep_prob=member["keep_prob"] if dropout else 1.0,
+                         l2=member["l2"], init_scale=member["init_scale"], seed=member["seed"], dtype=dtype)
+    options = {"adam": dict(beta1=member["beta1"], beta2=member["beta2"], epsilon=member["epsilon"]),
+               "rmsprop": dict(beta2=member["beta2"], epsilon=member["epsilon"]),
+               "momentum": dict(beta=member["beta1"]), "gd": {}}[optimizer]
+    schedule = caviar.schedules.InverseTime(decay_rate=member["decay_rate"]) if member["decay_rate"] else None
+    history = net.fit(X, Y, optimizer=optimizer, lr=member["lr"], epochs=epochs, batch_size=16, schedule=schedule,
+                      validation_data=(X, Y), seed=member["seed"], shuffle_seed=5, verbose=False, **options)
+    return net, history
+
+
+def population(members, optimizer, batchnorm, dropout, dtype, epochs=3, sizes=(4, 6, 5, 3), on_epoch=None):
+    members = [dict(m, keep_prob=m["keep_prob"] if dropout else 1.0) for m in members]
+    pop = Population(list(sizes), members, optimizer=optimizer, batchnorm=batchnorm, dtype=dtype)
+    histories = pop.fit(X, Y, epochs=epochs, batch_size=16, validation_data=(X, Y), shuffle_seed=5, on_epoch=on_epoch)
+    return pop, histories
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("batchnorm,dropout", [(False, False), (True, False), (False, True), (True, True)])
+@pytest.mark.parametrize("optimizer", ["gd", "momentum", "rmsprop", "adam"])
+def test_every_member_equals_its_solo_run(optimizer, batchnorm, dropout, dtype):
+    pop, histories = population(MEMBERS, optimizer, batchnorm, dropout, dtype)
+    for i, member in enumerate(MEMBERS):
+        net, history = solo(member, optimizer, batchnorm, dropout, dtype)
+        status, trained, _ = pop.results[i]
+        assert status == "complete"
+        for name, p in net.params.items():
+            if dtype == "float64":  # exact where the operations allow: here they all do
+                np.testing.assert_array_equal(trained.params[name].data, p.data, err_msg=name)
+            else:
+                np.testing.assert_allclose(trained.params[name].data, p.data, rtol=1e-5, atol=1e-6, err_msg=name)
+        for name, b in net.buffers.items():
+            np.testing.assert_allclose(trained.buffers[name], b, rtol=1e-5, atol=1e-7)
+        np.testing.assert_allclose(histories[i].iterations, history.iterations, rtol=1e-5)
+        assert [e["dev_accuracy"] for e in histories[i].epochs] == history["dev_accuracy"]
+        assert [e["lr"] for e in histories[i].epochs] == pytest.approx(history["lr"])
+
+
+def test_one_diverging_member_leaves_the_others_bit_identical():
+    diverging = dict(MEMBERS[1], lr=1e4)
+    with_it, _ = population([MEMBERS[0], diverging, MEMBERS[2]], "gd", False, True, "float32", epochs=4)
+    without, _ = population([MEMBERS[0], MEMBERS[2]], "gd", False, True, "float32", epochs=4)
+    status, net, history = with_it.results[1]
+    assert status == "diverged" and history.events[-1]["event"] == "diverged"
+    assert all(np.isfinite(p.data).all() for p in net.parameters())  # frozen before the bad update
+    for a, b in ((0, 0), (2, 1)):
+        for name, p in without.results[b][1].params.items():
+            np.testing.assert_array_equal(with_it.results[a][1].params[name].data, p.data, err_msg=name)
+        assert with_it.results[a][2].iterations == without.results[b][2].iterations
+
+
+def test_members_stopped_early_leave_and_the_population_shrinks():
+    sizes = []
+
+    def stop_first_after_two(epoch, rows):
+        sizes.append(len(rows))
+        return [0] if epoch == 2 else []
+
+    pop, histories = population(MEMBERS, "adam", False, False, "float64", epochs=4, on_epoch=stop_first_after_two)
+    assert sizes == [3, 3, 2, 2] and pop.size == 0
+    assert len(histories[0].epochs) == 2 and len(histories[1].epochs) == 4
+    early, _ = solo(MEMBERS[0], "adam", False, False, "float64", epochs=2)
+    late, _ = solo(MEMBERS[1], "adam", False, False, "float64", epochs=4)
+    np.testing.assert_array_equal(pop.results[0][1].params["W1"].data, early.params["W1"].data)
+    np.testing.assert_array_equal(pop.results[1][1].params["W3"].data, late.params["W3"].data)
+
+
+def test_population_cost_passes_a_gradient_check():
+    no_dropout = [dict(m, keep_prob=1.0) for m in MEMBERS]
+    pop = Population([4, 5, 3], no_dropout, batchnorm=True, dtype="float64")
+    result = caviar.gradient_check(lambda: pop.cost(X[:12], Y[:12], training=True)[0], pop.net.params)
+    assert result.difference < 1e-7, str(result)
+    with_dropout = Population([4, 5, 3], MEMBERS, dtype="float64")
+    with pytest.raises(caviar.GradientCheckError, match="keep_prob=0.6"):
+        caviar.gradient_check(lambda: with_dropout.cost(X[:12], Y[:12], training=True)[0], with_dropout.net.params)
+
+
+def test_bad_members_are_refused_with_the_member_named():
+    with pytest.raises(ValueError, match="unknown settings"):
+        Population([4, 3, 3], [dict(seed=0, momentum=0.9)])
+    with pytest.raises(ValueError, match=r"keep_prob must be in \(0, 1\], got 1.5"):
+        Population([4, 3, 3], [dict(seed=0), dict(seed=1, keep_prob=1.5)])
+    with pytest.raises(ValueError, match="at least one member"):
+        Population([4, 3, 3], [])
+
+
+def test_memory_bound_splits_a_large_population(monkeypatch):
+    per = P.bytes_per_member([64, 128, 10], 64)
+    monkeypatch.setattr(P, "available_memory", lambda: per * 20)
+    assert P.max_population([64, 128, 10], 64) == 10  # half of the free memory
+    assert P.max_population([64, 128, 10], 64, limit=4) == 4
+    assert [len(c) for c in P.chunks(list(range(25)), 10)] == [10, 10, 5]
+
+
+def test_tune_plans_populations_within_the_limits():
+    from caviar.tune.runner import plan
+
+    ds = D.load("iris")
+    trials = [{"number": i, "budget": 5, "params": {"hidden_units": 8 if i < 6 else 16, "lr": 0.01 * (i + 1)}}
+              for i in range(9)]
+    jobs = plan(trials, ds, population=True, max_population=4, workers=1)
+    assert sorted(len(j) for j in jobs) == [2, 3, 4]  # 6 of one shape (4 + 2), 3 of another
+    assert plan(trials, ds, population=False) == [[i] for i in range(9)]
+    assert max(len(j) for j in plan(trials, ds, population=True, workers=3)) == 3  # work for every worker
+
+
+def test_tune_gives_the_same_results_with_and_without_populations(tmp_path):
+    from caviar.tune import tune
+
+    quiet = dict(log=lambda line: None, workers=1)
+    a = tune(data="iris", trials=8, epochs=4, group_size=4, population=True, study=tmp_path / "a.sqlite", **quiet)
+    b = tune(data="iris", trials=8, epochs=4, group_size=4, population=False, study=tmp_path / "b.sqlite", **quiet)
+    ta, tb = a.trials(), b.trials()
+    assert [t["params"] for t in ta] == [t["params"] for t in tb]
+    assert len({repr(t["params"]["hidden_units"]) for t in ta}) <= 2  # two groups of four share a shape
+    assert [t["value"] for t in ta] == [t["value"] for t in tb]
+    assert [a.epochs(t["number"]) == b.epochs(t["number"]) for t in ta] == [True] * 8
+
+
+def test_an_ensemble_trains_its_members_as_one_population():
+    ens, histories = Ensemble.train_population([4, 8, 3], X, Y, k=4, epochs=3, batch_size=16, shuffle_seed=5,
+                                               member={"lr": 0.01}, dtype="float64")
+    assert len(ens.members) == 4 and len(histories) == 4
+    for seed, member in enumerate(ens.members):
+        net = caviar.Network([4, 8, 3], seed=seed, dtype="float64")
+        net.fit(X, Y, lr=0.01, epochs=3, batch_size=16, seed=seed, shuffle_seed=5, verbose=False)
+        np.testing.assert_array_equal(member.params["W1"].data, net.params["W1"].data)
