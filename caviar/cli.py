@@ -97,7 +97,13 @@ def _train_flags():
     g.add_argument("--out", default="caviar-run", help="directory for the model, history.csv and plots")
     g.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
     g.add_argument("--quiet", action="store_true", help="no progress bar")
+    _watch_flags(g)
     return p
+
+
+def _watch_flags(g):
+    g.add_argument("--watch", action="store_true", help="serve the live dashboard beside the run and print its address")
+    g.add_argument("--port", type=int, default=8765, help="the dashboard's port (0: any free port)")
 
 
 def build_parser():
@@ -141,10 +147,25 @@ def build_parser():
     p.add_argument("--out", default="caviar-tune", help="directory for plots and the best model")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", action="store_true")
+    _watch_flags(p)
     p = sub.add_parser("report", help="leaderboard and plots of an existing study")
     p.add_argument("study", help="a study file written by caviar tune")
     p.add_argument("--out", help="directory for the plots (default: beside the study)")
     p.add_argument("--top", type=_positive_int, default=10)
+    p = sub.add_parser("watch", help="the dashboard for runs and studies",
+                       description="Serve a local page with live curves and babysitting controls for training runs "
+                       "(directories written by caviar train) and studies (files written by caviar tune).")
+    p.add_argument("targets", nargs="*", help="run directories or study files (default: ./caviar-run and ./caviar-tune/*.sqlite)")
+    p.add_argument("--port", type=int, default=8765)
+    p.add_argument("--host", default="127.0.0.1", help="the address to bind (default 127.0.0.1: this machine only)")
+    p.add_argument("--allow-remote", action="store_true", help="allow binding another address; controls then need the token")
+    p.add_argument("--token", help="the token controls must present (default: a random one when remote)")
+    p = sub.add_parser("control", help="babysit a live run: set-lr, multiply-lr, pause, resume, checkpoint, rollback, stop")
+    p.add_argument("run", help="the run directory (caviar train --out)")
+    p.add_argument("action", choices=["set-lr", "multiply-lr", "pause", "resume", "checkpoint", "rollback", "stop"])
+    p.add_argument("value", nargs="?", help="the learning rate, the factor, or the checkpoint's iteration")
+    p.add_argument("--lr", type=float, help="with rollback: continue with this learning rate")
+    p.add_argument("--wait", type=float, default=10.0, help="seconds to wait for the run to apply it")
     p = sub.add_parser("gradcheck", parents=[model], help="gradient-check the model on a small batch")
     p.add_argument("--batch", type=_positive_int, default=16, help="examples in the checked batch")
     p.add_argument("--json", action="store_true")
@@ -158,10 +179,20 @@ def _config(args):
     return TrainConfig(**{k: v for k, v in vars(args).items() if k in fields})
 
 
+def _start_dashboard(args, run_dir):
+    from .watch import Dashboard
+
+    dashboard = Dashboard([], port=args.port)
+    name = dashboard.add(run_dir, kind="run")
+    print(f"caviar watch: {dashboard.start()}run/{name}", file=sys.stderr)
+    return dashboard
+
+
 def _train(args):
     from .workflow import format_report, train_job, write_json
 
-    report = train_job(_config(args), verbose=not (args.quiet or args.json))
+    on_start = (lambda out: _start_dashboard(args, out)) if args.watch else None
+    report = train_job(_config(args), verbose=not (args.quiet or args.json), on_start=on_start)
     if args.json:
         write_json(report)
     else:
@@ -208,10 +239,18 @@ def _tune(args):
     from .workflow import prepare_out, write_json
 
     out = prepare_out(args.out)
+    study_path = args.study or default_study_path(out)
+    dashboard = None
+    if args.watch:
+        from .watch import Dashboard
+
+        dashboard = Dashboard([], port=args.port)
+        print(f"caviar watch: {dashboard.start()}", file=sys.stderr)
     study = tune(data=args.data, target=args.target, space=args.space, strategy=args.strategy, trials=args.trials,
                  rounds=args.rounds, epochs=args.epochs, eta=args.eta, workers=args.workers, executor=args.executor,
-                 address=args.address, study=args.study or default_study_path(out), seed=args.seed,
-                 group_size=args.group_size, population=args.population, max_population=args.max_population)
+                 address=args.address, study=study_path, seed=args.seed, group_size=args.group_size,
+                 population=args.population, max_population=args.max_population,
+                 on_start=(lambda st: dashboard.add(st.path)) if dashboard else None)
     try:
         best = retrain_best(study, out)
         plots = plot_study(study, out)
@@ -237,6 +276,42 @@ def _tune(args):
         study.close()
 
 
+def _watch(args):
+    import glob
+    import time
+
+    from .watch import Dashboard
+
+    targets = args.targets or ([p for p in ["caviar-run"] if os.path.isdir(p)] + sorted(glob.glob("caviar-tune/*.sqlite")))
+    if not targets:
+        raise ValueError("nothing to watch: give run directories or study files")
+    dashboard = Dashboard(targets, host=args.host, port=args.port, allow_remote=args.allow_remote, token=args.token)
+    print(f"caviar watch: {dashboard.start()}  (Ctrl-C to quit)", flush=True)
+    try:
+        while True:
+            time.sleep(3600)
+    finally:
+        dashboard.stop()
+
+
+def _control(args):
+    from .watch import send
+
+    value = args.value
+    if args.action == "rollback":
+        if value is None:
+            raise ValueError("rollback needs the checkpoint's iteration: caviar control RUN rollback N [--lr X]")
+        value = {"iteration": value, "lr": args.lr}
+    elif args.action in ("set-lr", "multiply-lr") and value is None:
+        raise ValueError(f"{args.action} needs a number")
+    result = send(args.run, args.action, value, wait=args.wait)
+    if result is None:
+        print(f"queued; the run has not applied it within {args.wait:g} s (is it paused in a long mini-batch?)")
+        return 0
+    print(result["message"])
+    return 0 if result["ok"] else 2
+
+
 def _report(args):
     from .tune import Study, format_leaderboard, plot_study
 
@@ -252,7 +327,7 @@ def _report(args):
 
 
 COMMANDS = {"train": _train, "predict": _predict, "diagnose": _diagnose, "gradcheck": _gradcheck, "tune": _tune,
-            "report": _report}
+            "report": _report, "watch": _watch, "control": _control}
 
 
 def main(argv=None):

@@ -19,6 +19,7 @@ from .diagnose import plots
 from .errors import CaviarError
 from .nn import Network
 from .train import EarlyStopping, Ensemble, load_model
+from .watch import Controller
 
 
 class UsageError(CaviarError, ValueError):
@@ -167,7 +168,7 @@ def _error_rate(result):
     return 1.0 - result["accuracy"] if "accuracy" in result else None
 
 
-def train_job(cfg, verbose=True, log=None):
+def train_job(cfg, verbose=True, log=None, on_start=None):
     """Run the whole workflow; return the report that ``caviar train --json`` prints."""
     log = log or (lambda *a: print(*a, file=sys.stderr))
     if cfg.ensemble < 1:
@@ -205,6 +206,10 @@ def train_job(cfg, verbose=True, log=None):
         callbacks = [GradientNorms(every=max(1, iterations // 300))]
         if cfg.early_stopping is not None:
             callbacks.append(EarlyStopping(patience=cfg.early_stopping, monitor="dev_cost"))
+        run_dir = out if cfg.ensemble == 1 else os.path.join(out, f"member-{k}")
+        callbacks.append(Controller(run_dir))  # the live record and the babysitting controls
+        if on_start is not None and k == 0:
+            on_start(run_dir)
         if cfg.ensemble > 1:
             log(f"member {k + 1} of {cfg.ensemble}")
         history = net.fit(X_train, y_train, optimizer=cfg.optimizer, lr=cfg.lr, epochs=cfg.epochs,

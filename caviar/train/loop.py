@@ -129,6 +129,7 @@ def fit(net, X, y, optimizer=None, lr=None, epochs=10, batch_size=64, schedule=N
     n_batches = len(minibatch_indices(m, batch_size, numpy.random.default_rng(0), False, min_last))
     history = History()
     run = Run(net, opt, history, net.epochs_trained + epochs, n_batches)
+    run.callbacks = callbacks  # a babysitter may remove the epoch schedule when the lr is set by hand
     params = net.parameters()
     _call(callbacks, "on_train_begin", run)
     try:
@@ -158,6 +159,8 @@ def _train_epoch(net, opt, X, y, batch_size, shuffle, min_last, params, run, cal
     total_cost, seen = 0.0, 0
     metric_sum = {}
     for idx in minibatch_indices(len(X), batch_size, net.shuffle_rng, shuffle, min_last):
+        if run.stop:  # a callback asked to stop (at the end of the last batch or before this epoch)
+            break
         Xb, yb = X[idx], y[idx]
         if augment is not None:
             Xb = augment(Xb, net.rng)
@@ -183,8 +186,6 @@ def _train_epoch(net, opt, X, y, batch_size, shuffle, min_last, params, run, cal
         for k, v in net.metrics_from_logits(logits.data, yb).items():
             metric_sum[k] = metric_sum.get(k, 0.0) + v * n
         _call(callbacks, "on_batch_end", run, run.iteration, value)
-        if run.stop:
-            break
     return {"epoch": run.epoch, "train_cost": total_cost / max(seen, 1),
             **{f"train_{k}": v / max(seen, 1) for k, v in metric_sum.items()}}
 

@@ -52,7 +52,7 @@ def plan(trials, ds, population=True, max_population=None, workers=1):
 
 def tune(data="digits", target=None, space=None, strategy="random", trials=20, rounds=3, epochs=10, eta=3,
          min_epochs=1, workers=None, executor="local", address=None, study=None, seed=0, dev=None, test=None,
-         group_size=1, population=True, max_population=None, log=None):
+         group_size=1, population=True, max_population=None, log=None, on_start=None):
     """Run (or resume) a hyperparameter search; return the open ``Study``.
 
     A study file that exists is resumed with the settings stored in it: finished trials are
@@ -79,6 +79,8 @@ def tune(data="digits", target=None, space=None, strategy="random", trials=20, r
         make_strategy(settings, sp)  # validates trials/rounds/eta before a file is written
         st = Study.create(path, settings)
     strat = make_strategy(settings, Space(settings["space"]))
+    if on_start is not None:  # e.g. the dashboard, watching the study from its first trial
+        on_start(st)
     interrupted = st.reset_interrupted()
     if interrupted:
         log(f"{len(interrupted)} interrupted trial(s) will run again: {interrupted}")

@@ -1,0 +1,176 @@
+"""Panda mode: babysitting a live run from the command line and over HTTP, and refusals."""
+
+import json
+import os
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+
+import numpy as np
+import pytest
+
+from caviar.watch import Dashboard, WatchError, send
+
+ENV = {**os.environ, "CAVIAR_NO_PROGRESS": "1"}
+
+
+def caviar(*args, timeout=120):
+    return subprocess.run([sys.executable, "-m", "caviar", *map(str, args)], capture_output=True, text=True, env=ENV,
+                          timeout=timeout)
+
+
+def read(path):
+    with open(path) as f:
+        return json.load(f)
+
+
+def wait_for(predicate, seconds=60):
+    deadline = time.time() + seconds
+    while time.time() < deadline:
+        try:
+            if predicate():
+                return True
+        except (OSError, ValueError, KeyError):
+            pass
+        time.sleep(0.05)
+    raise AssertionError("timed out waiting")
+
+
+@pytest.fixture
+def live_run(tmp_path):
+    """A long training run in a subprocess, stopped at the end of the test."""
+    out = tmp_path / "run"
+    proc = subprocess.Popen([sys.executable, "-m", "caviar", "train", "--data", "digits", "--epochs", "5000",
+                             "--quiet", "--out", str(out)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=ENV)
+    wait_for(lambda: read(out / "state.json")["iteration"] > 30)
+    yield out, proc
+    if proc.poll() is None:
+        proc.kill()
+    proc.wait()
+
+
+def iteration(out):
+    return read(out / "state.json")["iteration"]
+
+
+def test_caviar_control_babysits_a_live_run(live_run):
+    out, proc = live_run
+    # set the learning rate: the next mini-batch uses it, and the history says where
+    r = caviar("control", out, "set-lr", "0.0003")
+    assert r.returncode == 0, r.stderr
+    assert "learning rate 0.0003" in r.stdout
+    # pause: iterations stop advancing; the history shows the learning rates used
+    assert caviar("control", out, "pause").returncode == 0
+    stopped_at = iteration(out)
+    time.sleep(1.0)
+    assert iteration(out) == stopped_at
+    assert read(out / "state.json")["status"] == "paused"
+    live = read(out / "live.json")
+    event = next(e for e in live["events"] if e["event"] == "set-lr")
+    k = event["iteration"]  # applied after iteration k: iteration k + 1 is the first at 0.0003
+    assert live["lrs"][k - 1] == pytest.approx(0.001) and live["lrs"][k] == pytest.approx(0.0003)
+    assert all(lr == pytest.approx(0.0003) for lr in live["lrs"][k:])
+    # resume: they advance again
+    assert caviar("control", out, "resume").returncode == 0
+    wait_for(lambda: iteration(out) > stopped_at + 5)
+    # checkpoint, train on, pause, roll back with a new learning rate, checkpoint: the same weights
+    r = caviar("control", out, "checkpoint")
+    assert r.returncode == 0, r.stderr
+    first = int(r.stdout.split("iteration ")[1].split(":")[0])
+    wait_for(lambda: iteration(out) > first + 20)
+    assert caviar("control", out, "pause").returncode == 0  # commands apply while paused, between batches
+    assert caviar("control", out, "rollback", first, "--lr", "0.0001").returncode == 0
+    r = caviar("control", out, "checkpoint")
+    second = int(r.stdout.split("iteration ")[1].split(":")[0])
+    a = np.load(out / "checkpoints" / f"iter-{first:06d}" / "arrays.npz")
+    b = np.load(out / "checkpoints" / f"iter-{second:06d}" / "arrays.npz")
+    for key in a.files:
+        np.testing.assert_array_equal(a[key], b[key], err_msg=key)  # restored exactly, optimizer state too
+    assert read(out / "state.json")["lr"] == pytest.approx(0.0001)
+    assert caviar("control", out, "resume").returncode == 0
+    # stop: training ends and the model is written; every action is in the model's history
+    assert caviar("control", out, "stop").returncode == 0
+    assert proc.wait(60) == 0
+    assert read(out / "state.json")["status"] == "stopped"
+    events = [e["event"] for e in read(out / "model" / "model.json")["history"]["events"]]
+    for action in ("set-lr", "pause", "resume", "checkpoint", "rollback", "stop"):
+        assert action in events
+
+
+def test_control_refusals(tmp_path, live_run):
+    out, _ = live_run
+    r = caviar("control", tmp_path / "nowhere", "pause")
+    assert r.returncode == 2 and "no caviar run" in r.stderr and "Traceback" not in r.stderr
+    r = caviar("control", out, "set-lr", "fast")
+    assert r.returncode == 2 and "set-lr needs a number" in r.stderr
+    r = caviar("control", out, "rollback", "999999")
+    assert r.returncode == 2 and "no checkpoint at iteration 999999" in r.stdout
+    r = caviar("control", out, "set-lr", "-1")
+    assert r.returncode == 2 and "non-negative" in r.stderr
+
+
+def test_control_of_a_finished_run_is_refused(tmp_path):
+    r = caviar("train", "--data", "iris", "--epochs", "2", "--quiet", "--out", tmp_path / "done")
+    assert r.returncode == 0, r.stderr
+    assert read(tmp_path / "done" / "state.json")["status"] == "finished"
+    r = caviar("control", tmp_path / "done", "pause")
+    assert r.returncode == 2 and "is finished" in r.stderr
+
+
+def http(url, data=None, token=None):
+    headers = {"Content-Type": "application/json"}
+    if token is not None:
+        headers["X-Caviar-Token"] = token
+    request = urllib.request.Request(url, data=json.dumps(data).encode() if data is not None else None, headers=headers)
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return response.status, response.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode()
+
+
+def test_dashboard_requires_the_token_for_controls_and_names_unknown_targets(live_run):
+    out, _ = live_run
+    dashboard = Dashboard([out], port=0, token="s3cret")
+    base = dashboard.start().split("?")[0]
+    try:
+        code, body = http(base + "api/run/run/control", {"action": "set-lr", "value": 0.5})
+        assert code == 403 and "token" in body
+        code, body = http(base + "api/run/run/control", {"action": "set-lr", "value": 0.5}, token="wrong")
+        assert code == 403
+        time.sleep(0.3)
+        assert not os.listdir(out / "control" / "pending")  # nothing was queued
+        assert read(out / "state.json")["lr"] != 0.5
+        code, body = http(base + "api/run/run/control", {"action": "set-lr", "value": 0.002}, token="s3cret")
+        assert code == 200 and json.loads(body)["ok"]
+        code, body = http(base + "api/run/run")
+        assert code == 200 and json.loads(body)["state"]["lr"] == pytest.approx(0.002)
+        code, body = http(base + "api/run/nosuch")
+        assert code == 404 and "no run named 'nosuch'" in body
+        code, body = http(base + "run/nosuch")
+        assert code == 404 and "nothing is watched under the name" in body
+        code, body = http(base + "static/app.js")
+        assert code == 200 and "http" not in body.split("fetch")[0].lower().replace("https://", "")  # no remote scripts
+    finally:
+        dashboard.stop()
+
+
+def test_dashboard_binds_locally_unless_remote_is_allowed(tmp_path):
+    with pytest.raises(WatchError, match="--allow-remote"):
+        Dashboard([], host="0.0.0.0")
+    remote = Dashboard([], host="0.0.0.0", allow_remote=True, port=0)
+    assert remote.token  # a token is made, and required
+    r = caviar("watch", tmp_path / "missing")
+    assert r.returncode == 2 and "neither a caviar run directory" in r.stderr
+    r = caviar("watch", "--host", "0.0.0.0", tmp_path)
+    assert r.returncode == 2 and "--allow-remote" in r.stderr
+
+
+def test_send_checks_its_arguments(tmp_path):
+    (tmp_path / "state.json").write_text('{"status": "running"}')
+    with pytest.raises(ValueError, match="unknown action 'faster'"):
+        send(tmp_path, "faster")
+    with pytest.raises(ValueError, match="rollback needs a checkpoint's iteration"):
+        send(tmp_path, "rollback", "latest")
