@@ -91,6 +91,8 @@ class Dashboard:
         path = os.path.abspath(os.fspath(path))
         kind = kind or target_kind(path)
         name = os.path.basename(path.rstrip("/")) or path
+        if kind == "study":
+            name = os.path.splitext(name)[0]
         key, n = name, 2
         while key in self.targets and self.targets[key]["path"] != path:
             key, n = f"{name}-{n}", n + 1
@@ -147,6 +149,8 @@ class _Handler(BaseHTTPRequestHandler):
         if parts[0] == "static" and len(parts) == 2 and parts[1] in ("app.js", "style.css"):
             kind = "text/javascript" if parts[1].endswith(".js") else "text/css"
             return self._send(200, _static(parts[1]), kind)
+        if parts == ["favicon.ico"]:
+            return self._send(204, b"", "image/x-icon")
         if parts[:2] == ["api", "targets"]:
             return self._send(200, {"targets": list(self.dashboard.targets.values()),
                                     "token_required": self.dashboard.token is not None})

@@ -4,7 +4,7 @@ const COLORS = ["#1d3557", "#e63946", "#2a9d8f", "#f4a261", "#6a4c93", "#8ab17d"
 const token = new URLSearchParams(location.search).get("token") || "";
 const $ = (id) => document.getElementById(id);
 const esc = (s) => String(s).replace(/[&<>"']/g, (c) => ({"&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;"}[c]));
-const fmt = (v) => v === null || v === undefined ? "–" : (Math.abs(v) >= 1e4 || (Math.abs(v) < 1e-3 && v !== 0) ? v.toExponential(3) : (+v).toPrecision(4));
+const fmt = (v) => v === null || v === undefined ? "–" : Number.isInteger(v) ? String(v) : (Math.abs(v) >= 1e4 || (Math.abs(v) < 1e-3 && v !== 0) ? v.toExponential(3) : (+v).toPrecision(4));
 
 async function getJSON(url) {
   const r = await fetch(url, {cache: "no-store"});
@@ -109,10 +109,22 @@ function renderRun(name, data) {
     chart("gradient norms per layer", names.map((n) => ({name: n, points: norms.map((r) => [r.iteration, r[n]])})), {ylog: true, markers}),
   ];
   const rows = events.map((e) => `<tr><td>${e.iteration}</td><td>${esc(e.event)}</td><td>${esc(e.message || JSON.stringify(e.value ?? ""))}</td></tr>`).join("");
-  const keep = $("message") ? $("message").outerHTML : "";
-  $("main").innerHTML = status + (live ? runControls(name, h) : "") + `<div class="grid" id="charts">${charts.join("")}</div>` +
-    `<div class="card"><h3>events</h3><table id="events"><tr><th>iteration</th><th>event</th><th>detail</th></tr>${rows}</table></div>`;
-  if (live) { bindControls(name); if (keep) $("message").outerHTML = keep; }
+  // The controls are drawn once per run and kept: refreshing the curves never replaces a
+  // button under the pointer or a value being typed.
+  if (!$("view") || $("view").dataset.run !== name || $("view").dataset.live !== String(live)) {
+    $("main").innerHTML = `<div id="view" data-run="${esc(name)}" data-live="${live}"><div id="status-box"></div>` +
+      (live ? runControls(name, h) : "") + `<div class="grid" id="charts"></div><div class="card"><h3>events</h3>` +
+      `<table id="events"></table></div></div>`;
+    if (live) bindControls(name);
+  }
+  $("status-box").innerHTML = status;
+  $("charts").innerHTML = charts.join("");
+  $("events").innerHTML = `<tr><th>iteration</th><th>event</th><th>detail</th></tr>${rows}`;
+  if (live) {
+    const select = $("rollback-to"), chosen = select.value;
+    select.innerHTML = (h.checkpoints || []).map((c) => `<option value="${c}">iteration ${c}</option>`).join("");
+    if (chosen) select.value = chosen;
+  }
 }
 
 // -- a study -----------------------------------------------------------------------------
@@ -147,7 +159,6 @@ function renderStudy(name, d) {
 }
 
 // -- routing -----------------------------------------------------------------------------
-let current = null;
 async function refresh() {
   try {
     const {targets} = await getJSON("/api/targets");
@@ -160,9 +171,6 @@ async function refresh() {
     }
     const [kind, name] = parts;
     const data = await getJSON(`/api/${kind}/${encodeURIComponent(name)}`);
-    const focused = document.activeElement && document.activeElement.tagName === "INPUT";
-    if (focused && current === name) return;  // do not wipe what the person is typing
-    current = name;
     (kind === "run" ? renderRun : renderStudy)(name, data);
   } catch (e) {
     $("main").innerHTML = `<p class="error">${esc(e.message)}</p>`;
