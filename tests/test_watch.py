@@ -174,3 +174,30 @@ def test_send_checks_its_arguments(tmp_path):
         send(tmp_path, "faster")
     with pytest.raises(ValueError, match="rollback needs a checkpoint's iteration"):
         send(tmp_path, "rollback", "latest")
+
+
+def test_train_and_tune_with_watch_print_the_dashboards_address(tmp_path):
+    r = caviar("train", "--data", "iris", "--epochs", "2", "--quiet", "--watch", "--port", "0", "--out", tmp_path / "run")
+    assert r.returncode == 0, r.stderr
+    assert "caviar watch: http://127.0.0.1:" in r.stderr and "/run/run" in r.stderr
+    r = caviar("tune", "--data", "iris", "--trials", "2", "--epochs", "2", "--watch", "--port", "0",
+               "--out", tmp_path / "tune", "--json")
+    assert r.returncode == 0, r.stderr
+    assert "caviar watch: http://127.0.0.1:" in r.stderr
+
+
+def test_the_dashboard_serves_a_study_while_it_is_being_written(tmp_path):
+    from caviar.tune import tune
+
+    study = tune(data="iris", trials=3, epochs=2, workers=1, study=tmp_path / "s.sqlite", log=lambda line: None)
+    dashboard = Dashboard([study.path], port=0)
+    base = dashboard.start().split("?")[0]
+    try:
+        code, body = http(base + "api/study/s")
+        data = json.loads(body)
+        assert code == 200 and len(data["trials"]) == 3 and data["metric"] == "dev_accuracy"
+        assert all(len(t["curve"]) == 2 for t in data["trials"]) and len(data["leaderboard"]) == 3
+        code, body = http(base + "study/s")
+        assert code == 200 and "app.js" in body
+    finally:
+        dashboard.stop()
