@@ -55,31 +55,94 @@ class Dimension:
 
 
 @dataclass(frozen=True)
-class Uniform(Dimension):
+class _Scaled(Dimension):
+    """A continuous range sampled uniformly on its own scale: ``_forward`` maps a value onto
+    that scale (identity, log10, or log10(1 - v)) and ``_inverse`` maps it back; sampling,
+    coarse-to-fine boxes and grids all work on that scale."""
+
     low: float = 0.0
     high: float = 1.0
-    scale = "linear"
+    kind = ""
+
+    def _forward(self, v):
+        return v
+
+    def _inverse(self, r):
+        return r
+
+    def _check(self):
+        pass
 
     def __post_init__(self):
         _number(self.name, self.low, "low")
         _number(self.name, self.high, "high")
+        self._check()
         if not self.low < self.high:
             raise SpaceError(f"{self.name}: the range needs low < high, got [{self.low}, {self.high}]")
 
     def sample(self, rng):
-        return float(rng.uniform(self.low, self.high))
+        lo, hi = sorted((self._forward(self.low), self._forward(self.high)))
+        return float(self._inverse(rng.uniform(lo, hi)))
 
     def to_unit(self, value):
-        return (value - self.low) / (self.high - self.low)
+        a, b = self._forward(self.low), self._forward(self.high)
+        return (self._forward(value) - a) / (b - a)
 
     def from_unit(self, u):
-        return float(self.low + min(max(u, 0.0), 1.0) * (self.high - self.low))
+        a, b = self._forward(self.low), self._forward(self.high)
+        return float(self._inverse(a + min(max(u, 0.0), 1.0) * (b - a)))
 
     def narrowed(self, lo_unit, hi_unit):
         return type(self)(self.name, self.from_unit(lo_unit), self.from_unit(hi_unit))
 
     def spec(self):
-        return {"uniform": [self.low, self.high]}
+        return {self.kind: [self.low, self.high]}
+
+
+@dataclass(frozen=True)
+class Uniform(_Scaled):
+    scale = "linear"
+    kind = "uniform"
+
+
+@dataclass(frozen=True)
+class LogUniform(_Scaled):
+    """r uniform in [log10 low, log10 high], value 10**r."""
+
+    low: float = 1e-4
+    high: float = 1.0
+    scale = "log"
+    kind = "log_uniform"
+
+    def _check(self):
+        if self.low <= 0 or self.high <= 0:
+            raise SpaceError(f"{self.name}: a log range must be positive, got [{self.low}, {self.high}] (it touches zero or below)")
+
+    def _forward(self, v):
+        return math.log10(v)
+
+    def _inverse(self, r):
+        return 10**r
+
+
+@dataclass(frozen=True)
+class OneMinusLogUniform(_Scaled):
+    """beta in [low, high] with 1 - beta log-uniform in [1 - high, 1 - low]."""
+
+    low: float = 0.9
+    high: float = 0.999
+    scale = "one_minus_log"
+    kind = "one_minus_log_uniform"
+
+    def _check(self):
+        if not (0 < self.low < 1 and 0 < self.high < 1):
+            raise SpaceError(f"{self.name}: a beta range must lie inside (0, 1), got [{self.low}, {self.high}]")
+
+    def _forward(self, v):
+        return math.log10(1 - v)
+
+    def _inverse(self, r):
+        return 1 - 10**r
 
 
 @dataclass(frozen=True)
@@ -115,74 +178,6 @@ class Integer(Dimension):
 
     def spec(self):
         return {"integer": [self.low, self.high]}
-
-
-@dataclass(frozen=True)
-class LogUniform(Dimension):
-    low: float = 1e-4
-    high: float = 1.0
-    scale = "log"
-
-    def __post_init__(self):
-        _number(self.name, self.low, "low")
-        _number(self.name, self.high, "high")
-        if self.low <= 0 or self.high <= 0:
-            raise SpaceError(f"{self.name}: a log range must be positive, got [{self.low}, {self.high}] (it touches zero or below)")
-        if not self.low < self.high:
-            raise SpaceError(f"{self.name}: the range needs low < high, got [{self.low}, {self.high}]")
-
-    def sample(self, rng):
-        r = rng.uniform(math.log10(self.low), math.log10(self.high))  # r = -4 * rand() for [1e-4, 1]
-        return float(10**r)
-
-    def to_unit(self, value):
-        return (math.log10(value) - math.log10(self.low)) / (math.log10(self.high) - math.log10(self.low))
-
-    def from_unit(self, u):
-        u = min(max(u, 0.0), 1.0)
-        return float(10 ** (math.log10(self.low) + u * (math.log10(self.high) - math.log10(self.low))))
-
-    def narrowed(self, lo_unit, hi_unit):
-        return LogUniform(self.name, self.from_unit(lo_unit), self.from_unit(hi_unit))
-
-    def spec(self):
-        return {"log_uniform": [self.low, self.high]}
-
-
-@dataclass(frozen=True)
-class OneMinusLogUniform(Dimension):
-    """beta in [low, high] with 1 - beta log-uniform in [1 - high, 1 - low]."""
-
-    low: float = 0.9
-    high: float = 0.999
-    scale = "one_minus_log"
-
-    def __post_init__(self):
-        _number(self.name, self.low, "low")
-        _number(self.name, self.high, "high")
-        if not (0 < self.low < 1 and 0 < self.high < 1):
-            raise SpaceError(f"{self.name}: a beta range must lie inside (0, 1), got [{self.low}, {self.high}]")
-        if not self.low < self.high:
-            raise SpaceError(f"{self.name}: the range needs low < high, got [{self.low}, {self.high}]")
-
-    def sample(self, rng):
-        r = rng.uniform(math.log10(1 - self.high), math.log10(1 - self.low))
-        return float(1 - 10**r)
-
-    def to_unit(self, value):
-        a, b = math.log10(1 - self.low), math.log10(1 - self.high)
-        return (math.log10(1 - value) - a) / (b - a)
-
-    def from_unit(self, u):
-        u = min(max(u, 0.0), 1.0)
-        a, b = math.log10(1 - self.low), math.log10(1 - self.high)
-        return float(1 - 10 ** (a + u * (b - a)))
-
-    def narrowed(self, lo_unit, hi_unit):
-        return OneMinusLogUniform(self.name, self.from_unit(lo_unit), self.from_unit(hi_unit))
-
-    def spec(self):
-        return {"one_minus_log_uniform": [self.low, self.high]}
 
 
 @dataclass(frozen=True)
