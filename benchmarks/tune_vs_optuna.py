@@ -43,7 +43,9 @@ def optuna_search(settings, space, trials, sampler_name, seed):
             else:
                 params[dim.name] = trial.suggest_float(dim.name, dim.low, dim.high)
         spec = {"params": params, "seed": trial_seed(seed, trial.number), "budget": settings["epochs"]}
-        status, value, *_ = train_trial(settings, spec)
+        status, value, last, best_epoch, error, _ = train_trial(settings, spec)
+        if status == "failed":  # a broken benchmark, not a bad configuration: say so
+            raise RuntimeError(error)
         return value if value is not None and math.isfinite(value) else 0.0
 
     study = optuna.create_study(direction="maximize", sampler=sampler)
@@ -59,7 +61,7 @@ def main(argv=None):
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     space = default_space()
-    settings = {"data": args.data, "target": None, "split_seed": args.seed, "dev": None, "test": None,
+    settings = {"data": args.data, "target": None, "split_seed": args.seed, "seed": args.seed, "dev": None, "test": None,
                 "epochs": args.epochs, "metric": "dev_accuracy"}
     study_data(settings)  # load once, outside every timing
     rows = []
