@@ -201,3 +201,36 @@ def test_the_dashboard_serves_a_study_while_it_is_being_written(tmp_path):
         assert code == 200 and "app.js" in body
     finally:
         dashboard.stop()
+
+
+def test_stop_keeps_the_weights_of_the_best_dev_epoch(tmp_path):
+    """In-process: a run that overfits is stopped from another thread; the weights it keeps are
+    those of its lowest dev cost."""
+    import threading
+
+    import caviar
+    from caviar.train import LambdaCallback
+    from caviar.watch import Controller
+
+    rng = np.random.default_rng(0)
+    X, y = rng.standard_normal((60, 8)), rng.integers(0, 2, 60)  # noise: dev cost soon rises
+    Xd, yd = rng.standard_normal((200, 8)), rng.integers(0, 2, 200)
+    net = caviar.Network([8, 64, 64, 2], seed=0)
+    seen = {}
+    record = LambdaCallback(on_epoch_end=lambda run, epoch, logs: seen.__setitem__(epoch, run.net.params["W2"].data.copy()))
+    done = {}
+
+    def train():
+        done["history"] = net.fit(X, y, lr=0.01, epochs=100000, batch_size=20, validation_data=(Xd, yd),
+                                  callbacks=[record, Controller(tmp_path / "run")], verbose=False)
+
+    thread = threading.Thread(target=train)
+    thread.start()
+    wait_for(lambda: len(seen) > 60)
+    assert send(tmp_path / "run", "stop")["ok"]
+    thread.join(60)
+    history = done["history"]
+    best = int(np.argmin(history["dev_cost"])) + 1
+    assert best < len(history)  # it overfitted after the best epoch
+    np.testing.assert_array_equal(net.params["W2"].data, seen[best])
+    assert history.events[-1]["event"] == "restored_best_weights" and history.events[-1]["best_epoch"] == best
