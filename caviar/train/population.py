@@ -97,12 +97,16 @@ class Population:
                 layer.params[key] = stacked
                 self.net.params[p.name] = stacked
             for key, buf in list(layer.buffers.items()):
-                name = next(k for k, b in self.net.buffers.items() if b is buf)
+                name = self._buffer_name(buf)
                 stacked = _stack([n.buffers[name] for n in nets])
                 layer.buffers[key] = stacked
                 self.net.buffers[name] = stacked
         self.index = list(range(len(self.members)))  # original member number of each active slot
         self.results = {}  # original member number -> (status, Network, History)
+
+    def _buffer_name(self, buf):
+        """The network-level name (running_mean1, ...) of a layer's buffer array."""
+        return next(k for k, b in self.net.buffers.items() if b is buf)
 
     def _solo(self, member, seed=None):
         s = self.shared
@@ -197,7 +201,7 @@ class Population:
             for p in layer.params.values():
                 p.data, p.grad = p.data[slots], None
             for key, buf in list(layer.buffers.items()):
-                name = next(k for k, b in self.net.buffers.items() if b is buf)
+                name = self._buffer_name(buf)
                 layer.buffers[key] = self.net.buffers[name] = buf[slots]
             if isinstance(layer, PopulationDropout):
                 layer.keep_probs = [layer.keep_probs[s] for s in slots]

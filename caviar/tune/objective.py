@@ -33,13 +33,18 @@ def study_data(settings):
     return _DATA_CACHE[key]
 
 
-def network_and_options(params, ds, seed, dtype="float32"):
-    """The Network and ``fit`` options a parameter set describes (defaults where it is silent)."""
+def shape_of(params, ds):
+    """(layer sizes, output) that a parameter set describes for a dataset (defaults where silent)."""
     classification = ds.class_names is not None
-    output = "softmax" if classification else "linear"
     n_y = ds.n_classes if classification else 1
     hidden = [int(params.get("hidden_units", 64))] * int(params.get("layers", 1))
-    net = Network([ds.X.shape[1], *hidden, n_y], activation=params.get("activation", "relu"), output=output,
+    return [ds.X.shape[1], *hidden, n_y], "softmax" if classification else "linear"
+
+
+def network_and_options(params, ds, seed, dtype="float32"):
+    """The Network and ``fit`` options a parameter set describes (defaults where it is silent)."""
+    sizes, output = shape_of(params, ds)
+    net = Network(sizes, activation=params.get("activation", "relu"), output=output,
                   init_scale=params.get("init_scale"), batchnorm=bool(params.get("batchnorm", False)),
                   keep_prob=float(params.get("keep_prob", 1.0)), l2=float(params.get("l2", 0.0)), seed=seed, dtype=dtype)
     optimizer = params.get("optimizer", "adam")
@@ -107,12 +112,10 @@ def population_for(trials, ds):
     from ..train.population import Population
 
     params = trials[0]["params"]
-    classification = ds.class_names is not None
-    n_y = ds.n_classes if classification else 1
-    sizes = [ds.X.shape[1]] + [int(params.get("hidden_units", 64))] * int(params.get("layers", 1)) + [n_y]
+    sizes, output = shape_of(params, ds)
     members = [{"seed": t["seed"], **{k: float(t["params"][k]) for k in MEMBER_PARAMS if k in t["params"]}} for t in trials]
     return Population(sizes, members, activation=params.get("activation", "relu"),
-                      output="softmax" if classification else "linear", batchnorm=bool(params.get("batchnorm", False)),
+                      output=output, batchnorm=bool(params.get("batchnorm", False)),
                       optimizer=params.get("optimizer", "adam"))
 
 

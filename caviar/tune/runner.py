@@ -8,7 +8,7 @@ import sys
 import time
 
 from .executors import make_executor
-from .objective import metric_for, study_data
+from .objective import metric_for, shape_of, study_data
 from .space import Space, default_space, load_space
 from ..train.population import chunks
 from ..train.population import max_population as max_population_for
@@ -43,8 +43,7 @@ def plan(trials, ds, population=True, max_population=None, workers=1):
     jobs = []
     for members in groups.values():
         p = members[0]["params"]
-        n_y = ds.n_classes if ds.class_names is not None else 1
-        sizes = [ds.X.shape[1]] + [int(p.get("hidden_units", 64))] * int(p.get("layers", 1)) + [n_y]
+        sizes, _ = shape_of(p, ds)
         size = min(spread, max_population_for(sizes, int(p.get("batch_size", 64)), limit=max_population))
         jobs += [[t["number"] for t in chunk] for chunk in chunks(members, size)]
     return jobs

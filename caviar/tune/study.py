@@ -117,10 +117,6 @@ class Study:
         rows = self.conn.execute("SELECT key, value FROM meta").fetchall()
         return {r["key"]: json.loads(r["value"]) for r in rows}
 
-    def set_setting(self, key, value):
-        with self.transaction():
-            self.conn.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, json.dumps(value)))
-
     # -- trials ------------------------------------------------------------------------------
     def add_trials(self, specs):
         """Insert trials that are not there yet (by key); return how many were new."""
