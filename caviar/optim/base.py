@@ -65,14 +65,41 @@ def coef(value, dtype):
     return value.astype(dtype, copy=False)
 
 
-class _Rows:
-    """A population parameter seen as (K, rest): ``data`` is a view, so updates land in place."""
+_FLAT = "population"  # the state key of the (K, P) update
 
-    __slots__ = ("data", "dtype")
 
-    def __init__(self, param):
-        self.data = param.data.reshape(len(param.data), -1)
-        self.dtype = param.dtype
+class _Flat:
+    """A population's parameters as one (K, P) array: parameter i's data becomes a view of a
+    block of columns, so an update written in place on ``data`` lands in every parameter.
+    Each element goes through the same float operations as when parameters are updated one
+    by one, so results are bit-identical. A parameter whose ``.data`` was replaced (members
+    removed, weights restored) makes ``holds`` false, and the next step gathers afresh."""
+
+    __slots__ = ("params", "views", "data", "dtype", "grad")
+
+    def __init__(self, params):
+        K = len(params[0].data)
+        self.params = list(params)
+        self.data = numpy.concatenate([p.data.reshape(K, -1) for p in params], axis=1)
+        self.dtype = self.data.dtype
+        self.grad = numpy.empty_like(self.data)
+        self.views, start = [], 0
+        for p in params:
+            stop = start + p.data[0].size
+            view = self.data[:, start:stop].reshape(p.data.shape)
+            if not numpy.shares_memory(view, self.data):  # cannot happen for stacked (K, ...) arrays
+                raise RuntimeError(f"parameter {getattr(p, 'name', '')} of shape {p.data.shape} cannot be a view")
+            p.data = view
+            self.views.append(view)
+            start = stop
+
+    def holds(self, params):
+        return (len(params) == len(self.params)
+                and all(p is q and p.data is v for p, q, v in zip(params, self.params, self.views)))
+
+    def gather_grads(self, params):
+        K = len(self.data)
+        return numpy.concatenate([p.grad.reshape(K, -1) for p in params], axis=1, out=self.grad)
 
 
 class Optimizer:
@@ -101,23 +128,36 @@ class Optimizer:
     def step(self, params):
         """Apply one update to every parameter that has a gradient.
 
-        With per-member hyperparameters (a population: arrays of shape (K, 1)), each parameter
-        is updated through a (K, rest) view, so that every elementwise pass runs over long
-        contiguous rows instead of broadcasting the coefficients over short trailing axes.
+        With per-member hyperparameters (a population: arrays of shape (K, 1)), all parameters
+        are updated as one (K, P) array (see ``_Flat``): each elementwise pass of the update is
+        one call over long contiguous rows instead of one per parameter.
         """
         lr = self.current_lr()
         per_member = isinstance(lr, numpy.ndarray) or any(
             isinstance(v, numpy.ndarray) for v in self.hyperparameter_values())
+        live = [p for p in params if p.grad is not None]
         with no_grad():
-            for p in params:
-                if p.grad is None:
-                    continue
-                target, grad = (_Rows(p), p.grad.reshape(len(p.data), -1)) if per_member else (p, p.grad)
-                state = self.state.get(id(p))
-                if state is None:
-                    state = self.state[id(p)] = self.init_state(target)
-                self.update(target, grad, state, lr)
+            if per_member and live:
+                self._step_flat(live, lr)
+            else:
+                for p in live:
+                    state = self.state.get(id(p))
+                    if state is None:
+                        state = self.state[id(p)] = self.init_state(p)
+                    self.update(p, p.grad, state, lr)
         self.iterations += 1
+
+    def _step_flat(self, params, lr):
+        flat = getattr(self, "_flat", None)
+        if flat is None or not flat.holds(params):
+            same = flat is not None and flat.params == params
+            flat = self._flat = _Flat(params)
+            if not same:
+                self.state.pop(_FLAT, None)
+        state = self.state.get(_FLAT)
+        if state is None or any(getattr(v, "shape", flat.data.shape) != flat.data.shape for v in state.values()):
+            state = self.state[_FLAT] = self.init_state(flat)
+        self.update(flat, flat.gather_grads(params), state, lr)
 
     def hyperparameter_values(self):
         return [v for k, v in vars(self).items() if k in ("beta", "beta1", "beta2", "epsilon")]

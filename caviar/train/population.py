@@ -40,20 +40,32 @@ class PopulationDropout(Layer):
 
     def __init__(self, keep_probs, rngs):
         super().__init__()
-        self.keep_probs, self.rngs = list(keep_probs), rngs
+        self.keep_probs, self.rngs = keep_probs, rngs
+
+    @property
+    def keep_probs(self):
+        return self._keep_probs
+
+    @keep_probs.setter
+    def keep_probs(self, values):
+        self._keep_probs = list(values)
+        self._dropping = [k for k, keep in enumerate(self._keep_probs) if keep < 1.0]
+        self._keep = numpy.asarray(self._keep_probs, dtype=numpy.float64).reshape(-1, 1, 1)
+        self._inverse = numpy.asarray([1.0 / k for k in self._keep_probs], dtype=numpy.float64).reshape(-1, 1, 1)
 
     def __call__(self, a, training=False, rng=None):
-        if not training or all(k == 1.0 for k in self.keep_probs):
+        if not training or not self._dropping:
             return a
         F.refuse_if_checking(min(self.keep_probs))
         dtype = a.dtype
-        draws = backend.xp.zeros(a.shape, dtype=dtype)  # 0 < keep: members without dropout keep all
-        for k, keep in enumerate(self.keep_probs):
-            if keep < 1.0:
-                self.rngs[k].random(dtype=dtype, out=draws[k])  # the draws of rng.random((m, n), dtype)
-        keep = numpy.asarray(self.keep_probs).astype(dtype).reshape(-1, 1, 1)
-        inverse = numpy.asarray([dtype.type(1.0 / k) for k in self.keep_probs], dtype=dtype).reshape(-1, 1, 1)
-        scale = (draws < keep).astype(dtype) * inverse
+        # members without dropout draw nothing: 0 < keep 1, so they keep every unit
+        draws = backend.xp.empty(a.shape, dtype=dtype) if len(self._dropping) == len(self._keep_probs) \
+            else backend.xp.zeros(a.shape, dtype=dtype)
+        for k in self._dropping:
+            self.rngs[k].random(dtype=dtype, out=draws[k])  # the draws of rng.random((m, n), dtype)
+        # (draws < keep) * float32(1 / keep): the single network's mask and scale, in place
+        mask = draws < self._keep.astype(dtype)
+        scale = backend.xp.multiply(mask, self._inverse.astype(dtype), out=draws)
         return result(a.data * scale, (a,), lambda g: (g * scale,), "dropout")
 
 

@@ -1,0 +1,107 @@
+"""How far populations can speed up the default ``caviar tune`` search on this machine.
+
+For every group of the default search (40 trials, 10 epochs, groups of 10 sharing an
+architecture, the default space, digits), in one process with one BLAS thread, times:
+
+  solo        the group's trials trained one by one (``--no-population``'s work),
+  population  the group trained as one caviar population (the default),
+  products    only the matrix products that population performs (forward, backward and the
+              dev evaluation, same shapes, same count), with nothing else around them.
+
+A population must do at least its matrix products, so solo / products is the most any
+population implementation could gain on this machine; solo / population is what caviar gains.
+
+    python benchmarks/population_floor.py [--trials 40] [--group-size 10] [--epochs 10]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+
+import numpy as np
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+
+from threadpoolctl import threadpool_limits  # noqa: E402
+
+from caviar.train.batches import minibatch_indices  # noqa: E402
+from caviar.tune.objective import shape_of, study_data, train_population, train_trial  # noqa: E402
+from caviar.tune.space import default_space  # noqa: E402
+from caviar.tune.strategies import SHAPE_KEYS, RandomSearch  # noqa: E402
+
+
+def default_groups(trials, epochs, group_size, seed):
+    specs = RandomSearch(default_space(), trials, epochs, seed, group_size=group_size).propose(None)
+    groups = {}
+    for number, spec in enumerate(specs):
+        trial = {**spec, "number": number}
+        groups.setdefault(tuple(repr(spec["params"].get(k)) for k in SHAPE_KEYS), []).append(trial)
+    return list(groups.values())
+
+
+def products(sizes, K, batch, n_train, n_dev, epochs, rng):
+    """Time only the matrix products a population of K performs in ``epochs`` epochs."""
+    W = [rng.standard_normal((K, a, b)).astype(np.float32) for a, b in zip(sizes[:-1], sizes[1:])]
+    steps = [len(idx) for idx in minibatch_indices(n_train, batch, np.random.default_rng(0), True, 1)]
+    X = {m: rng.standard_normal((m, sizes[0])).astype(np.float32) for m in set(steps) | {n_dev}}
+    t0 = time.perf_counter()
+    for _ in range(epochs):
+        for m in steps:
+            acts = [X[m]]
+            for w in W:
+                acts.append(acts[-1] @ w)
+            g = acts[-1]
+            for layer in range(len(W) - 1, -1, -1):
+                a = acts[layer]
+                _ = (a.T if a.ndim == 2 else a.swapaxes(-1, -2)) @ g  # dW
+                if layer:
+                    g = g @ W[layer].swapaxes(-1, -2)  # dA of the layer below
+        a = X[n_dev]
+        for w in W:  # the epoch's dev evaluation
+            a = a @ w
+    return time.perf_counter() - t0
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--trials", type=int, default=40)
+    parser.add_argument("--group-size", type=int, default=10)
+    parser.add_argument("--epochs", type=int, default=10)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    settings = {"data": "digits", "target": None, "split_seed": args.seed, "dev": None, "test": None,
+                "seed": args.seed, "metric": "dev_accuracy"}
+    ds, _, sets = study_data(settings)
+    n_train, n_dev = len(sets["train"][0]), len(sets["dev"][0])
+    rng = np.random.default_rng(0)
+    total = np.zeros(3)
+    print(f"default caviar tune search: {args.trials} trials x {args.epochs} epochs, groups of {args.group_size}, "
+          f"digits, one process, one BLAS thread")
+    print(f"{'layer sizes':<22} {'batch':>5} {'K':>3} {'solo s':>7} {'popul. s':>8} {'products s':>10} "
+          f"{'solo/popul.':>11} {'solo/products':>13}")
+    with threadpool_limits(1):
+        train_population(settings, default_groups(2, 1, 1, args.seed)[0])  # warm-up
+        for group in default_groups(args.trials, args.epochs, args.group_size, args.seed):
+            sizes, _ = shape_of(group[0]["params"], ds)
+            batch = int(group[0]["params"].get("batch_size", 64))
+            t0 = time.perf_counter()
+            for trial in group:
+                train_trial(settings, trial)
+            solo = time.perf_counter() - t0
+            t0 = time.perf_counter()
+            train_population(settings, group)
+            pop = time.perf_counter() - t0
+            floor = products(sizes, len(group), batch, n_train, n_dev, args.epochs, rng)
+            total += (solo, pop, floor)
+            print(f"{str(sizes):<22} {batch:>5} {len(group):>3} {solo:7.2f} {pop:8.2f} {floor:10.2f} "
+                  f"{solo / pop:11.2f} {solo / floor:13.2f}")
+    solo, pop, floor = total
+    print(f"{'all groups':<32} {solo:7.2f} {pop:8.2f} {floor:10.2f} {solo / pop:11.2f} {solo / floor:13.2f}")
+    print(f"caviar's populations reach {(solo / pop) / (solo / floor):.0%} of the matrix-product ceiling")
+
+
+if __name__ == "__main__":
+    main()
