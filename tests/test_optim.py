@@ -92,6 +92,39 @@ def test_optimizers_update_in_place():
         assert w.data is buffer
 
 
+@pytest.mark.parametrize("name", ["gd", "momentum", "rmsprop", "adam"])
+def test_per_member_hyperparameters_update_every_member_as_its_own_optimizer(name):
+    """A population's optimizer (arrays of shape (K, 1)) updates all parameters as one (K, P)
+    array; each member must get exactly the update of a scalar optimizer of its own, also
+    after members are removed (the parameters' arrays replaced)."""
+    K, lrs, betas = 3, np.array([0.1, 0.01, 0.001]), np.array([0.9, 0.8, 0.99])
+    extra = {"momentum": ("beta",), "rmsprop": ("beta2",), "adam": ("beta1", "beta2")}.get(name, ())
+    make = lambda lr, beta: optim.get(name, lr, **{k: beta for k in extra})  # noqa: E731
+    W = caviar.Variable(RNG.standard_normal((K, 4, 3)))
+    b = caviar.Variable(RNG.standard_normal((K, 1, 3)))
+    members = [[caviar.Variable(W.data[k].copy()), caviar.Variable(b.data[k].copy())] for k in range(K)]
+    ours = make(lrs.reshape(-1, 1), betas.reshape(-1, 1))
+    theirs = [make(float(lrs[k]), float(betas[k])) for k in range(K)]
+    for step in range(5):
+        if step == 3:  # member 1 leaves, as Population.keep does it
+            W.data, b.data = W.data[[0, 2]], b.data[[0, 2]]
+            for attr in ("lr",) + extra:
+                setattr(ours, attr, getattr(ours, attr)[[0, 2]])
+            for state in ours.state.values():
+                for key, value in state.items():
+                    if hasattr(value, "shape"):
+                        state[key] = value[[0, 2]]
+            members, theirs = [members[0], members[2]], [theirs[0], theirs[2]]
+        gW, gb = RNG.standard_normal(W.shape), RNG.standard_normal(b.shape)
+        W.grad, b.grad = gW.copy(), gb.copy()
+        ours.step([W, b])
+        for k, (opt, (w, c)) in enumerate(zip(theirs, members)):
+            w.grad, c.grad = gW[k].copy(), gb[k].copy()
+            opt.step([w, c])
+            np.testing.assert_array_equal(W.data[k], w.data)
+            np.testing.assert_array_equal(b.data[k], c.data)
+
+
 def parabola(p):
     return ((p - 3.0) ** 2).sum()
 

@@ -347,12 +347,13 @@ def _stack(arrays):
 
 
 def bytes_per_member(layer_sizes, batch_size, dtype="float32"):
-    """A member's memory: parameters with gradient and optimizer state (about 5 copies) and the
-    activations of a mini-batch and of an evaluation chunk (a few copies per layer)."""
+    """A member's memory: parameters, their gradients (as computed and gathered into the
+    optimizer's (K, P) array) and optimizer state (about 6 copies), and the activations of a
+    mini-batch and of an evaluation chunk (a few copies per layer)."""
     item = numpy.dtype(dtype).itemsize
     params = sum(a * b + b for a, b in zip(layer_sizes[:-1], layer_sizes[1:]))
     activations = sum(layer_sizes[1:]) * (batch_size * 6 + 1024 * 3)
-    return item * (5 * params + activations)
+    return item * (6 * params + activations)
 
 
 def available_memory():
