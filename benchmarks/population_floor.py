@@ -11,6 +11,10 @@ architecture, the default space, digits), in one process with one BLAS thread, t
 A population must do at least its matrix products, so solo / products is the most any
 population implementation could gain on this machine; solo / population is what caviar gains.
 
+It also times the one place where members could share work: the first layer, whose input
+is the same mini-batch for every member, as K products (what caviar does) and as one wide
+(m, n) @ (n, K*h) product with the layout changes it needs, forward and weight gradient.
+
     python benchmarks/population_floor.py [--trials 40] [--group-size 10] [--epochs 10]
 """
 
@@ -65,6 +69,32 @@ def products(sizes, K, batch, n_train, n_dev, epochs, rng):
     return time.perf_counter() - t0
 
 
+def first_layer(sizes, K, batch, rng, repeats=200):
+    """(seconds as K products, seconds as one wide product) for the first layer's forward and
+    weight gradient on one mini-batch."""
+    n, h = sizes[0], sizes[1]
+    X = rng.standard_normal((batch, n)).astype(np.float32)
+    W = rng.standard_normal((K, n, h)).astype(np.float32)
+    dz = rng.standard_normal((K, batch, h)).astype(np.float32)
+
+    def stacked():
+        return X @ W, X.T @ dz
+
+    def wide():
+        z = (X @ W.transpose(1, 0, 2).reshape(n, K * h)).reshape(batch, K, h).transpose(1, 0, 2)
+        dW = (X.T @ dz.transpose(1, 0, 2).reshape(batch, K * h)).reshape(n, K, h).transpose(1, 0, 2)
+        return z, np.ascontiguousarray(dW)
+
+    times = []
+    for f in (stacked, wide):
+        f()
+        t0 = time.perf_counter()
+        for _ in range(repeats):
+            f()
+        times.append((time.perf_counter() - t0) / repeats)
+    return times
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--trials", type=int, default=40)
@@ -78,6 +108,7 @@ def main(argv=None):
     n_train, n_dev = len(sets["train"][0]), len(sets["dev"][0])
     rng = np.random.default_rng(0)
     total = np.zeros(3)
+    shared = []
     print(f"default caviar tune search: {args.trials} trials x {args.epochs} epochs, groups of {args.group_size}, "
           f"digits, one process, one BLAS thread")
     print(f"{'layer sizes':<22} {'batch':>5} {'K':>3} {'solo s':>7} {'popul. s':>8} {'products s':>10} "
@@ -96,11 +127,16 @@ def main(argv=None):
             pop = time.perf_counter() - t0
             floor = products(sizes, len(group), batch, n_train, n_dev, args.epochs, rng)
             total += (solo, pop, floor)
+            shared.append((sizes, batch, len(group), *first_layer(sizes, len(group), batch, rng)))
             print(f"{str(sizes):<22} {batch:>5} {len(group):>3} {solo:7.2f} {pop:8.2f} {floor:10.2f} "
                   f"{solo / pop:11.2f} {solo / floor:13.2f}")
     solo, pop, floor = total
     print(f"{'all groups':<32} {solo:7.2f} {pop:8.2f} {floor:10.2f} {solo / pop:11.2f} {solo / floor:13.2f}")
     print(f"caviar's populations reach {(solo / pop) / (solo / floor):.0%} of the matrix-product ceiling")
+    print("first layer (forward + weight gradient, one mini-batch): K products vs one wide product")
+    for sizes, batch, K, stacked, wide in shared:
+        print(f"  {sizes[0]}->{sizes[1]:<4} batch {batch:>3} K {K:>3}: {stacked * 1e6:7.1f} us vs {wide * 1e6:7.1f} us "
+              f"(wide / K products = {wide / stacked:.2f})")
 
 
 if __name__ == "__main__":

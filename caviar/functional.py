@@ -203,8 +203,9 @@ def dense(a, W, b=None, activation="linear", slope=0.01):
         raise ShapeError(f"a layer with weights of shape {W.shape} needs inputs with {W.shape[-2]} columns, got shape {a.shape}")
     try:
         # A population's first layer, (m, n) @ (K, n, h), stays K products of a single model's
-        # shape: one wide (m, n) @ (n, K*h) product measured only ~5% faster here, and would
-        # change the float32 rounding, so members would no longer match solo runs bit for bit.
+        # shape: one wide (m, n) @ (n, K*h) product, with the layout changes it needs, is no
+        # faster on the default search's shapes (benchmarks/population_floor.py: 0.98-1.15x the
+        # time), and would change the float32 rounding of members against their solo runs.
         z = a.data @ W.data
     except ValueError as exc:
         raise ShapeError(f"cannot apply weights of shape {W.shape} to inputs of shape {a.shape}") from exc
