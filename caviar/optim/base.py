@@ -15,6 +15,7 @@ import numbers
 
 import numpy
 
+from .. import backend
 from ..autodiff import Tensor, no_grad
 
 
@@ -78,28 +79,31 @@ class _Flat:
     __slots__ = ("params", "views", "data", "dtype", "grad")
 
     def __init__(self, params):
+        xp = backend.get_array_module(params[0].data)
         K = len(params[0].data)
         self.params = list(params)
-        self.data = numpy.concatenate([p.data.reshape(K, -1) for p in params], axis=1)
+        self.data = xp.concatenate([p.data.reshape(K, -1) for p in params], axis=1)
         self.dtype = self.data.dtype
-        self.grad = numpy.empty_like(self.data)
+        self.grad = xp.empty_like(self.data)
         self.views, start = [], 0
         for p in params:
             stop = start + p.data[0].size
             view = self.data[:, start:stop].reshape(p.data.shape)
-            if not numpy.shares_memory(view, self.data):  # cannot happen for stacked (K, ...) arrays
+            if not xp.shares_memory(view, self.data):  # cannot happen for stacked (K, ...) arrays
                 raise RuntimeError(f"parameter {getattr(p, 'name', '')} of shape {p.data.shape} cannot be a view")
             p.data = view
             self.views.append(view)
             start = stop
 
+    def same_params(self, params):
+        return len(params) == len(self.params) and all(p is q for p, q in zip(params, self.params))
+
     def holds(self, params):
-        return (len(params) == len(self.params)
-                and all(p is q and p.data is v for p, q, v in zip(params, self.params, self.views)))
+        return self.same_params(params) and all(p.data is v for p, v in zip(params, self.views))
 
     def gather_grads(self, params):
-        K = len(self.data)
-        return numpy.concatenate([p.grad.reshape(K, -1) for p in params], axis=1, out=self.grad)
+        xp = backend.get_array_module(self.data)
+        return xp.concatenate([p.grad.reshape(len(self.data), -1) for p in params], axis=1, out=self.grad)
 
 
 class Optimizer:
@@ -111,6 +115,7 @@ class Optimizer:
         self.lr = check_lr(self.default_lr if lr is None else lr)
         self.iterations = 0  # completed steps
         self.state = {}
+        self._flat = None  # a population's parameters as one (K, P) array, once stepped
 
     def current_lr(self):
         return self.lr(self.iterations) if callable(self.lr) else self.lr
@@ -148,9 +153,9 @@ class Optimizer:
         self.iterations += 1
 
     def _step_flat(self, params, lr):
-        flat = getattr(self, "_flat", None)
+        flat = self._flat
         if flat is None or not flat.holds(params):
-            same = flat is not None and flat.params == params
+            same = flat is not None and flat.same_params(params)
             flat = self._flat = _Flat(params)
             if not same:
                 self.state.pop(_FLAT, None)
