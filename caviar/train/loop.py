@@ -10,6 +10,7 @@ import numpy
 
 from .. import backend, optim, schedules
 from ..errors import DivergedError
+from ..memory import keep_freed_memory
 from .batches import check_batch_size, minibatch_indices
 from .callbacks import LearningRateSchedule, ProgressBar
 from .history import History
@@ -101,6 +102,7 @@ def fit(net, X, y, optimizer=None, lr=None, epochs=10, batch_size=64, schedule=N
         When the cost becomes NaN or inf. The update from that step is not applied, so the
         weights are the last ones, all finite; ``error.history`` holds the run so far.
     """
+    keep_freed_memory()
     X = _as_features(net, X, "X")
     y = net.check_y(y, len(X))
     epochs = _check_epochs(epochs)

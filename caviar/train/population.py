@@ -26,6 +26,7 @@ import numpy
 from .. import backend, optim, schedules
 from .. import functional as F
 from ..autodiff import Tensor, no_grad, result
+from ..memory import keep_freed_memory
 from ..nn import Network
 from ..nn.layers import Dropout, Layer
 from .batches import check_batch_size, minibatch_indices
@@ -245,6 +246,7 @@ class Population:
         ``on_epoch(epoch, rows)`` receives, after every epoch, a dict member number -> logs
         (train and dev figures) and may return member numbers to stop early.
         """
+        keep_freed_memory()
         net = self.net
         X = net.check_X(X).astype(net.params["W1"].dtype, copy=False)
         y = net.check_y(y, len(X))
