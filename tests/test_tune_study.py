@@ -177,3 +177,25 @@ def test_tune_bad_input(tmp_path):
     assert r.returncode == 2 and "no study" in r.stderr
     r = caviar("tune", "--strategy", "coarse-to-fine", "--trials", "2", "--rounds", "3", cwd=tmp_path)
     assert r.returncode == 2 and "rounds must be between 1 and the number of trials" in r.stderr
+
+
+@pytest.mark.parametrize("higher", [True, False])
+def test_progress_lines_count_trials_and_keep_the_study_s_best(tmp_path, higher):
+    from caviar.tune.runner import _Progress
+    from caviar.tune.strategies import ranked
+
+    study = Study.create(tmp_path / "s.sqlite", {"metric": "dev_accuracy"})
+    study.add_trials([{"key": f"t{i}", "params": {}, "seed": i, "budget": 1} for i in range(5)])
+    study.finish(1, study.claim(1), "complete", value=0.5)  # finished before this run (resumed)
+    lines = []
+    progress = _Progress(study, "dev_metric", higher, lines.append)
+    progress.refresh()
+    results = [(3, "complete", 0.7), (2, "failed", None), (4, "diverged", 0.3), (5, "complete", 0.7)]
+    for number, status, value in results:
+        study.finish(number, study.claim(number), status, value=value)
+        progress({"number": number, "status": status, "value": value})
+    best = ranked(study.trials(), higher)[0]
+    assert [line.split("]")[0] for line in lines] == ["[2/5", "[3/5", "[4/5", "[5/5"]
+    assert lines[-1].endswith(f"best {best['value']:.4f} (trial {best['number']})")
+    assert best["number"] == (3 if higher else 4)  # a tie keeps the lower trial number
+    assert "trial 2 failed: dev_metric -;" in lines[1]

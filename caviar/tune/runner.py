@@ -92,22 +92,43 @@ def tune(data="digits", target=None, space=None, strategy="random", trials=20, r
             pending = st.trials("pending")
             if not pending:
                 break
+            progress.refresh()
             ex.run(st, plan(pending, ds, population, max_population, getattr(ex, "workers", None) or 1), progress)
     return st
 
 
 class _Progress:
+    """One line per finished trial: trials done, this trial's value, the best so far. Counts
+    are read from the study once per round of proposals and then kept up from the results,
+    so the driver does not reread every trial for every result while workers compute."""
+
     def __init__(self, study, metric, higher, log):
         self.study, self.metric, self.higher, self.log = study, metric, higher, log
 
-    def __call__(self, result):
+    def refresh(self):
         trials = self.study.trials()
-        finished = sum(t["status"] in ("complete", "diverged", "failed") for t in trials)
+        self.total = len(trials)
+        self.finished = sum(t["status"] in ("complete", "diverged", "failed") for t in trials)
         best = ranked(trials, self.higher)
-        value = f"{result['value']:.4f}" if result.get("value") is not None else "-"
-        best_text = f"{best[0]['value']:.4f} (trial {best[0]['number']})" if best else "-"
-        self.log(f"[{finished}/{len(trials)}] trial {result['number']} {result['status']}: "
-                 f"{self.metric} {value}; best {best_text}")
+        self.best = (best[0]["value"], best[0]["number"]) if best else None
+
+    def __call__(self, result):
+        self.finished += 1
+        value = result.get("value")
+        if value is not None and result.get("status") in ("complete", "diverged") and (
+                self.best is None or self._better(value, result["number"])):
+            self.best = (value, result["number"])
+        value_text = f"{value:.4f}" if value is not None else "-"
+        best_text = f"{self.best[0]:.4f} (trial {self.best[1]})" if self.best else "-"
+        self.log(f"[{self.finished}/{self.total}] trial {result['number']} {result['status']}: "
+                 f"{self.metric} {value_text}; best {best_text}")
+
+    def _better(self, value, number):
+        """``ranked``'s order: the better value, then the lower trial number."""
+        best, best_number = self.best
+        if value != best:
+            return value > best if self.higher else value < best
+        return number < best_number
 
 
 __all__ = ["StudyError", "default_study_path", "tune"]
