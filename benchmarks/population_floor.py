@@ -34,7 +34,7 @@ from threadpoolctl import threadpool_limits  # noqa: E402
 from caviar.train.batches import minibatch_indices  # noqa: E402
 from caviar.tune.objective import shape_of, study_data, train_population, train_trial  # noqa: E402
 from caviar.tune.space import default_space  # noqa: E402
-from caviar.tune.strategies import SHAPE_KEYS, RandomSearch  # noqa: E402
+from caviar.tune.strategies import RandomSearch, population_key  # noqa: E402
 
 
 def default_groups(trials, epochs, group_size, seed):
@@ -42,7 +42,7 @@ def default_groups(trials, epochs, group_size, seed):
     groups = {}
     for number, spec in enumerate(specs):
         trial = {**spec, "number": number}
-        groups.setdefault(tuple(repr(spec["params"].get(k)) for k in SHAPE_KEYS), []).append(trial)
+        groups.setdefault(population_key(trial), []).append(trial)
     return list(groups.values())
 
 

@@ -12,8 +12,8 @@ from .objective import metric_for, shape_of, study_data
 from .space import Space, default_space, load_space
 from ..train.population import chunks
 from ..train.population import max_population as max_population_for
-from .strategies import SHAPE_KEYS, STRATEGIES, make_strategy, ranked
-from .study import Study, StudyError
+from .strategies import STRATEGIES, make_strategy, population_key, rank_key, ranked
+from .study import FINISHED, Study, StudyError
 
 
 def _space(space):
@@ -37,8 +37,7 @@ def plan(trials, ds, population=True, max_population=None, workers=1):
         return [[t["number"]] for t in trials]
     groups = {}
     for t in trials:
-        key = tuple(repr(t["params"].get(k)) for k in SHAPE_KEYS) + (t["budget"],)
-        groups.setdefault(key, []).append(t)
+        groups.setdefault(population_key(t), []).append(t)
     spread = max(1, -(-len(trials) // max(1, workers)))  # ceil: enough jobs for every worker
     jobs = []
     for members in groups.values():
@@ -108,7 +107,7 @@ class _Progress:
     def refresh(self):
         trials = self.study.trials()
         self.total = len(trials)
-        self.finished = sum(t["status"] in ("complete", "diverged", "failed") for t in trials)
+        self.finished = sum(t["status"] in FINISHED for t in trials)
         best = ranked(trials, self.higher)
         self.best = (best[0]["value"], best[0]["number"]) if best else None
 
@@ -116,19 +115,13 @@ class _Progress:
         self.finished += 1
         value = result.get("value")
         if value is not None and result.get("status") in ("complete", "diverged") and (
-                self.best is None or self._better(value, result["number"])):
+                self.best is None or rank_key(value, result["number"], self.higher)
+                < rank_key(*self.best, self.higher)):
             self.best = (value, result["number"])
         value_text = f"{value:.4f}" if value is not None else "-"
         best_text = f"{self.best[0]:.4f} (trial {self.best[1]})" if self.best else "-"
         self.log(f"[{self.finished}/{self.total}] trial {result['number']} {result['status']}: "
                  f"{self.metric} {value_text}; best {best_text}")
-
-    def _better(self, value, number):
-        """``ranked``'s order: the better value, then the lower trial number."""
-        best, best_number = self.best
-        if value != best:
-            return value > best if self.higher else value < best
-        return number < best_number
 
 
 __all__ = ["StudyError", "default_study_path", "tune"]

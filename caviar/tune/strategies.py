@@ -24,6 +24,11 @@ from .space import Choice, Space
 SHAPE_KEYS = ("hidden_units", "layers", "activation", "batchnorm", "batch_size", "optimizer")
 
 
+def population_key(trial):
+    """Trials with equal keys (shape hyperparameters and epoch budget) can train as one population."""
+    return tuple(repr(trial["params"].get(k)) for k in SHAPE_KEYS) + (trial["budget"],)
+
+
 def sample(space, seed, index, group_size=1, stream=()):
     """One configuration. With ``group_size`` > 1, the shape hyperparameters are drawn once per
     group of consecutive trials and the rest per trial: every hyperparameter keeps its
@@ -42,10 +47,15 @@ def trial_seed(seed, index):
     return int(numpy.random.default_rng([seed, index, 7]).integers(2**31 - 1))
 
 
+def rank_key(value, number, higher):
+    """Sort key of a finished trial, best first: the better value, then the lower number."""
+    return (-value if higher else value, number)
+
+
 def ranked(trials, higher):
     """Finished trials with a value, best first."""
     done = [t for t in trials if t["value"] is not None and t["status"] in ("complete", "diverged")]
-    return sorted(done, key=lambda t: (-t["value"] if higher else t["value"], t["number"]))
+    return sorted(done, key=lambda t: rank_key(t["value"], t["number"], higher))
 
 
 class Strategy:
