@@ -5,6 +5,9 @@ of ``--repeats`` runs), the ratio, and the best dev accuracy of each (they must 
 population changes how trials train, not their results).
 
     python benchmarks/tune_population.py [--trials 40] [--group-size 10] [--epochs 10] [--workers W]
+                                         [--backend numpy|cupy]
+
+With ``--backend cupy`` the trials train on the GPU (workers share it).
 """
 
 from __future__ import annotations
@@ -17,7 +20,9 @@ import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
+from caviar import backend  # noqa: E402
 from caviar.tune import tune  # noqa: E402
+from caviar.tune.executors import default_workers  # noqa: E402
 
 
 def search(population, args, directory, run):
@@ -39,7 +44,9 @@ def main(argv=None):
     parser.add_argument("--workers", type=int, default=None)
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--backend", choices=backend.BACKENDS, default="numpy")
     args = parser.parse_args(argv)
+    backend.use(args.backend)
     results = {}
     with tempfile.TemporaryDirectory() as tmp:
         search(True, argparse.Namespace(**{**vars(args), "trials": 2}), tmp, "warm-up")  # load data, warm caches
@@ -47,7 +54,7 @@ def main(argv=None):
             runs = [search(population, args, tmp, r) for r in range(args.repeats)]
             results[population] = (min(s for s, _ in runs), runs[0][1])
     print(f"default caviar tune search: {args.trials} trials x {args.epochs} epochs, groups of {args.group_size}, "
-          f"digits, {args.workers or os.cpu_count()} worker(s)")
+          f"digits, {args.workers or default_workers()} worker(s), backend {args.backend}")
     for population, label in ((False, "one by one (--no-population)"), (True, "populations (default)")):
         seconds, best = results[population]
         print(f"  {label:<30} {seconds:6.2f} s   best dev accuracy {best:.4f}")

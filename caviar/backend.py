@@ -10,6 +10,8 @@ eps = 1e-7 is meaningless in float32, whose resolution is about 1e-7).
 
 from __future__ import annotations
 
+import os
+
 import numpy
 
 xp = numpy
@@ -23,16 +25,37 @@ except Exception:  # pragma: no cover - depends on the machine
 
 
 def use(name: str) -> None:
-    """Select the array library for new arrays: ``"numpy"`` or ``"cupy"``."""
+    """Select the array library for new arrays: ``"numpy"`` or ``"cupy"`` (a GPU).
+
+    The choice is also written to ``CAVIAR_BACKEND``, so that worker processes started from
+    here (``caviar tune``'s) make the same one.
+    """
     global xp
     if name == "numpy":
         xp = numpy
     elif name == "cupy":
         if _cupy is None:
-            raise ValueError("backend 'cupy' is not available: CuPy is not installed")
+            raise ValueError("backend 'cupy' is not available: CuPy is not installed (pip install cupy-cuda12x, "
+                             "or the build for your CUDA)")
         xp = _cupy
     else:
-        raise ValueError(f"unknown backend {name!r}; expected 'numpy' or 'cupy'")
+        raise ValueError(f"unknown backend {name!r}; expected one of {', '.join(BACKENDS)}")
+    os.environ["CAVIAR_BACKEND"] = name
+
+
+BACKENDS = ("numpy", "cupy")
+
+
+def name() -> str:
+    """The array library in use: ``"numpy"`` or ``"cupy"``."""
+    return "cupy" if _cupy is not None and xp is _cupy else "numpy"
+
+
+def use_from_environment() -> None:
+    """Select the backend named by ``CAVIAR_BACKEND``, if set (worker processes inherit it)."""
+    wanted = os.environ.get("CAVIAR_BACKEND", "").strip()
+    if wanted:
+        use(wanted)
 
 
 def get_array_module(*arrays):
@@ -83,6 +106,17 @@ def shuffle_rng(seed):
     return numpy.random.default_rng(None if seed is None else [seed, 1])
 
 
+def to_device(a):
+    """``a`` as an array of the namespace in use (data loaded by NumPy moved to the GPU once)."""
+    return xp.asarray(a)
+
+
+def to_module_of(a, like):
+    """``a`` (a NumPy array of per-member values, say) in the namespace that ``like`` lives in."""
+    mod = get_array_module(like)
+    return a if mod is numpy or isinstance(a, mod.ndarray) else mod.asarray(a)
+
+
 def to_numpy(a):
     """A NumPy copy of an array from any backend (for printing, saving and plotting)."""
     if _cupy is not None and isinstance(a, _cupy.ndarray):  # pragma: no cover - GPU only
@@ -99,3 +133,12 @@ def scatter_add(target, index, values):
         import cupyx
 
         cupyx.scatter_add(target, index, values)
+
+
+try:
+    use_from_environment()
+except ValueError as _exc:  # importing never fails; the command line reports it (exit code 2)
+    import warnings
+
+    warnings.warn(f"CAVIAR_BACKEND: {_exc}; using numpy", RuntimeWarning, stacklevel=2)
+    xp = numpy

@@ -97,8 +97,14 @@ def _train_flags():
     g.add_argument("--out", default="caviar-run", help="directory for the model, history.csv and plots")
     g.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
     g.add_argument("--quiet", action="store_true", help="no progress bar")
+    _backend_flag(g)
     _watch_flags(g)
     return p
+
+
+def _backend_flag(g):
+    g.add_argument("--backend", choices=["numpy", "cupy"],
+                   help="the array library: numpy (the CPU) or cupy (a GPU); default: $CAVIAR_BACKEND, else numpy")
 
 
 def _watch_flags(g):
@@ -117,6 +123,7 @@ def build_parser():
     p.add_argument("--model", required=True, help="a model directory written by caviar train")
     p.add_argument("--data", required=True, help="a CSV with the model's feature columns (or an .npz)")
     p.add_argument("--out", help="write the CSV here instead of standard output")
+    _backend_flag(p)
     p = sub.add_parser("diagnose", help="bias/variance diagnosis and the basic recipe")
     p.add_argument("--train-error", type=_rate, required=True)
     p.add_argument("--dev-error", type=_rate, required=True)
@@ -140,13 +147,14 @@ def build_parser():
                    help="train every trial alone instead of as populations (results are the same)")
     p.add_argument("--max-population", type=_positive_int, help="the most models trained in one population "
                    "(default: as many as half the free memory holds)")
-    p.add_argument("--workers", type=_positive_int, help="parallel jobs (default: one per core)")
+    p.add_argument("--workers", type=_positive_int, help="parallel jobs (default: one per core; one on a GPU)")
     p.add_argument("--executor", default="local", choices=["local", "ray"])
     p.add_argument("--address", help="a Ray cluster's address (with --executor ray)")
     p.add_argument("--study", help="the study file; an existing one is resumed (default: caviar-tune/study-<time>.sqlite)")
     p.add_argument("--out", default="caviar-tune", help="directory for plots and the best model")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", action="store_true")
+    _backend_flag(p)
     _watch_flags(p)
     p = sub.add_parser("report", help="leaderboard and plots of an existing study")
     p.add_argument("study", help="a study file written by caviar tune")
@@ -330,10 +338,20 @@ COMMANDS = {"train": _train, "predict": _predict, "diagnose": _diagnose, "gradch
             "report": _report, "watch": _watch, "control": _control}
 
 
+def _select_backend(name):
+    from . import backend
+
+    if name:
+        backend.use(name)
+    else:
+        backend.use_from_environment()
+
+
 def main(argv=None):
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
+        _select_backend(getattr(args, "backend", None))
         return COMMANDS[args.command](args)
     except (CaviarError, ValueError, OSError) as exc:
         message = str(exc) or type(exc).__name__

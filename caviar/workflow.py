@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 import numpy
 
 from . import data as D
-from . import schedules
+from . import backend, schedules
 from .diagnose import GradientNorms, check_network, diagnose
 from .diagnose import plots
 from .errors import CaviarError
@@ -290,12 +290,12 @@ def predict_job(model_dir, data_path, out=None):
     X = X.astype(numpy.float32)
     first = model.members[0] if isinstance(model, Ensemble) else model
     first.check_X(X)
-    labels = numpy.asarray(model.predict(X))
+    labels = backend.to_numpy(model.predict(X))
     classes = extras.get("class_names")
     rows = [[classes[int(v)] if classes is not None and first.output != "linear" else f"{v:.6g}"] for v in labels]
     header = ["prediction"]
     if first.output in ("softmax", "sigmoid") and classes is not None:
-        proba = numpy.asarray(model.predict_proba(X))
+        proba = backend.to_numpy(model.predict_proba(X))
         if first.output == "sigmoid":
             proba = numpy.hstack([1 - proba, proba])
         header += [f"p_{c}" for c in classes]

@@ -157,3 +157,19 @@ def test_usage_errors_exit_2():
     assert r.returncode == 2 and "expected a positive integer" in r.stderr
     r = caviar("diagnose", "--train-error", "150%", "--dev-error", "0.1")
     assert r.returncode == 2 and "between 0 and 1" in r.stderr
+
+
+def test_an_unknown_or_missing_backend_is_one_line_and_exit_code_2():
+    import importlib.util
+
+    env = {**ENV, "CAVIAR_BACKEND": "tpu"}
+    r = subprocess.run([sys.executable, "-m", "caviar", "train", "--data", "moons", "--epochs", "1"],
+                       capture_output=True, text=True, env=env, timeout=300)
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert "caviar: error: unknown backend 'tpu'; expected one of numpy, cupy" in r.stderr
+    r = caviar("train", "--backend", "gpu")
+    assert r.returncode == 2 and "invalid choice: 'gpu'" in r.stderr
+    if importlib.util.find_spec("cupy") is None:
+        r = caviar("tune", "--backend", "cupy", "--trials", "1")
+        assert r.returncode == 2 and "Traceback" not in r.stderr
+        assert "caviar: error: backend 'cupy' is not available: CuPy is not installed" in r.stderr

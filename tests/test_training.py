@@ -250,6 +250,23 @@ def test_a_loaded_model_continues_training_exactly(tmp_path):
     assert resumed.history["epoch"] == [1, 2, 3, 4]
 
 
+def test_a_model_file_without_a_generator_state_loads_and_trains(tmp_path):
+    """A model trained on a GPU stores no dropout-generator state (it lives on the device)."""
+    import json
+
+    X, y = moons(m=60)
+    net = caviar.Network([2, 8, 2], keep_prob=0.8, seed=0)
+    net.fit(X, y, epochs=2, batch_size=16, verbose=False)
+    net.save(tmp_path / "m")
+    meta = json.loads((tmp_path / "m" / "model.json").read_text())
+    assert meta["rng_state"] is not None  # the CPU's generator state is stored
+    meta["rng_state"] = None
+    (tmp_path / "m" / "model.json").write_text(json.dumps(meta))
+    loaded = caviar.load(tmp_path / "m")
+    np.testing.assert_array_equal(loaded.predict_proba(X), net.predict_proba(X))
+    assert len(loaded.fit(X, y, epochs=1, batch_size=16, verbose=False).iterations) == 4
+
+
 def test_the_same_seed_gives_bit_identical_training():
     X, y = moons(m=100)
     runs = []

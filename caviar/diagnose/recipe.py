@@ -86,5 +86,6 @@ def diagnose(train_error, dev_error, human_error=0.0, bias_threshold=BIAS_THRESH
         kind = "high variance"
     else:
         kind = "fine"
-    recommendations = (HIGH_BIAS_RECIPE if high_bias else []) + (HIGH_VARIANCE_RECIPE if high_variance else [])
+    steps = (HIGH_BIAS_RECIPE if high_bias else []) + (HIGH_VARIANCE_RECIPE if high_variance else [])
+    recommendations = list(dict.fromkeys(steps))  # both problems: "another architecture" once
     return Diagnosis(kind, round(bias, 12), round(variance, 12), recommendations)

@@ -54,4 +54,4 @@ def weights(scheme, n_in, n_out, rng, init_scale=None, dtype=None, leading=()):
     if s == 0.0:
         return backend.xp.zeros(shape, dtype=dtype)
     w = rng.standard_normal(shape, dtype=backend.CHECK_DTYPE) * s
-    return w.astype(dtype)
+    return backend.to_device(w.astype(dtype))

@@ -97,6 +97,9 @@ class Network:
             "bn_momentum": float(bn_momentum), "bn_epsilon": float(bn_epsilon), "dtype": str(dtype),
         }
         self.rng = backend.rng(seed)  # initialization, then dropout and augmentation
+        # On a GPU the weights are still drawn by NumPy from the seed, so that a seed gives the
+        # same initial network on every backend; the GPU's own generator draws the dropout masks.
+        init_rng = self.rng if backend.name() == "numpy" else numpy.random.default_rng(seed)
         self.shuffle_rng = backend.shuffle_rng(seed)  # the order of the mini-batches
         self.layers, self.params, self.buffers = [], {}, {}
         self.optimizer = None
@@ -109,7 +112,7 @@ class Network:
             hidden = l < len(sizes) - 1
             fused = activation if hidden and not batchnorm else "linear"
             dense = Dense(n_in, n_out, fused, init=init_scheme, init_scale=init_scale,
-                          bias=not (hidden and batchnorm), rng=self.rng, dtype=np_dtype)
+                          bias=not (hidden and batchnorm), rng=init_rng, dtype=np_dtype)
             self._add(dense, l)
             if hidden and batchnorm:
                 self._add(BatchNorm(n_out, bn_momentum, bn_epsilon, dtype=np_dtype), l)
@@ -160,7 +163,7 @@ class Network:
             raise ValueError(f"X has {X.shape[1]} columns but the network was built for n_x = {self.n_x} inputs")
         if X.dtype.kind not in "fiub":
             raise ValueError(f"X must hold numbers, got dtype {X.dtype}")
-        return X
+        return backend.to_device(X)  # on a GPU, data loaded by NumPy moves there once
 
     def check_y(self, y, m=None):
         """Validate labels against the network's output; return them as an array."""

@@ -38,17 +38,17 @@ class Adam(Optimizer):
         state["t"] += 1
         t = state["t"]
         xp = backend.get_array_module(v)
-        b1, b2, dtype = self.beta1, self.beta2, param.dtype
-        v *= coef(b1, dtype)
-        v += xp.multiply(grad, coef(1 - b1, dtype), out=tmp)
-        s *= coef(b2, dtype)
+        b1, b2 = self.beta1, self.beta2
+        v *= coef(b1, tmp)
+        v += xp.multiply(grad, coef(1 - b1, tmp), out=tmp)
+        s *= coef(b2, tmp)
         xp.multiply(grad, grad, out=tmp)
-        tmp *= coef(1 - b2, dtype)
+        tmp *= coef(1 - b2, tmp)
         s += tmp
         # tmp <- sqrt(s_hat) + epsilon, then lr * v_hat / tmp, all in one buffer
-        xp.multiply(s, coef(1 / (1 - b2**t), dtype), out=tmp)
+        xp.multiply(s, coef(1 / (1 - b2**t), tmp), out=tmp)
         xp.sqrt(tmp, out=tmp)
-        tmp += coef(self.epsilon, dtype)
+        tmp += coef(self.epsilon, tmp)
         xp.divide(v, tmp, out=tmp)
-        tmp *= coef(lr / (1 - b1**t), dtype)
+        tmp *= coef(lr / (1 - b1**t), tmp)
         param.data -= tmp

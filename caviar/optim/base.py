@@ -56,14 +56,14 @@ def check_epsilon(epsilon):
     return float(epsilon)
 
 
-def coef(value, dtype):
-    """A coefficient in the parameter's dtype. Scalars and per-member arrays are both computed in
-    float64 first: a Python float is then rounded to float32 by the array operation itself, an
-    array by ``astype``, to the same value, so a population member's update is bit-identical
-    to the same model trained alone."""
+def coef(value, like):
+    """A coefficient for arithmetic with the array ``like``, in its dtype and on its device.
+    Scalars and per-member arrays are both computed in float64 first: a Python float is then
+    rounded to float32 by the array operation itself, an array by ``astype``, to the same value,
+    so a population member's update is bit-identical to the same model trained alone."""
     if isinstance(value, float):
         return value
-    return value.astype(dtype, copy=False)
+    return backend.to_module_of(value.astype(like.dtype, copy=False), like)
 
 
 _FLAT = "population"  # the state key of the (K, P) update

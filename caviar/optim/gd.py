@@ -11,4 +11,4 @@ class GradientDescent(Optimizer):
     default_lr = 0.01
 
     def update(self, param, grad, state, lr):
-        param.data -= coef(lr, param.dtype) * grad
+        param.data -= coef(lr, param.data) * grad

@@ -35,8 +35,7 @@ class Momentum(Optimizer):
         v, tmp = state["v"], state["_tmp"]
         state["t"] += 1
         xp = backend.get_array_module(v)
-        dtype = param.dtype
-        v *= coef(self.beta, dtype)
-        v += xp.multiply(grad, coef(1 - self.beta, dtype), out=tmp)
+        v *= coef(self.beta, tmp)
+        v += xp.multiply(grad, coef(1 - self.beta, tmp), out=tmp)
         scale = lr / (1 - self.beta ** state["t"]) if self.bias_correction else lr
-        param.data -= xp.multiply(v, coef(scale, dtype), out=tmp)
+        param.data -= xp.multiply(v, coef(scale, tmp), out=tmp)

@@ -33,13 +33,12 @@ class RMSprop(Optimizer):
     def update(self, param, grad, state, lr):
         s, tmp = state["s"], state["_tmp"]
         xp = backend.get_array_module(s)
-        dtype = param.dtype
-        s *= coef(self.beta2, dtype)
+        s *= coef(self.beta2, tmp)
         xp.multiply(grad, grad, out=tmp)
-        tmp *= coef(1 - self.beta2, dtype)
+        tmp *= coef(1 - self.beta2, tmp)
         s += tmp
         xp.sqrt(s, out=tmp)
-        tmp += coef(self.epsilon, dtype)
+        tmp += coef(self.epsilon, tmp)
         xp.divide(grad, tmp, out=tmp)
-        tmp *= coef(lr, dtype)
+        tmp *= coef(lr, tmp)
         param.data -= tmp

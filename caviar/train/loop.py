@@ -11,7 +11,7 @@ import numpy
 from .. import backend, optim, schedules
 from ..errors import DivergedError
 from ..memory import keep_freed_memory
-from .batches import check_batch_size, minibatch_indices
+from .batches import check_batch_size, minibatch_indices, rows
 from .callbacks import LearningRateSchedule, ProgressBar
 from .history import History
 
@@ -105,6 +105,9 @@ def fit(net, X, y, optimizer=None, lr=None, epochs=10, batch_size=64, schedule=N
     keep_freed_memory()
     X = _as_features(net, X, "X")
     y = net.check_y(y, len(X))
+    if augment is not None and backend.name() != "numpy":
+        raise ValueError(f"augmentation works on NumPy arrays; train with the numpy backend to augment "
+                         f"(backend now: {backend.name()})")
     epochs = _check_epochs(epochs)
     check_batch_size(batch_size)
     if validation_data is not None:
@@ -163,7 +166,7 @@ def _train_epoch(net, opt, X, y, batch_size, shuffle, min_last, params, run, cal
     for idx in minibatch_indices(len(X), batch_size, net.shuffle_rng, shuffle, min_last):
         if run.stop:  # a callback asked to stop (at the end of the last batch or before this epoch)
             break
-        Xb, yb = X[idx], y[idx]
+        Xb, yb = rows(X, idx), rows(y, idx)
         if augment is not None:
             Xb = augment(Xb, net.rng)
         for p in params:

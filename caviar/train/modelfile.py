@@ -60,7 +60,9 @@ def save(net, path, extras=None):
         "config": net.config,
         "epochs_trained": net.epochs_trained,
         "optimizer": opt_info,
-        "rng_state": net.rng.bit_generator.state,
+        # a GPU generator's state lives on the device and is not stored: a model trained there
+        # continues with fresh dropout draws (its weights, optimizer and batch order are exact)
+        "rng_state": net.rng.bit_generator.state if isinstance(net.rng, numpy.random.Generator) else None,
         "shuffle_rng_state": net.shuffle_rng.bit_generator.state,
         "history": net.history.to_dict(),
         "extras": extras if extras is not None else getattr(net, "extras", {}),
@@ -123,7 +125,8 @@ def load(path):
         opt.load_state_arrays(net.params, {k[len(prefix):]: backend.xp.asarray(v) for k, v in arrays.items() if k.startswith(prefix)})
         net.optimizer = opt
     net.epochs_trained = meta.get("epochs_trained", 0)
-    net.rng.bit_generator.state = meta["rng_state"]
+    if meta.get("rng_state") is not None and isinstance(net.rng, numpy.random.Generator):
+        net.rng.bit_generator.state = meta["rng_state"]
     if "shuffle_rng_state" in meta:
         net.shuffle_rng.bit_generator.state = meta["shuffle_rng_state"]
     net.history = History.from_dict(meta.get("history", {}))

@@ -29,7 +29,7 @@ from ..autodiff import Tensor, no_grad, result
 from ..memory import keep_freed_memory
 from ..nn import Network
 from ..nn.layers import Dropout, Layer
-from .batches import check_batch_size, minibatch_indices
+from .batches import check_batch_size, minibatch_indices, rows
 from .history import History
 
 MEMBER_KEYS = ("seed", "lr", "beta1", "beta2", "epsilon", "l2", "keep_prob", "init_scale", "decay_rate", "schedule")
@@ -62,11 +62,11 @@ class PopulationDropout(Layer):
         # members without dropout draw nothing: 0 < keep 1, so they keep every unit
         draws = backend.xp.empty(a.shape, dtype=dtype) if len(self._dropping) == len(self._keep_probs) \
             else backend.xp.zeros(a.shape, dtype=dtype)
-        for k in self._dropping:
-            self.rngs[k].random(dtype=dtype, out=draws[k])  # the draws of rng.random((m, n), dtype)
+        for k in self._dropping:  # the draws of rng.random((m, n), dtype); CuPy needs the size
+            self.rngs[k].random(draws.shape[1:], dtype=dtype, out=draws[k])  # with out, or draws one value
         # (draws < keep) * float32(1 / keep): the single network's mask and scale, in place
-        mask = draws < self._keep.astype(dtype)
-        scale = backend.xp.multiply(mask, self._inverse.astype(dtype), out=draws)
+        mask = draws < backend.to_module_of(self._keep.astype(dtype), draws)
+        scale = backend.xp.multiply(mask, backend.to_module_of(self._inverse.astype(dtype), draws), out=draws)
         return result(a.data * scale, (a,), lambda g: (g * scale,), "dropout")
 
 
@@ -155,11 +155,12 @@ class Population:
         logits = self.net.forward(X, training)
         K, m = logits.shape[0], logits.shape[1]
         output = self.shared["output"]
+        mod = backend.get_array_module(y)
         if output == "softmax":
-            labels = numpy.broadcast_to(y, (K,) + y.shape)
+            labels = mod.broadcast_to(y, (K,) + y.shape)
             losses = F.softmax_cross_entropy(logits, labels, reduction="none").mean(axis=-1)
         else:
-            target = numpy.broadcast_to(y.reshape(m, -1), logits.shape)
+            target = mod.broadcast_to(y.reshape(m, -1), logits.shape)
             loss = F.sigmoid_cross_entropy if output == "sigmoid" else F.mean_squared_error
             losses = loss(logits, target, reduction="none").mean(axis=(-2, -1))
         total = losses.sum()
@@ -180,8 +181,8 @@ class Population:
             for i in range(0, len(X), chunk):
                 Xc, yc = X[i:i + chunk], y[i:i + chunk]
                 _, loss, logits, _ = self.cost(Xc, yc, training=False)
-                losses.append(loss.data * len(Xc))
-                metrics.append(self._metric(logits.data, yc) * len(Xc))
+                losses.append(backend.to_numpy(loss.data) * len(Xc))
+                metrics.append(backend.to_numpy(self._metric(logits.data, yc)) * len(Xc))
         n = len(X)
         key = "mse" if self.shared["output"] == "linear" else "accuracy"
         cost, metric = sum(losses) / n, sum(metrics) / n
@@ -275,16 +276,16 @@ class Population:
                 metric_sums = numpy.zeros(self.size)
                 seen = 0
                 for idx in minibatch_indices(len(X), batch_size, shuffle_rng, True, min_last):
-                    sums, metric_sums, seen = self._step(X[idx], y[idx], opt, histories, epoch, sums, metric_sums, seen)
+                    sums, metric_sums, seen = self._step(rows(X, idx), rows(y, idx), opt, histories, epoch, sums, metric_sums, seen)
                     if not self.index:
                         break
                 if not self.index:
                     break
-                rows = self._epoch_logs(epoch, opt, sums, metric_sums, seen, validation_data, X_dev if validation_data else None,
+                logs_by_member = self._epoch_logs(epoch, opt, sums, metric_sums, seen, validation_data, X_dev if validation_data else None,
                                         y_dev if validation_data else None)
-                for number, logs in rows.items():
+                for number, logs in logs_by_member.items():
                     histories[number].epochs.append(logs)
-                stop = set(on_epoch(epoch, rows) or ()) if on_epoch is not None else set()
+                stop = set(on_epoch(epoch, logs_by_member) or ()) if on_epoch is not None else set()
                 if epoch == epochs:
                     stop = set(self.index)
                 if stop:
@@ -300,16 +301,17 @@ class Population:
             p.grad = None
         total, losses, logits, reg = self.cost(Xb, yb, training=True)
         # J + L2 term summed in the parameters' dtype, as a single network reports its cost
-        values = backend.to_numpy(losses.data + reg.astype(losses.dtype)).astype(numpy.float64)
+        values = backend.to_numpy(losses.data + backend.to_module_of(reg.astype(losses.dtype), losses.data)).astype(numpy.float64)
         bad = ~numpy.isfinite(values)
         total.backward()
         if bad.any():  # freeze the diverged members for this step, then let them go
             good = ~bad
             for p in params:
-                p.grad = numpy.where(good.reshape(-1, 1, 1), p.grad, 0).astype(p.dtype)
+                keep = backend.to_module_of(good.reshape(-1, 1, 1), p.grad)
+                p.grad = backend.get_array_module(p.grad).where(keep, p.grad, 0).astype(p.dtype)
             opt.lr = opt.lr * good.reshape(-1, 1)
         opt.step(params)
-        metric = self._metric(logits.data, yb)
+        metric = backend.to_numpy(self._metric(logits.data, yb))
         for slot, number in enumerate(self.index):
             if not bad[slot]:
                 histories[number].iterations.append(float(values[slot]))
@@ -359,7 +361,11 @@ def bytes_per_member(layer_sizes, batch_size, dtype="float32"):
 
 
 def available_memory():
-    """Bytes of memory available now (Linux /proc/meminfo), or None where unknown."""
+    """Bytes of memory available now to the arrays: the GPU's free memory on the cupy backend,
+    else the machine's (Linux /proc/meminfo), or None where unknown."""
+    if backend.name() == "cupy":  # pragma: no cover - GPU only
+        free, _total = backend.xp.cuda.runtime.memGetInfo()
+        return int(free)
     try:
         with open("/proc/meminfo") as f:
             for line in f:

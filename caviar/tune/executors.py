@@ -10,6 +10,7 @@ import multiprocessing
 import os
 import sys
 
+from .. import backend
 from .objective import run_population, run_population_detached, run_trial, run_trial_detached
 
 
@@ -59,18 +60,26 @@ class InlineExecutor:
                     on_done(result)
 
 
+def default_workers():
+    """One worker per core on the CPU. On a GPU, one: processes that share a GPU take turns on
+    it, and populations train slower the more processes share it (the default search on an
+    H100 took 5.3 s with one worker and 15.0 s with sixteen, ``benchmarks/tune_population.py``)."""
+    return 1 if backend.name() == "cupy" else os.cpu_count() or 1
+
+
 class LocalExecutor:
-    """Jobs in ``workers`` processes on this machine."""
+    """Jobs in ``workers`` processes on this machine (default: ``default_workers()``)."""
 
     def __init__(self, workers=None):
-        self.workers = int(workers or os.cpu_count() or 1)
+        self.workers = int(workers or default_workers())
         if self.workers < 1:
             raise ValueError(f"workers must be at least 1, got {workers}")
         self.pool = None
 
     def __enter__(self):
-        # fork on Linux: workers start at once and share the driver's loaded data; spawn elsewhere
-        method = "fork" if sys.platform.startswith("linux") else "spawn"
+        # fork on Linux: workers start at once and share the driver's loaded data; spawn elsewhere,
+        # and on a GPU, where a forked child cannot use the CUDA state of its parent
+        method = "fork" if sys.platform.startswith("linux") and backend.name() == "numpy" else "spawn"
         self.pool = cf.ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context(method),
                                            initializer=_worker_init, initargs=(self.workers > 1,))
         return self
@@ -162,5 +171,5 @@ def make_executor(kind="local", workers=None, address=None):
         raise ValueError(f"unknown executor {kind!r}; expected 'local' or 'ray'")
     if address:
         raise ValueError("--address is for the ray executor")
-    workers = int(workers or os.cpu_count() or 1)
+    workers = int(workers or default_workers())
     return InlineExecutor() if workers == 1 else LocalExecutor(workers)
