@@ -141,4 +141,3 @@ except ValueError as _exc:  # importing never fails; the command line reports it
     import warnings
 
     warnings.warn(f"CAVIAR_BACKEND: {_exc}; using numpy", RuntimeWarning, stacklevel=2)
-    xp = numpy

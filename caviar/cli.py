@@ -9,6 +9,7 @@ import argparse
 import os
 import sys
 
+from . import backend
 from .errors import CaviarError
 
 
@@ -103,7 +104,7 @@ def _train_flags():
 
 
 def _backend_flag(g):
-    g.add_argument("--backend", choices=["numpy", "cupy"],
+    g.add_argument("--backend", choices=backend.BACKENDS,
                    help="the array library: numpy (the CPU) or cupy (a GPU); default: $CAVIAR_BACKEND, else numpy")
 
 
@@ -339,8 +340,6 @@ COMMANDS = {"train": _train, "predict": _predict, "diagnose": _diagnose, "gradch
 
 
 def _select_backend(name):
-    from . import backend
-
     if name:
         backend.use(name)
     else:

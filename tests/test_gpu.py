@@ -24,16 +24,11 @@ pytestmark = pytest.mark.skipif(not HAS_DEVICE, reason="no CUDA device")
 import caviar  # noqa: E402
 from caviar import backend  # noqa: E402
 from caviar import data as D  # noqa: E402
-from caviar.train.population import Population, available_memory  # noqa: E402
+from caviar.train.population import available_memory  # noqa: E402
 
-IRIS = D.load("iris")
-X = D.Normalizer().fit_transform(IRIS.X)
-Y = IRIS.y
-MEMBERS = [
-    dict(seed=10, lr=0.05, beta1=0.9, beta2=0.999, epsilon=1e-8, l2=0.0, keep_prob=1.0, init_scale=1.0, decay_rate=0.0),
-    dict(seed=11, lr=0.01, beta1=0.8, beta2=0.99, epsilon=1e-7, l2=0.1, keep_prob=0.8, init_scale=0.5, decay_rate=0.1),
-    dict(seed=12, lr=0.003, beta1=0.95, beta2=0.9999, epsilon=1e-6, l2=0.5, keep_prob=0.6, init_scale=2.0, decay_rate=0.5),
-]
+# the CPU equivalence tests' data, members and training, run here on the GPU
+from test_population import MEMBERS, X, Y, population, solo  # noqa: E402
+
 # float64 members agree with their solo runs to rounding of reordered sums; float32 ones to the
 # same tolerance as the CPU's float32 equivalence test
 TOLERANCE = {"float64": dict(rtol=1e-9, atol=1e-12), "float32": dict(rtol=1e-5, atol=1e-6)}
@@ -53,18 +48,6 @@ def gpu():
 
 def host(a):
     return backend.to_numpy(a)
-
-
-def solo(member, optimizer, batchnorm, dropout, dtype, epochs=3):
-    net = caviar.Network([4, 6, 5, 3], batchnorm=batchnorm, keep_prob=member["keep_prob"] if dropout else 1.0,
-                         l2=member["l2"], init_scale=member["init_scale"], seed=member["seed"], dtype=dtype)
-    options = {"adam": dict(beta1=member["beta1"], beta2=member["beta2"], epsilon=member["epsilon"]),
-               "rmsprop": dict(beta2=member["beta2"], epsilon=member["epsilon"]),
-               "momentum": dict(beta=member["beta1"]), "gd": {}}[optimizer]
-    schedule = caviar.schedules.InverseTime(decay_rate=member["decay_rate"]) if member["decay_rate"] else None
-    history = net.fit(X, Y, optimizer=optimizer, lr=member["lr"], epochs=epochs, batch_size=16, schedule=schedule,
-                      validation_data=(X, Y), seed=member["seed"], shuffle_seed=5, verbose=False, **options)
-    return net, history
 
 
 def test_a_network_starts_from_the_same_weights_and_trains_to_the_same_result_as_on_the_cpu(gpu):
@@ -87,9 +70,7 @@ def test_a_network_starts_from_the_same_weights_and_trains_to_the_same_result_as
 @pytest.mark.parametrize("batchnorm,dropout", [(False, False), (True, True)])
 @pytest.mark.parametrize("optimizer", ["gd", "momentum", "rmsprop", "adam"])
 def test_every_member_equals_its_solo_run_on_the_gpu(gpu, optimizer, batchnorm, dropout, dtype):
-    members = [dict(m, keep_prob=m["keep_prob"] if dropout else 1.0) for m in MEMBERS]
-    pop = Population([4, 6, 5, 3], members, optimizer=optimizer, batchnorm=batchnorm, dtype=dtype)
-    histories = pop.fit(X, Y, epochs=3, batch_size=16, validation_data=(X, Y), shuffle_seed=5)
+    pop, histories = population(MEMBERS, optimizer, batchnorm, dropout, dtype)
     for i, member in enumerate(MEMBERS):
         net, history = solo(member, optimizer, batchnorm, dropout, dtype)
         status, trained, _ = pop.results[i]
@@ -100,9 +81,7 @@ def test_every_member_equals_its_solo_run_on_the_gpu(gpu, optimizer, batchnorm, 
 
 
 def test_a_diverging_member_is_frozen_on_the_gpu_and_the_others_train_on(gpu):
-    members = [MEMBERS[0], dict(MEMBERS[1], lr=1e4), MEMBERS[2]]
-    pop = Population([4, 6, 5, 3], members, optimizer="gd")
-    pop.fit(X, Y, epochs=4, batch_size=16, shuffle_seed=5)
+    pop, _ = population([MEMBERS[0], dict(MEMBERS[1], lr=1e4), MEMBERS[2]], "gd", False, True, "float32", epochs=4)
     status, net, history = pop.results[1]
     assert status == "diverged" and history.events[-1]["event"] == "diverged"
     assert all(bool(cupy.isfinite(p.data).all()) for p in net.parameters())
@@ -131,7 +110,7 @@ def test_a_search_gives_the_same_trials_with_and_without_populations_on_the_gpu(
     ta, tb = a.trials(), b.trials()
     assert [t["status"] for t in ta] == ["complete"] * 8 and [t["status"] for t in tb] == ["complete"] * 8
     assert [t["params"] for t in ta] == [t["params"] for t in tb]
-    n_dev = round(0.2 * len(IRIS.y))  # the notes' 60/20/20 split
+    n_dev = round(0.2 * len(Y))  # the notes' 60/20/20 split
     for x, y in zip(ta, tb):  # float32 sums in another order may flip one near-tie prediction, no more
         assert abs(x["value"] - y["value"]) <= 1 / n_dev + 1e-12, (x["params"], x["value"], y["value"])
 

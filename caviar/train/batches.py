@@ -6,8 +6,6 @@ import numbers
 
 import numpy
 
-from .. import backend
-
 
 def check_batch_size(batch_size):
     if isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral) or batch_size < 1:
@@ -28,8 +26,3 @@ def minibatch_indices(m, batch_size, rng=None, shuffle=True, min_last=1):
     if len(batches) > 1 and len(batches[-1]) < min_last:
         batches[-2:] = [numpy.concatenate(batches[-2:])]
     return batches
-
-
-def rows(a, idx):
-    """The rows ``idx`` (NumPy indices) of ``a``, gathered where ``a`` lives (NumPy or the GPU)."""
-    return a[backend.to_module_of(idx, a)]

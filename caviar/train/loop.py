@@ -11,7 +11,7 @@ import numpy
 from .. import backend, optim, schedules
 from ..errors import DivergedError
 from ..memory import keep_freed_memory
-from .batches import check_batch_size, minibatch_indices, rows
+from .batches import check_batch_size, minibatch_indices
 from .callbacks import LearningRateSchedule, ProgressBar
 from .history import History
 
@@ -166,7 +166,8 @@ def _train_epoch(net, opt, X, y, batch_size, shuffle, min_last, params, run, cal
     for idx in minibatch_indices(len(X), batch_size, net.shuffle_rng, shuffle, min_last):
         if run.stop:  # a callback asked to stop (at the end of the last batch or before this epoch)
             break
-        Xb, yb = rows(X, idx), rows(y, idx)
+        idx = backend.to_module_of(idx, X)  # the batch's rows gathered where X lives
+        Xb, yb = X[idx], y[idx]
         if augment is not None:
             Xb = augment(Xb, net.rng)
         for p in params:

@@ -29,7 +29,7 @@ from ..autodiff import Tensor, no_grad, result
 from ..memory import keep_freed_memory
 from ..nn import Network
 from ..nn.layers import Dropout, Layer
-from .batches import check_batch_size, minibatch_indices, rows
+from .batches import check_batch_size, minibatch_indices
 from .history import History
 
 MEMBER_KEYS = ("seed", "lr", "beta1", "beta2", "epsilon", "l2", "keep_prob", "init_scale", "decay_rate", "schedule")
@@ -51,8 +51,9 @@ class PopulationDropout(Layer):
     def keep_probs(self, values):
         self._keep_probs = list(values)
         self._dropping = [k for k, keep in enumerate(self._keep_probs) if keep < 1.0]
-        self._keep = numpy.asarray(self._keep_probs, dtype=numpy.float64).reshape(-1, 1, 1)
-        self._inverse = numpy.asarray([1.0 / k for k in self._keep_probs], dtype=numpy.float64).reshape(-1, 1, 1)
+        # built where the draws are (the GPU's memory on cupy), so a call copies nothing there
+        self._keep = backend.xp.asarray(self._keep_probs, dtype=numpy.float64).reshape(-1, 1, 1)
+        self._inverse = backend.xp.asarray([1.0 / k for k in self._keep_probs], dtype=numpy.float64).reshape(-1, 1, 1)
 
     def __call__(self, a, training=False, rng=None):
         if not training or not self._dropping:
@@ -65,8 +66,8 @@ class PopulationDropout(Layer):
         for k in self._dropping:  # the draws of rng.random((m, n), dtype); CuPy needs the size
             self.rngs[k].random(draws.shape[1:], dtype=dtype, out=draws[k])  # with out, or draws one value
         # (draws < keep) * float32(1 / keep): the single network's mask and scale, in place
-        mask = draws < backend.to_module_of(self._keep.astype(dtype), draws)
-        scale = backend.xp.multiply(mask, backend.to_module_of(self._inverse.astype(dtype), draws), out=draws)
+        mask = draws < self._keep.astype(dtype)
+        scale = backend.xp.multiply(mask, self._inverse.astype(dtype), out=draws)
         return result(a.data * scale, (a,), lambda g: (g * scale,), "dropout")
 
 
@@ -276,7 +277,8 @@ class Population:
                 metric_sums = numpy.zeros(self.size)
                 seen = 0
                 for idx in minibatch_indices(len(X), batch_size, shuffle_rng, True, min_last):
-                    sums, metric_sums, seen = self._step(rows(X, idx), rows(y, idx), opt, histories, epoch, sums, metric_sums, seen)
+                    idx = backend.to_module_of(idx, X)  # the batch's rows gathered where X lives
+                    sums, metric_sums, seen = self._step(X[idx], y[idx], opt, histories, epoch, sums, metric_sums, seen)
                     if not self.index:
                         break
                 if not self.index:
