@@ -11,7 +11,7 @@ Keras's Adam defaults to epsilon 1e-7 instead of the notes' 1e-8.
 from __future__ import annotations
 
 from .. import backend
-from .base import Optimizer, check_beta, check_epsilon, coef
+from .base import Optimizer, check_beta, check_epsilon, coef, power
 
 
 class Adam(Optimizer):
@@ -46,9 +46,9 @@ class Adam(Optimizer):
         tmp *= coef(1 - b2, tmp)
         s += tmp
         # tmp <- sqrt(s_hat) + epsilon, then lr * v_hat / tmp, all in one buffer
-        xp.multiply(s, coef(1 / (1 - b2**t), tmp), out=tmp)
+        xp.multiply(s, coef(1 / (1 - power(b2, t)), tmp), out=tmp)
         xp.sqrt(tmp, out=tmp)
         tmp += coef(self.epsilon, tmp)
         xp.divide(v, tmp, out=tmp)
-        tmp *= coef(lr / (1 - b1**t), tmp)
+        tmp *= coef(lr / (1 - power(b1, t)), tmp)
         param.data -= tmp

@@ -66,6 +66,15 @@ def coef(value, like):
     return backend.to_module_of(value.astype(like.dtype, copy=False), like)
 
 
+def power(beta, t):
+    """beta ** t for a scalar or per-member beta, each entry rounded as Python's float power:
+    NumPy's array power picks SIMD kernels at run time (AVX-512's differs from Python's by an
+    ulp in about 5% of cases), which would break a member's bit-identity with its solo run."""
+    if isinstance(beta, float):
+        return beta**t
+    return numpy.asarray([float(b) ** t for b in beta.ravel()], dtype=numpy.float64).reshape(beta.shape)
+
+
 _FLAT = "population"  # the state key of the (K, P) update
 
 

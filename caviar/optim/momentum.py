@@ -11,7 +11,7 @@ buf = mu * buf + dW (no 1 - beta factor) and steps W -= lr * buf, so caviar's
 from __future__ import annotations
 
 from .. import backend
-from .base import Optimizer, check_beta, coef
+from .base import Optimizer, check_beta, coef, power
 
 
 class Momentum(Optimizer):
@@ -37,5 +37,5 @@ class Momentum(Optimizer):
         xp = backend.get_array_module(v)
         v *= coef(self.beta, tmp)
         v += xp.multiply(grad, coef(1 - self.beta, tmp), out=tmp)
-        scale = lr / (1 - self.beta ** state["t"]) if self.bias_correction else lr
+        scale = lr / (1 - power(self.beta, state["t"])) if self.bias_correction else lr
         param.data -= xp.multiply(v, coef(scale, tmp), out=tmp)
