@@ -65,7 +65,7 @@ def caviar_one_by_one(data, configs, epochs):
     best = 0.0
     for c in configs:
         net = caviar.Network(c["sizes"], l2=c["l2"], seed=c["seed"])
-        net.fit(Xt, yt, optimizer="adam", lr=c["lr"], epochs=epochs, batch_size=BATCH, validation_data=(Xd, yd),
+        caviar.fit(net, Xt, yt, optimizer="adam", lr=c["lr"], epochs=epochs, batch_size=BATCH, validation_data=(Xd, yd),
                 seed=c["seed"], shuffle_seed=0, verbose=False)
         best = max(best, net.evaluate(Xd, yd)["accuracy"])
     return best

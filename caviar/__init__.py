@@ -9,7 +9,7 @@ from .autodiff import Tensor, Variable, check_finite, detect_anomaly, is_grad_en
 from .diagnose import gradient_check
 from .errors import AnomalyError, CaviarError, DivergedError, GradientCheckError, ShapeError
 from .nn import Network
-from .train import History, load
+from .train import History, fit, load, save
 from .ops import concatenate, stack
 
 __version__ = "0.1.0"
@@ -31,7 +31,9 @@ __all__ = [
     "functional",
     "gradient_check",
     "is_grad_enabled",
+    "fit",
     "load",
+    "save",
     "nn",
     "no_grad",
     "ops",

@@ -6,11 +6,16 @@ Bad input is a one-line ``caviar: error: ...`` on stderr and exit code 2, never 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 
 from . import backend
 from .errors import CaviarError
+from .nn import heads
+from .train import hyperparameters as H
+from .train.controls import ACTIONS
+from .tune.strategies import STRATEGIES
 
 
 def _int_list(text):
@@ -56,6 +61,21 @@ def _positive_int(text):
     return value
 
 
+def _schema_flags(g, group):
+    """The options of one group, read from the hyperparameter schema (name, type, default,
+    choices, help): ``caviar.train.hyperparameters.SCHEMA``."""
+    for h in H.SCHEMA.values():
+        if h.flag is None or h.group != group:
+            continue
+        if h.type is bool:
+            g.add_argument(h.flag, action="store_true", help=h.help)
+        elif h.choices is not None:
+            g.add_argument(h.flag, default=h.default, choices=list(h.choices), help=h.help)
+        else:
+            kind = _positive_int if h.name == "batch_size" else h.type
+            g.add_argument(h.flag, type=kind, default=h.default, help=h.help)
+
+
 def _model_flags():
     p = argparse.ArgumentParser(add_help=False)
     g = p.add_argument_group("data and model")
@@ -63,14 +83,8 @@ def _model_flags():
                    "breast_cancer, synthetic[:M]) or a .csv/.npz file (default: digits)")
     g.add_argument("--target", help="the label column of a CSV (default: the last column)")
     g.add_argument("--hidden", type=_int_list, default=[64, 32], help="hidden layer sizes, e.g. 20,7,5 (default: 64,32)")
-    g.add_argument("--activation", default="relu", choices=["relu", "leaky_relu", "tanh", "sigmoid"])
-    g.add_argument("--output", choices=["softmax", "sigmoid", "linear"], help="default: softmax for classes, linear for numbers")
-    g.add_argument("--init", default="auto", choices=["auto", "he", "xavier", "glorot", "random", "zeros"])
-    g.add_argument("--init-scale", type=float, help="multiplies the initializer's standard deviation")
-    g.add_argument("--l2", type=float, default=0.0, help="L2 regularization lambda")
-    g.add_argument("--l1", type=float, default=0.0, help="L1 regularization lambda")
-    g.add_argument("--keep-prob", type=float, default=1.0, help="dropout keep probability of hidden layers")
-    g.add_argument("--batchnorm", action="store_true", help="batch norm on every hidden layer")
+    g.add_argument("--output", choices=list(heads.HEADS), help="default: softmax for classes, linear for numbers")
+    _schema_flags(g, "model")
     g.add_argument("--dev", type=float, help="dev set: a ratio (0.2) or a count (default: the notes' rule)")
     g.add_argument("--test", type=float, help="test set: a ratio, a count, or 0 for none (default: the notes' rule)")
     g.add_argument("--dev-data", help="a separate dev set file (then no test set is split from --data)")
@@ -82,18 +96,14 @@ def _model_flags():
 def _train_flags():
     p = argparse.ArgumentParser(add_help=False)
     g = p.add_argument_group("training")
-    g.add_argument("--optimizer", default="adam", choices=["gd", "momentum", "rmsprop", "adam"])
-    g.add_argument("--lr", type=float, help="learning rate alpha (default: the optimizer's, Adam 0.001)")
-    g.add_argument("--beta1", type=float, help="Adam beta1 (or momentum's beta)")
-    g.add_argument("--beta2", type=float, help="Adam/RMSprop beta2")
-    g.add_argument("--epsilon", type=float, help="Adam/RMSprop epsilon")
-    g.add_argument("--batch-size", type=_positive_int, default=64)
+    _schema_flags(g, "training")
     g.add_argument("--epochs", type=_positive_int, default=40)
     g.add_argument("--decay", help="learning-rate decay: inverse-time:RATE, exponential:BASE, inverse-sqrt:K, staircase:EVERY[:FACTOR]")
-    g.add_argument("--early-stopping", type=int, metavar="PATIENCE", help="stop after PATIENCE epochs without a better dev cost")
+    g.add_argument("--early-stopping", type=int, metavar="PATIENCE", help="stop after PATIENCE epochs without a better dev cost "
+                   "(in an ensemble, each member on its own)")
     g.add_argument("--augment", type=_word_list, help="image augmentation: flip,shift,rotate,elastic")
     g.add_argument("--image-shape", type=_shape, help="HxW of image rows, for --augment (digits: 8x8)")
-    g.add_argument("--ensemble", type=_positive_int, default=1, metavar="K", help="train K networks and average them")
+    g.add_argument("--ensemble", type=_positive_int, default=1, metavar="K", help="train K networks as one population and average them")
     g.add_argument("--human-error", type=_rate, default=0.0, help="human-level error for the diagnosis (0.01 or 1%%)")
     g.add_argument("--out", default="caviar-run", help="directory for the model, history.csv and plots")
     g.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
@@ -136,7 +146,7 @@ def build_parser():
     p.add_argument("--data", default="digits", help="bundled dataset or a .csv/.npz file (default: digits)")
     p.add_argument("--target", help="the label column of a CSV")
     p.add_argument("--space", help="a YAML or TOML space file (default: the notes' hyperparameters)")
-    p.add_argument("--strategy", default="random", choices=["random", "grid", "coarse-to-fine", "halving"])
+    p.add_argument("--strategy", default="random", choices=list(STRATEGIES))
     p.add_argument("--trials", type=_positive_int, default=40)
     p.add_argument("--rounds", type=_positive_int, default=3, help="coarse-to-fine rounds")
     p.add_argument("--epochs", type=_positive_int, default=10, help="epochs per trial (the largest budget for halving)")
@@ -171,7 +181,7 @@ def build_parser():
     p.add_argument("--token", help="the token controls must present (default: a random one when remote)")
     p = sub.add_parser("control", help="babysit a live run: set-lr, multiply-lr, pause, resume, checkpoint, rollback, stop")
     p.add_argument("run", help="the run directory (caviar train --out)")
-    p.add_argument("action", choices=["set-lr", "multiply-lr", "pause", "resume", "checkpoint", "rollback", "stop"])
+    p.add_argument("action", choices=list(ACTIONS))
     p.add_argument("value", nargs="?", help="the learning rate, the factor, or the checkpoint's iteration")
     p.add_argument("--lr", type=float, help="with rollback: continue with this learning rate")
     p.add_argument("--wait", type=float, default=10.0, help="seconds to wait for the run to apply it")
@@ -179,6 +189,56 @@ def build_parser():
     p.add_argument("--batch", type=_positive_int, default=16, help="examples in the checked batch")
     p.add_argument("--json", action="store_true")
     return parser
+
+
+# -- presenting results ----------------------------------------------------------------------
+
+
+def write_json(report):
+    print(json.dumps(report, indent=1, default=lambda v: v.item() if hasattr(v, "item") else str(v)))
+
+
+def format_report(report):
+    """The table ``caviar train`` prints: every figure of each set, the diagnosis, the model."""
+    sets = [k for k in ("train", "dev", "test") if k in report]
+    metrics = [k for k in report["train"] if k != "cost"]
+    lines = [f"{'set':<6} {'cost':>10}" + "".join(f" {m:>10}" for m in metrics)]
+    for k in sets:
+        lines.append(f"{k:<6} {report[k]['cost']:>10.4f}" + "".join(f" {report[k][m]:>10.4f}" for m in metrics))
+    if "ensemble" in report:
+        for i, m in enumerate(report["ensemble"]["members"], start=1):
+            lines.append(f"  dev, member {i}: cost {m['cost']:.4f}" + "".join(f"  {k} {m[k]:.4f}" for k in metrics))
+    if report.get("diagnosis"):
+        d = report["diagnosis"]
+        lines.append(f"diagnosis: {d['kind']} (avoidable bias {100 * d['avoidable_bias']:.1f} points, "
+                     f"variance {100 * d['variance']:.1f} points)")
+        lines += [f"  {i}. {r}" for i, r in enumerate(d["recommendations"], start=1)]
+    lines.append(f"model: {report['model']}")
+    return "\n".join(lines)
+
+
+def format_leaderboard(study, top=10):
+    """The leaderboard ``caviar tune`` and ``caviar report`` print."""
+    from .tune import leaderboard
+    from .tune.objective import metric_for
+
+    settings = study.settings
+    metric, _ = metric_for(settings)
+    names = list(settings["space"])
+    halving = settings["strategy"] == "halving"
+    head = f"{'trial':>5} {'status':<9} {metric:>12}" + (f" {'rung':>4}" if halving else "") + "  parameters"
+    lines = [head]
+    for t in leaderboard(study, top):
+        value = f"{t['value']:.4f}" if t["value"] is not None else "-"
+        params = ", ".join(f"{k}={_fmt(t['params'][k])}" for k in names if k in t["params"])
+        lines.append(f"{t['number']:>5} {t['status']:<9} {value:>12}" + (f" {t['rung']:>4}" if halving else "") + f"  {params}")
+    return "\n".join(lines)
+
+
+def _fmt(v):
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    return str(v)
 
 
 def _config(args):
@@ -198,7 +258,7 @@ def _start_dashboard(args, run_dir):
 
 
 def _train(args):
-    from .workflow import format_report, train_job, write_json
+    from .workflow import train_job
 
     on_start = (lambda out: _start_dashboard(args, out)) if args.watch else None
     report = train_job(_config(args), verbose=not (args.quiet or args.json), on_start=on_start)
@@ -220,8 +280,6 @@ def _predict(args):
 
 def _diagnose(args):
     from .diagnose import diagnose
-    from .workflow import write_json
-
     d = diagnose(args.train_error, args.dev_error, args.human_error)
     if args.json:
         write_json(d.to_dict())
@@ -231,7 +289,7 @@ def _diagnose(args):
 
 
 def _gradcheck(args):
-    from .workflow import gradcheck_job, write_json
+    from .workflow import gradcheck_job
 
     result = gradcheck_job(_config(args), batch=args.batch)
     if args.json:
@@ -243,9 +301,9 @@ def _gradcheck(args):
 
 
 def _tune(args):
-    from .tune import format_leaderboard, plot_study, retrain_best, tune
+    from .tune import plot_study, retrain_best, tune
     from .tune.runner import default_study_path
-    from .workflow import prepare_out, write_json
+    from .workflow import prepare_out
 
     out = prepare_out(args.out)
     study_path = args.study or default_study_path(out)
@@ -322,7 +380,7 @@ def _control(args):
 
 
 def _report(args):
-    from .tune import Study, format_leaderboard, plot_study
+    from .tune import Study, plot_study
 
     study = Study.open(args.study)
     try:

@@ -169,3 +169,21 @@ def get(schedule):
     if callable(schedule) or isinstance(schedule, dict):
         return Manual(schedule)
     raise TypeError(f"a schedule is a Schedule, a spec like 'inverse-time:1.0', a callable or a dict, got {schedule!r}")
+
+
+class PerMember:
+    """A population's learning rates by epoch: member k follows ``schedules[k]`` (already
+    holding its own lr0), or keeps ``lrs[k]`` where it has none. Returns (K, 1) float64, each
+    entry computed as the member's own schedule computes it alone."""
+
+    def __init__(self, schedules, lrs):
+        self.schedules, self.lrs = list(schedules), [float(v) for v in lrs]
+
+    def __call__(self, epoch):
+        import numpy
+
+        return numpy.asarray([s(epoch) if s is not None else lr for s, lr in zip(self.schedules, self.lrs)],
+                             dtype=numpy.float64).reshape(-1, 1)
+
+    def keep(self, slots):
+        return PerMember([self.schedules[s] for s in slots], [self.lrs[s] for s in slots])

@@ -1,5 +1,6 @@
 """The practitioner's workflow of the notes, as functions the command line calls:
 load -> split -> check dev/test mismatch -> normalize -> train -> evaluate -> diagnose -> write.
+How the results are printed lives with the command line (``caviar.cli``).
 """
 
 from __future__ import annotations
@@ -13,13 +14,13 @@ from dataclasses import dataclass, field
 import numpy
 
 from . import data as D
-from . import backend, schedules
+from . import backend
 from .diagnose import GradientNorms, check_network, diagnose
 from .diagnose import plots
 from .errors import CaviarError
-from .nn import Network
-from .train import EarlyStopping, Ensemble, load_model
-from .watch import Controller
+from .nn import Network, heads
+from .train import Controller, EarlyStopping, Ensemble, fit, load_model, save
+from .train import hyperparameters as H
 
 
 class UsageError(CaviarError, ValueError):
@@ -60,20 +61,13 @@ class TrainConfig:
     test_data: str | None = None
 
 
-def optimizer_options(cfg):
-    """The Adam/RMSprop/Momentum hyperparameters given on the command line, by the notes' names."""
-    opts = {}
-    if cfg.beta1 is not None:
-        opts["beta1" if cfg.optimizer == "adam" else "beta"] = cfg.beta1
-    if cfg.beta2 is not None:
-        opts["beta2"] = cfg.beta2
-    if cfg.epsilon is not None:
-        opts["epsilon"] = cfg.epsilon
-    allowed = {"adam": {"beta1", "beta2", "epsilon"}, "rmsprop": {"beta2", "epsilon"}, "momentum": {"beta"}}.get(cfg.optimizer, set())
-    extra = sorted(set(opts) - allowed)
-    if extra:
-        raise UsageError(f"optimizer {cfg.optimizer!r} takes no {', '.join('--' + k.replace('beta', 'beta1') if k == 'beta' else '--' + k for k in extra)}")
-    return opts
+def hyperparameters(cfg):
+    """The run's settings by the schema's names (``caviar.train.hyperparameters``): the same
+    translation a search trial goes through, so a trial trains as ``caviar train`` does."""
+    params = {k: getattr(cfg, k) for k in H.SCHEMA if hasattr(cfg, k)}
+    if cfg.decay:
+        params["schedule"] = cfg.decay
+    return params
 
 
 def prepare_out(out):
@@ -89,68 +83,24 @@ def prepare_out(out):
     return out
 
 
-def _align(ds, other, label):
-    """``other`` (a separate dev or test file) expressed in ``ds``'s features and class indices."""
-    if other.feature_names != ds.feature_names:
-        raise UsageError(f"{label} has features {other.feature_names[:5]}... but the training data has {ds.feature_names[:5]}...")
-    if ds.class_names is None:
-        if other.class_names is not None:
-            raise UsageError(f"{label} holds class labels but the training target is numeric")
-        return other.X, other.y
-    names = other.class_names if other.class_names is not None else [f"{v:g}" for v in other.y]
-    labels = [names[int(v)] for v in other.y] if other.class_names is not None else names
-    unknown = sorted(set(labels) - set(ds.class_names))
-    if unknown:
-        raise UsageError(f"{label} has classes the training data lacks: {', '.join(unknown[:5])}")
-    index = {c: i for i, c in enumerate(ds.class_names)}
-    return other.X, numpy.array([index[c] for c in labels], dtype=numpy.int64)
-
-
 def prepare_data(cfg):
-    """Load, split (stratified, seeded), and normalize with training statistics only.
+    """Load, split (stratified, seeded), and normalize with training statistics only."""
+    return D.prepare(cfg.data, target=cfg.target, seed=cfg.seed, dev=cfg.dev, test=cfg.test, dev_data=cfg.dev_data,
+                     test_data=cfg.test_data, image_shape=cfg.image_shape)
 
-    With ``dev_data``/``test_data`` files those sets come from them (the notes' case: train on
-    web pictures, dev and test on the app's pictures) and the rest of ``data`` is split.
-    """
-    ds = D.load(cfg.data, target=cfg.target, seed=cfg.seed)
-    classification = ds.class_names is not None
-    given = {}
-    for name, path in (("dev", cfg.dev_data), ("test", cfg.test_data)):
-        if path is not None:
-            given[name] = _align(ds, D.load(path, target=cfg.target or ds.target), f"--{name}-data {path}")
-    # Carve from ``data`` only the sets no file provides. A test set is never carved beside a
-    # dev file: dev and test must come from the same distribution.
-    dev = 0 if "dev" in given else cfg.dev
-    test = 0 if ("test" in given or "dev" in given) else cfg.test
-    parts = D.split(ds.X, ds.y, dev=dev, test=test, seed=cfg.seed, stratify=classification, class_names=ds.class_names)
-    parts.dev = given.get("dev", parts.dev if len(parts.dev_index) else None)
-    parts.test = given.get("test", parts.test)
-    if parts.dev is None:
-        raise UsageError("no dev set: give --dev-data or let caviar split one from --data")
-    # image rows get one mean and std over all pixels, so augmented images stay in range
-    normalizer = D.Normalizer(per_feature=(cfg.image_shape or ds.image_shape) is None).fit(parts.train[0])
-    sets = {"train": parts.train, "dev": parts.dev}
-    if parts.test is not None:
-        sets["test"] = parts.test
-    sets = {k: (normalizer.transform(X).astype(numpy.float32), y) for k, (X, y) in sets.items()}
-    return ds, parts, normalizer, sets
+
+def network_shape(cfg, ds):
+    """(layer sizes, output) for the data; an output that cannot fit the target is refused."""
+    try:
+        output = H.output_for(ds.n_classes, cfg.output)
+    except ValueError as exc:
+        raise UsageError(f"--output: {exc}") from None
+    return [ds.X.shape[1], *cfg.hidden, heads.get(output).n_y(ds.n_classes)], output
 
 
 def build_network(cfg, ds, seed, dtype="float32"):
-    classification = ds.class_names is not None
-    output = cfg.output or ("softmax" if classification else "linear")
-    if output == "softmax" and not classification:
-        raise UsageError("--output softmax needs class labels, but the target is numeric; use --output linear")
-    if output == "linear" and classification and cfg.output:
-        raise UsageError("--output linear needs a numeric target, but the target holds classes")
-    if output == "sigmoid" and (not classification or ds.n_classes != 2):
-        raise UsageError(f"--output sigmoid needs two classes, the data has {ds.n_classes or 'a numeric target'}")
-    if output == "softmax" and ds.n_classes < 2:
-        raise UsageError("the target has a single class: there is nothing to learn")
-    n_y = ds.n_classes if output == "softmax" else 1
-    sizes = [ds.X.shape[1], *cfg.hidden, n_y]
-    return Network(sizes, activation=cfg.activation, output=output, init=cfg.init, init_scale=cfg.init_scale,
-                   batchnorm=cfg.batchnorm, keep_prob=cfg.keep_prob, l2=cfg.l2, l1=cfg.l1, seed=seed, dtype=dtype)
+    sizes, output = network_shape(cfg, ds)
+    return Network(sizes, output=output, seed=seed, dtype=dtype, **H.network_options(hyperparameters(cfg)))
 
 
 def _augmenter(cfg, ds, normalizer):
@@ -175,8 +125,12 @@ def train_job(cfg, verbose=True, log=None, on_start=None):
         raise UsageError(f"--ensemble must be at least 1, got {cfg.ensemble}")
     out = prepare_out(cfg.out)
     ds, parts, normalizer, sets = prepare_data(cfg)
-    opts = optimizer_options(cfg)
-    decay = schedules.parse(cfg.decay) if cfg.decay else None
+    params = hyperparameters(cfg)
+    try:
+        H.optimizer(params, strict=True)  # refuse --beta2 for momentum before any work
+        H.schedule(params)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
     mismatch = None
     if "test" in sets and min(len(sets["dev"][0]), len(sets["test"][0])) >= 10:
         mismatch = D.check_same_distribution(parts.dev[0], parts.test[0], ds.feature_names, seed=cfg.seed)
@@ -186,38 +140,28 @@ def train_job(cfg, verbose=True, log=None, on_start=None):
     augment = _augmenter(cfg, ds, normalizer)
     X_train, y_train = sets["train"]
     iterations = cfg.epochs * max(1, -(-len(X_train) // cfg.batch_size))
-    members, histories = [], []
-    if cfg.ensemble > 1 and augment is None and cfg.early_stopping is None:
-        # caviar training: the ensemble's members as one population, one vectorized computation
+    callbacks = [Controller(out)]  # the live record and the babysitting controls
+    if cfg.early_stopping is not None:
+        callbacks.append(EarlyStopping(patience=cfg.early_stopping, monitor="dev_cost"))
+    callbacks.append(GradientNorms(every=max(1, iterations // 300)))
+    if on_start is not None:
+        on_start(out)
+    if cfg.ensemble == 1:
+        net = build_network(cfg, ds, cfg.seed)
+        histories = [fit(net, X_train, y_train, optimizer=H.optimizer(params, strict=True), epochs=cfg.epochs,
+                         batch_size=cfg.batch_size, schedule=H.schedule(params), validation_data=sets["dev"],
+                         callbacks=callbacks, verbose=verbose, seed=cfg.seed, shuffle_seed=cfg.seed, augment=augment)]
+        model = net
+    else:  # caviar training: the ensemble's members as one population, one vectorized computation
         log(f"training an ensemble of {cfg.ensemble} as one population")
-        first = build_network(cfg, ds, cfg.seed)
-        member = {"lr": cfg.lr, "l2": cfg.l2, "keep_prob": cfg.keep_prob, "init_scale": cfg.init_scale,
-                  "beta1": opts.get("beta1", opts.get("beta")), "beta2": opts.get("beta2"), "epsilon": opts.get("epsilon"),
-                  "schedule": decay}
-        ensemble, histories = Ensemble.train_population(
-            first.config["layer_sizes"], X_train, y_train, k=cfg.ensemble, seeds=[cfg.seed + k for k in range(cfg.ensemble)],
+        sizes, output = network_shape(cfg, ds)
+        model, histories = Ensemble.train_population(
+            sizes, X_train, y_train, k=cfg.ensemble, seeds=[cfg.seed + k for k in range(cfg.ensemble)],
             epochs=cfg.epochs, batch_size=cfg.batch_size, validation_data=sets["dev"], shuffle_seed=cfg.seed,
-            optimizer=cfg.optimizer, member={k: v for k, v in member.items() if v is not None},
-            activation=cfg.activation, output=first.output, init=cfg.init, batchnorm=cfg.batchnorm)
-        members = ensemble.members
-    for k in range(cfg.ensemble if not members else 0):  # one by one (augmentation, early stopping)
-        seed = cfg.seed + k
-        net = build_network(cfg, ds, seed)
-        callbacks = [GradientNorms(every=max(1, iterations // 300))]
-        if cfg.early_stopping is not None:
-            callbacks.append(EarlyStopping(patience=cfg.early_stopping, monitor="dev_cost"))
-        run_dir = out if cfg.ensemble == 1 else os.path.join(out, f"member-{k}")
-        callbacks.append(Controller(run_dir))  # the live record and the babysitting controls
-        if on_start is not None and k == 0:
-            on_start(run_dir)
-        if cfg.ensemble > 1:
-            log(f"member {k + 1} of {cfg.ensemble}")
-        history = net.fit(X_train, y_train, optimizer=cfg.optimizer, lr=cfg.lr, epochs=cfg.epochs,
-                          batch_size=cfg.batch_size, schedule=decay, validation_data=sets["dev"], callbacks=callbacks,
-                          verbose=verbose, seed=seed, shuffle_seed=cfg.seed, augment=augment, **opts)
-        members.append(net)
-        histories.append(history)
-    model = members[0] if len(members) == 1 else Ensemble(members)
+            optimizer=H.value(params, "optimizer"), member={k: v for k, v in H.member(params, None).items() if k != "seed"},
+            activation=H.value(params, "activation"), output=output, init=H.value(params, "init"),
+            batchnorm=H.value(params, "batchnorm"), callbacks=callbacks, augment=augment, verbose=verbose)
+    members = model.members if isinstance(model, Ensemble) else [model]
     results = {name: _summary(model.evaluate(X, y)) for name, (X, y) in sets.items()}
     report = {name: results[name] for name in results}
     if "accuracy" in results["train"]:
@@ -235,7 +179,7 @@ def train_job(cfg, verbose=True, log=None, on_start=None):
     model_path = os.path.join(out, "model")
     if len(members) == 1:
         model.extras = extras
-        model.save(model_path)
+        save(model, model_path)
     else:
         model.save(model_path, extras)
     report["model"] = model_path
@@ -244,7 +188,7 @@ def train_job(cfg, verbose=True, log=None, on_start=None):
 
 
 def _summary(result):
-    return {k: v for k, v in result.items() if k in ("cost", "accuracy", "mse")}
+    return {k: v for k, v in result.items() if k != "members"}
 
 
 def _write_artifacts(out, history):
@@ -253,25 +197,6 @@ def _write_artifacts(out, history):
     files["learning_curves"] = plots.plot_learning_curves(history, os.path.join(out, "learning_curves.png"))
     files["gradient_norms"] = plots.plot_gradient_norms(history.grad_norms, os.path.join(out, "gradient_norms.png"))
     return files
-
-
-def format_report(report):
-    """The table ``caviar train`` prints."""
-    sets = [k for k in ("train", "dev", "test") if k in report]
-    metric = "accuracy" if "accuracy" in report["train"] else "mse"
-    lines = [f"{'set':<6} {'cost':>10} {metric:>10}"]
-    for k in sets:
-        lines.append(f"{k:<6} {report[k]['cost']:>10.4f} {report[k][metric]:>10.4f}")
-    if "ensemble" in report:
-        for i, m in enumerate(report["ensemble"]["members"], start=1):
-            lines.append(f"  dev, member {i}: cost {m['cost']:.4f}  {metric} {m[metric]:.4f}")
-    if report.get("diagnosis"):
-        d = report["diagnosis"]
-        lines.append(f"diagnosis: {d['kind']} (avoidable bias {100 * d['avoidable_bias']:.1f} points, "
-                     f"variance {100 * d['variance']:.1f} points)")
-        lines += [f"  {i}. {r}" for i, r in enumerate(d["recommendations"], start=1)]
-    lines.append(f"model: {report['model']}")
-    return "\n".join(lines)
 
 
 # -- predict ---------------------------------------------------------------------------------
@@ -292,14 +217,13 @@ def predict_job(model_dir, data_path, out=None):
     first.check_X(X)
     labels = backend.to_numpy(model.predict(X))
     classes = extras.get("class_names")
-    rows = [[classes[int(v)] if classes is not None and first.output != "linear" else f"{v:.6g}"] for v in labels]
-    header = ["prediction"]
-    if first.output in ("softmax", "sigmoid") and classes is not None:
-        proba = backend.to_numpy(model.predict_proba(X))
-        if first.output == "sigmoid":
-            proba = numpy.hstack([1 - proba, proba])
-        header += [f"p_{c}" for c in classes]
-        rows = [r + [f"{p:.6f}" for p in pr] for r, pr in zip(rows, proba)]
+    head = first.head
+    if classes is None or not head.classifies:
+        rows, header = [[f"{v:.6g}"] for v in labels], ["prediction"]
+    else:
+        proba = head.class_proba(backend.to_numpy(model.predict_proba(X)))
+        header = ["prediction"] + [f"p_{c}" for c in classes]
+        rows = [[classes[int(v)]] + [f"{p:.6f}" for p in pr] for v, pr in zip(labels, proba)]
     handle = open(out, "w", newline="") if out else sys.stdout
     try:
         writer = csv.writer(handle)
@@ -334,7 +258,3 @@ def gradcheck_job(cfg, batch=16):
     X, y = sets["train"]
     net = build_network(cfg, ds, cfg.seed, dtype="float64")
     return check_network(net, X[:batch].astype(numpy.float64), y[:batch])
-
-
-def write_json(report):
-    print(json.dumps(report, indent=1, default=lambda v: v.item() if hasattr(v, "item") else str(v)))

@@ -2,6 +2,8 @@
 augmentation."""
 
 import numpy as np
+
+import caviar
 import pytest
 
 from caviar import data as D
@@ -231,7 +233,7 @@ def test_augmentation_during_training_keeps_labels_and_normalized_space():
     # distortions that keep a digit's identity: training still learns the labels (chance is 0.1)
     gentle = D.Augmenter((8, 8), ["rotate", "elastic"], max_angle=8, normalizer=norm)
     net = caviar.Network([64, 32, 10], seed=0)
-    net.fit(X[:1000], ds.y[:1000], epochs=20, augment=gentle, verbose=False)
+    caviar.fit(net, X[:1000], ds.y[:1000], epochs=20, augment=gentle, verbose=False)
     assert net.evaluate(X[1000:], ds.y[1000:])["accuracy"] > 0.85
 
 

@@ -81,7 +81,7 @@ def test_gradient_norms_callback_records_every_parameter():
     X = D.Normalizer().fit_transform(ds.X)
     net = caviar.Network([4, 8, 3], seed=0)
     cb = GradientNorms(every=2, probe=X[:10])
-    h = net.fit(X, ds.y, epochs=2, batch_size=50, callbacks=[cb], verbose=False)
+    h = caviar.fit(net, X, ds.y, epochs=2, batch_size=50, callbacks=[cb], verbose=False)
     assert [r["iteration"] for r in h.grad_norms] == [2, 4, 6]
     assert set(h.grad_norms[0]) == {"iteration", "W1", "b1", "W2", "b2"}
     assert all(v > 0 for v in h.grad_norms[0].values())
@@ -92,7 +92,7 @@ def test_plots_are_written_as_png(tmp_path):
     X, y = D.load("moons").X, D.load("moons").y
     net = caviar.Network([2, 8, 2], seed=0)
     stop = caviar.train.EarlyStopping(patience=1)
-    h = net.fit(X[:800], y[:800], epochs=6, validation_data=(X[800:], y[800:]), callbacks=[stop, GradientNorms()], verbose=False)
+    h = caviar.fit(net, X[:800], y[:800], epochs=6, validation_data=(X[800:], y[800:]), callbacks=[stop, GradientNorms()], verbose=False)
     for fn, arg, name in [(plots.plot_cost, h, "cost.png"), (plots.plot_learning_curves, h, "curves.png"),
                           (plots.plot_gradient_norms, h.grad_norms, "norms.png")]:
         path = fn(arg, tmp_path / name)
@@ -126,7 +126,7 @@ def test_snapshot_ensemble_and_saving(tmp_path):
     Xtr, ytr, Xd, yd = _digits()
     net = caviar.Network([64, 32, 10], seed=0)
     snaps = Snapshots(every=2)
-    net.fit(Xtr, ytr, epochs=6, callbacks=[snaps], verbose=False)
+    caviar.fit(net, Xtr, ytr, epochs=6, callbacks=[snaps], verbose=False)
     assert len(snaps.snapshots) == 3
     ens = Ensemble.from_snapshots(net, snaps.snapshots)
     np.testing.assert_array_equal(ens.members[-1].predict_proba(Xd), net.predict_proba(Xd))  # last = final weights

@@ -53,7 +53,7 @@ def host(a):
 def test_a_network_starts_from_the_same_weights_and_trains_to_the_same_result_as_on_the_cpu(gpu):
     def train():
         net = caviar.Network([4, 8, 3], seed=3, dtype="float64")
-        net.fit(X, Y, optimizer="adam", lr=0.01, epochs=5, batch_size=16, seed=3, verbose=False)
+        caviar.fit(net, X, Y, optimizer="adam", lr=0.01, epochs=5, batch_size=16, seed=3, verbose=False)
         return net, net.evaluate(X, Y)
 
     on_gpu, gpu_eval = train()
@@ -93,7 +93,7 @@ def test_augmentation_is_refused_on_the_gpu_with_a_clear_error(gpu):
     net = caviar.Network([64, 16, 10], seed=0)
     augment = D.Augmenter((8, 8), ["rotate"])
     with pytest.raises(ValueError, match="augmentation works on NumPy arrays"):
-        net.fit(digits.X[:100], digits.y[:100], epochs=1, augment=augment, verbose=False)
+        caviar.fit(net, digits.X[:100], digits.y[:100], epochs=1, augment=augment, verbose=False)
 
 
 def test_the_population_memory_limit_reads_the_gpu_s_free_memory(gpu):

@@ -77,7 +77,7 @@ def test_predict_predict_proba_evaluate():
     assert result["accuracy"] == pytest.approx((net.predict(X) == y).mean())
 
 
-def test_sigmoid_output_thresholds_at_one_half_and_linear_output_reports_mse():
+def test_sigmoid_output_thresholds_at_one_half_and_linear_output_reports_regression_metrics():
     X, _ = toy()
     yb = RNG.integers(0, 2, size=12)
     net = caviar.Network([3, 5, 1], output="sigmoid", seed=0)
@@ -86,14 +86,37 @@ def test_sigmoid_output_thresholds_at_one_half_and_linear_output_reports_mse():
     reg = caviar.Network([3, 5, 1], output="linear", seed=0)
     target = RNG.standard_normal(12)
     res = reg.evaluate(X, target)
-    assert set(res) == {"cost", "mse"}
-    assert res["mse"] == pytest.approx(((reg.predict(X) - target) ** 2).mean(), rel=1e-5)
+    assert set(res) == {"cost", "mse", "rmse", "mae", "r2"}
+    from sklearn import metrics
+
+    pred = reg.predict(X)
+    assert res["mse"] == pytest.approx(metrics.mean_squared_error(target, pred), rel=1e-5)
+    assert res["rmse"] == pytest.approx(np.sqrt(metrics.mean_squared_error(target, pred)), rel=1e-5)
+    assert res["mae"] == pytest.approx(metrics.mean_absolute_error(target, pred), rel=1e-5)
+    assert res["r2"] == pytest.approx(metrics.r2_score(target, pred), rel=1e-5)
+
+
+def test_regression_metrics_of_several_outputs_and_of_a_population_match_scikit_learn():
+    from sklearn import metrics
+
+    from caviar.nn import heads
+
+    z = RNG.standard_normal((3, 20, 2))  # three members, 20 examples, two outputs
+    y = RNG.standard_normal((20, 2))
+    got = heads.get("linear").metrics(z, y)
+    for k in range(3):
+        assert got["r2"][k] == pytest.approx(metrics.r2_score(y, z[k]), rel=1e-12)
+        assert got["mae"][k] == pytest.approx(metrics.mean_absolute_error(y, z[k]), rel=1e-12)
+        assert got["mse"][k] == pytest.approx(metrics.mean_squared_error(y, z[k]), rel=1e-12)
+    constant = np.ones((20, 1))
+    assert heads.get("linear").metrics(np.ones((20, 1)), constant)["r2"] == 1.0  # as r2_score
+    assert heads.get("linear").metrics(np.zeros((20, 1)), constant)["r2"] == metrics.r2_score(constant, np.zeros(20))
 
 
 def test_dropout_is_off_and_batch_norm_uses_running_statistics_outside_training():
     X, y = toy(m=32)
     net = caviar.Network([3, 16, 3], keep_prob=0.5, batchnorm=True, seed=0)
-    net.fit(X, y, epochs=3, batch_size=8, verbose=False)
+    caviar.fit(net, X, y, epochs=3, batch_size=8, verbose=False)
     p1, p2 = net.predict_proba(X), net.predict_proba(X)
     np.testing.assert_array_equal(p1, p2)  # no dropout noise
     singles = np.concatenate([net.predict_proba(X[i : i + 1]) for i in range(len(X))])
@@ -199,10 +222,10 @@ def test_bad_configuration_names_the_value(kwargs, pattern):
 def test_bad_training_input_names_the_value(X, y, fit_kwargs, pattern):
     net = caviar.Network([3, 4, 3], seed=0)
     with pytest.raises(ValueError, match=pattern):
-        net.fit(X, y, verbose=False, **fit_kwargs)
+        caviar.fit(net, X, y, verbose=False, **fit_kwargs)
 
 
 def test_sigmoid_labels_outside_zero_one_are_rejected():
     net = caviar.Network([3, 4, 1], output="sigmoid")
     with pytest.raises(ValueError, match=r"label 2 is outside \[0, 1\]"):
-        net.fit(np.zeros((3, 3)), np.array([0, 1, 2]), verbose=False)
+        caviar.fit(net, np.zeros((3, 3)), np.array([0, 1, 2]), verbose=False)

@@ -29,7 +29,7 @@ def solo(member, optimizer, batchnorm, dropout, dtype, epochs=3, sizes=(4, 6, 5,
                "rmsprop": dict(beta2=member["beta2"], epsilon=member["epsilon"]),
                "momentum": dict(beta=member["beta1"]), "gd": {}}[optimizer]
     schedule = caviar.schedules.InverseTime(decay_rate=member["decay_rate"]) if member["decay_rate"] else None
-    history = net.fit(X, Y, optimizer=optimizer, lr=member["lr"], epochs=epochs, batch_size=16, schedule=schedule,
+    history = caviar.fit(net, X, Y, optimizer=optimizer, lr=member["lr"], epochs=epochs, batch_size=16, schedule=schedule,
                       validation_data=(X, Y), seed=member["seed"], shuffle_seed=5, verbose=False, **options)
     return net, history
 
@@ -149,5 +149,5 @@ def test_an_ensemble_trains_its_members_as_one_population():
     assert len(ens.members) == 4 and len(histories) == 4
     for seed, member in enumerate(ens.members):
         net = caviar.Network([4, 8, 3], seed=seed, dtype="float64")
-        net.fit(X, Y, lr=0.01, epochs=3, batch_size=16, seed=seed, shuffle_seed=5, verbose=False)
+        caviar.fit(net, X, Y, lr=0.01, epochs=3, batch_size=16, seed=seed, shuffle_seed=5, verbose=False)
         np.testing.assert_array_equal(member.params["W1"].data, net.params["W1"].data)

@@ -9,6 +9,8 @@ import urllib.error
 import urllib.request
 
 import numpy as np
+
+import caviar
 import pytest
 
 from caviar.watch import Dashboard, WatchError, send
@@ -221,7 +223,7 @@ def test_stop_keeps_the_weights_of_the_best_dev_epoch(tmp_path):
     done = {}
 
     def train():
-        done["history"] = net.fit(X, y, lr=0.01, epochs=100000, batch_size=20, validation_data=(Xd, yd),
+        done["history"] = caviar.fit(net, X, y, lr=0.01, epochs=100000, batch_size=20, validation_data=(Xd, yd),
                                   callbacks=[record, Controller(tmp_path / "run")], verbose=False)
 
     thread = threading.Thread(target=train)

@@ -44,9 +44,16 @@ class GradientNorms(Callback):
         self.activations = []
 
     def on_batch_end(self, run, iteration, cost):
-        if iteration % self.every == 0:
+        if iteration % self.every != 0:
+            return
+        if not run.population:
             run.history.grad_norms.append({"iteration": iteration, **gradient_norms(run.net)})
+            return
+        for slot, number in enumerate(run.members):  # each member's own norms, from its slice
+            run.histories[number].grad_norms.append({"iteration": iteration, **{
+                name: float(numpy.linalg.norm(backend.to_numpy(p.grad[slot]))) for name, p in run.net.params.items()
+                if p.grad is not None}})
 
     def on_epoch_end(self, run, epoch, logs):
-        if self.probe is not None:
+        if self.probe is not None and not run.population:
             self.activations.append({"epoch": epoch, **activation_norms(run.net, self.probe)})

@@ -15,11 +15,11 @@ import numpy
 from .. import backend
 from .. import functional as F
 from ..autodiff import Tensor, no_grad
+from . import heads
 from . import init as initializers
-from ..train.history import History
 from .layers import Activation, BatchNorm, Dense, Dropout
 
-OUTPUTS = ("softmax", "sigmoid", "linear")
+OUTPUTS = tuple(heads.HEADS)
 EVAL_CHUNK = 8192  # rows per forward pass when evaluating, to bound memory
 
 
@@ -74,10 +74,8 @@ class Network:
                  bn_momentum=0.9, bn_epsilon=1e-5, dtype="float32"):
         sizes = _check_sizes(layer_sizes)
         F.check_activation(activation)
-        if output not in OUTPUTS:
-            raise ValueError(f"unknown output {output!r}; expected one of {', '.join(OUTPUTS)}")
-        if output == "softmax" and sizes[-1] < 2:
-            raise ValueError(f"a softmax output needs n_y >= 2 classes, got n_y = {sizes[-1]}; use output='sigmoid' for two classes with n_y = 1")
+        self.head = heads.get(output)
+        self.head.check_n_y(sizes[-1])
         n_hidden = len(sizes) - 2
         keep = list(keep_prob) if isinstance(keep_prob, (list, tuple)) else [keep_prob] * n_hidden
         if len(keep) != n_hidden:
@@ -100,12 +98,11 @@ class Network:
         # On a GPU the weights are still drawn by NumPy from the seed, so that a seed gives the
         # same initial network on every backend; the GPU's own generator draws the dropout masks.
         init_rng = self.rng if backend.name() == "numpy" else numpy.random.default_rng(seed)
-        self.shuffle_rng = backend.shuffle_rng(seed)  # the order of the mini-batches
         self.layers, self.params, self.buffers = [], {}, {}
-        self.optimizer = None
-        self.epochs_trained = 0
-        self.history = History()  # every epoch this network has trained, across fits
         self.extras = {}  # stored with the model file (normalizer, class names, ...)
+        # what training adds (optimizer, epochs, history, batch order) lives in caviar.train's
+        # TrainingState, attached here by fit and saved by model files; the network never reads it
+        self.train_state = None
         if input_keep_prob < 1.0:
             self.layers.append(Dropout(input_keep_prob))
         for l, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:]), start=1):
@@ -167,30 +164,7 @@ class Network:
 
     def check_y(self, y, m=None):
         """Validate labels against the network's output; return them as an array."""
-        y = y.data if isinstance(y, Tensor) else backend.xp.asarray(y)
-        if m is not None and len(y) != m:
-            raise ValueError(f"X has {m} examples but y has {len(y)}")
-        if self.output == "softmax":
-            if y.ndim == 2 and y.shape[1] == self.n_y and y.dtype.kind == "f":
-                return y  # one-hot or soft targets
-            if y.ndim != 1:
-                raise ValueError(f"softmax labels must be class indices of shape (m,) or one-hot of shape (m, {self.n_y}), got {y.shape}")
-            if y.dtype.kind == "f" and not bool((y == backend.xp.round(y)).all()):
-                raise ValueError("softmax labels must be whole class indices")
-            if y.size and (int(y.min()) < 0 or int(y.max()) >= self.n_y):
-                bad = int(y.min()) if int(y.min()) < 0 else int(y.max())
-                raise ValueError(f"label {bad} is outside the classes 0..{self.n_y - 1} the network was built for (n_y = {self.n_y})")
-            return y.astype(backend.xp.int64, copy=False)
-        if self.output == "sigmoid":
-            if y.size != len(y) * self.n_y:
-                raise ValueError(f"sigmoid labels need {self.n_y} value(s) per example, got shape {y.shape}")
-            if y.size and (float(y.min()) < 0 or float(y.max()) > 1):
-                bad = float(y.min()) if float(y.min()) < 0 else float(y.max())
-                raise ValueError(f"label {bad:g} is outside [0, 1] for a sigmoid output")
-            return y
-        if y.size != len(y) * self.n_y:
-            raise ValueError(f"regression targets need {self.n_y} value(s) per example, got shape {y.shape}")
-        return y
+        return self.head.check_y(y, self.n_y, m)
 
     # -- forward and cost ----------------------------------------------------------------
     def forward(self, X, training=False):
@@ -204,11 +178,7 @@ class Network:
 
     def loss(self, logits, y):
         """The data term of J: the mean loss over the examples, without regularization."""
-        if self.output == "softmax":
-            return F.softmax_cross_entropy(logits, y)
-        if self.output == "sigmoid":
-            return F.sigmoid_cross_entropy(logits, y)
-        return F.mean_squared_error(logits, y)
+        return self.head.loss(logits, y)
 
     def regularization(self, m):
         """lambd/(2m) sum ||W||^2 + lambd1/(2m) sum |W|, or None without regularization."""
@@ -238,25 +208,15 @@ class Network:
 
     def predict_proba(self, X):
         """Class probabilities (m, n_y): softmax, or sigmoid per output; raw outputs for 'linear'."""
-        z = self._logits(X)
-        if self.output == "softmax":
-            return F.softmax(Tensor(z)).data
-        if self.output == "sigmoid":
-            return F.sigmoid_data(z)
-        return z
+        return self.head.proba(self._logits(X))
 
     def predict(self, X):
         """Class labels: hardmax for softmax, p > 0.5 for sigmoid; values for 'linear'."""
-        z = self._logits(X)
-        if self.output == "softmax":
-            return z.argmax(axis=1)
-        if self.output == "sigmoid":
-            labels = (z > 0).astype(backend.xp.int64)  # sigmoid(z) > 0.5 exactly when z > 0
-            return labels[:, 0] if self.n_y == 1 else labels
-        return z[:, 0] if self.n_y == 1 else z
+        return self.head.predict(self._logits(X))
 
     def evaluate(self, X, y):
-        """{'cost', 'accuracy'} (and 'mse' for regression) with dropout off and running statistics.
+        """{'cost', 'accuracy'} (for regression 'mse', 'rmse', 'mae', 'r2') with dropout off
+        and running statistics.
 
         'cost' is the mean loss without the regularization term, so train and dev compare.
         """
@@ -265,28 +225,7 @@ class Network:
         z = Tensor(self._logits(X))
         with no_grad():
             cost = float(self.loss(z, y).data)
-        return {"cost": cost, **self.metrics_from_logits(z.data, y)}
-
-    def metrics_from_logits(self, z, y):
-        if self.output == "softmax":
-            labels = y.argmax(axis=1) if y.ndim == 2 else y
-            return {"accuracy": float((z.argmax(axis=1) == labels).mean())}
-        if self.output == "sigmoid":
-            return {"accuracy": float(((z > 0) == (y.reshape(z.shape) > 0.5)).mean())}
-        return {"mse": float(((z - y.reshape(z.shape)) ** 2).mean())}
-
-    # -- training, files, checks ---------------------------------------------------------
-    def fit(self, X, y, **kwargs):
-        """Train with mini-batches; see ``caviar.train.fit`` for the arguments. Returns a History."""
-        from ..train.loop import fit
-
-        return fit(self, X, y, **kwargs)
-
-    def save(self, path):
-        """Write the model to the directory ``path`` (``model.json`` + ``arrays.npz``)."""
-        from ..train.modelfile import save
-
-        return save(self, path)
+        return {"cost": cost, **self.head.metrics(z.data, y)}
 
     def __repr__(self):
         c = self.config

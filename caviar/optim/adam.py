@@ -17,13 +17,13 @@ from .base import Optimizer, check_beta, check_epsilon, coef, power
 class Adam(Optimizer):
     """Adam with bias correction; defaults beta1 0.9, beta2 0.999, epsilon 1e-8 (the notes')."""
 
-    default_lr = 0.001
+    defaults = {"lr": 0.001, "beta1": 0.9, "beta2": 0.999, "epsilon": 1e-8}
 
-    def __init__(self, lr=None, beta1=0.9, beta2=0.999, epsilon=1e-8):
+    def __init__(self, lr=None, beta1=None, beta2=None, epsilon=None):
         super().__init__(lr)
-        self.beta1 = check_beta("beta1", beta1)
-        self.beta2 = check_beta("beta2", beta2)
-        self.epsilon = check_epsilon(epsilon)
+        self.beta1 = check_beta("beta1", self.option("beta1", beta1))
+        self.beta2 = check_beta("beta2", self.option("beta2", beta2))
+        self.epsilon = check_epsilon(self.option("epsilon", epsilon))
 
     def hyperparameters(self):
         return {**super().hyperparameters(), "beta1": self.beta1, "beta2": self.beta2, "epsilon": self.epsilon}

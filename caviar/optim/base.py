@@ -116,18 +116,70 @@ class _Flat:
 
 
 class Optimizer:
-    """Base class: subclasses implement ``init_state(param)`` and ``update(param, grad, state, lr)``."""
+    """Base class: subclasses implement ``init_state(param)`` and ``update(param, grad, state, lr)``.
 
-    default_lr = 0.01
+    ``defaults`` holds every hyperparameter the optimizer takes, by the notes' names (``lr``,
+    ``beta1``, ``beta2``, ``epsilon``), with the notes' defaults: the one place they live.
+    ``names`` maps a notes' name to the constructor's where they differ (momentum's beta is
+    ``beta1`` in a search space and on the command line).
+
+    The learning rate has one owner, the optimizer (as optax's ``inject_hyperparams``): an
+    epoch schedule sets it at the start of every epoch (``start_epoch``), and a value set by
+    hand (``set_lr``, panda mode) replaces the schedule from then on.
+    """
+
+    defaults = {"lr": 0.01}
+    names = {}
 
     def __init__(self, lr=None):
-        self.lr = check_lr(self.default_lr if lr is None else lr)
+        self.lr = check_lr(self.defaults["lr"] if lr is None else lr)
+        self.schedule = None  # epoch -> lr, set by set_schedule
         self.iterations = 0  # completed steps
         self.state = {}
         self._flat = None  # a population's parameters as one (K, P) array, once stepped
 
+    @classmethod
+    def option(cls, name, value):
+        """A constructor argument: ``value``, or the notes' default for ``name`` when None."""
+        return cls.defaults[name] if value is None else value
+
+    @property
+    def default_lr(self):
+        return self.defaults["lr"]
+
     def current_lr(self):
         return self.lr(self.iterations) if callable(self.lr) else self.lr
+
+    # -- the learning rate's one owner ----------------------------------------------------
+    def set_schedule(self, schedule):
+        """Follow ``schedule`` (epoch -> lr) from the next epoch on; a schedule without its own
+        initial rate starts from the current one."""
+        if schedule is not None and hasattr(schedule, "with_lr0") and not callable(self.lr):
+            schedule = schedule.with_lr0(self.lr)
+        self.schedule = schedule
+
+    def start_epoch(self, epoch):
+        """Called by the training loop before every epoch (counted from 1)."""
+        if self.schedule is not None:
+            self.lr = check_lr(self.schedule(epoch))
+
+    def set_lr(self, lr):
+        """A learning rate set by hand: it replaces the schedule from now on."""
+        self.lr = check_lr(lr)
+        self.schedule = None
+
+    def keep(self, slots):
+        """Keep only the members in ``slots`` (a population shrinks): per-member
+        hyperparameters, schedules and state."""
+        for attr, value in list(vars(self).items()):
+            if isinstance(value, numpy.ndarray):
+                setattr(self, attr, value[slots])
+        if hasattr(self.schedule, "keep"):
+            self.schedule = self.schedule.keep(slots)
+        for state in self.state.values():
+            for key, value in state.items():
+                if hasattr(value, "shape") and value.ndim >= 1:
+                    state[key] = value[slots]
 
     def hyperparameters(self):
         """The constructor's arguments, for model files and reports."""
@@ -139,14 +191,17 @@ class Optimizer:
     def update(self, param, grad, state, lr):  # pragma: no cover - abstract
         raise NotImplementedError
 
-    def step(self, params):
+    def step(self, params, active=None):
         """Apply one update to every parameter that has a gradient.
 
         With per-member hyperparameters (a population: arrays of shape (K, 1)), all parameters
         are updated as one (K, P) array (see ``_Flat``): each elementwise pass of the update is
-        one call over long contiguous rows instead of one per parameter.
+        one call over long contiguous rows instead of one per parameter. ``active`` (K,) bools
+        leaves the other members unchanged for this step (a diverging member's last weights).
         """
         lr = self.current_lr()
+        if active is not None:
+            lr = numpy.broadcast_to(numpy.asarray(lr, dtype=numpy.float64), (len(active), 1)) * active.reshape(-1, 1)
         per_member = isinstance(lr, numpy.ndarray) or any(
             isinstance(v, numpy.ndarray) for v in self.hyperparameter_values())
         live = [p for p in params if p.grad is not None]

@@ -8,7 +8,7 @@ from .base import Optimizer, coef
 class GradientDescent(Optimizer):
     """theta <- theta - lr * dtheta, in place."""
 
-    default_lr = 0.01
+    defaults = {"lr": 0.01}
 
     def update(self, param, grad, state, lr):
         param.data -= coef(lr, param.data) * grad

@@ -17,11 +17,12 @@ from .base import Optimizer, check_beta, coef, power
 class Momentum(Optimizer):
     """v = beta v + (1 - beta) dW; W -= lr v (optionally with bias correction v / (1 - beta^t))."""
 
-    default_lr = 0.01
+    defaults = {"lr": 0.01, "beta1": 0.9}
+    names = {"beta1": "beta"}
 
-    def __init__(self, lr=None, beta=0.9, bias_correction=False):
+    def __init__(self, lr=None, beta=None, bias_correction=False):
         super().__init__(lr)
-        self.beta = check_beta("beta", beta)
+        self.beta = check_beta("beta", self.option("beta1", beta))
         self.bias_correction = bool(bias_correction)
 
     def hyperparameters(self):

@@ -16,12 +16,12 @@ from .base import Optimizer, check_beta, check_epsilon, coef
 class RMSprop(Optimizer):
     """s = beta2 s + (1 - beta2) dW^2; W -= lr dW / (sqrt(s) + epsilon)."""
 
-    default_lr = 0.001
+    defaults = {"lr": 0.001, "beta2": 0.999, "epsilon": 1e-8}
 
-    def __init__(self, lr=None, beta2=0.999, epsilon=1e-8):
+    def __init__(self, lr=None, beta2=None, epsilon=None):
         super().__init__(lr)
-        self.beta2 = check_beta("beta2", beta2)
-        self.epsilon = check_epsilon(epsilon)
+        self.beta2 = check_beta("beta2", self.option("beta2", beta2))
+        self.epsilon = check_epsilon(self.option("epsilon", epsilon))
 
     def hyperparameters(self):
         return {**super().hyperparameters(), "beta2": self.beta2, "epsilon": self.epsilon}

@@ -1,11 +1,16 @@
-"""Training: the fit loop, callbacks, history, mini-batches and model files."""
+"""Training: the one fit loop (networks and populations), callbacks, run controls, history,
+training state, mini-batches, model files, ensembles and the hyperparameter schema."""
 
+from . import hyperparameters
 from .batches import minibatch_indices
 from .callbacks import Callback, Checkpoint, EarlyStopping, LambdaCallback, LearningRateSchedule, ProgressBar
+from .controls import Controller
 from .ensemble import Ensemble, Snapshots, load_model
 from .history import History
 from .loop import Run, fit
 from .modelfile import ModelFileError, load, save
+from .state import TrainingState, state_of
 
-__all__ = ["Callback", "Checkpoint", "EarlyStopping", "Ensemble", "History", "Snapshots", "load_model", "LambdaCallback", "LearningRateSchedule",
-           "ModelFileError", "ProgressBar", "Run", "fit", "load", "minibatch_indices", "save"]
+__all__ = ["Callback", "Checkpoint", "Controller", "EarlyStopping", "Ensemble", "History", "Snapshots", "load_model",
+           "LambdaCallback", "LearningRateSchedule", "ModelFileError", "ProgressBar", "Run", "TrainingState", "fit",
+           "hyperparameters", "load", "minibatch_indices", "save", "state_of"]

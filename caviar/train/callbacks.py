@@ -1,18 +1,24 @@
 """The training loop's extension points.
 
 A callback is any object with some of these methods; each receives the ``Run`` (the network,
-its optimizer, the history, the epoch and iteration counters, and a ``stop`` flag):
+its optimizer, the history, the epoch and iteration counters, and a ``stop`` flag; see
+``caviar.train.loop.Run``):
 
     on_train_begin(run)   on_epoch_begin(run, epoch)   on_batch_end(run, iteration, cost)
     on_epoch_end(run, epoch, logs)   on_train_end(run)
 
 Epochs count from 1 over the network's whole life, so a resumed fit continues the count.
+The same callbacks serve a population: ``on_batch_end`` then receives every active member's
+cost (an array), ``on_epoch_end`` a dict member number -> figures (``run.member_logs`` holds
+that dict for a single network too, as member 0).
 """
 
 from __future__ import annotations
 
 import math
 import os
+
+import numpy
 
 
 class Callback:
@@ -51,46 +57,58 @@ class EarlyStopping(Callback):
 
     ``monitor`` is 'dev_cost' (lower is better) or 'dev_accuracy' (higher is better), or any
     figure of the history; ``min_delta`` is the least change that counts as improvement.
+    In a population every member is watched on its own: it keeps its own best-epoch weights
+    and leaves on its own patience, and the population shrinks.
     """
 
     def __init__(self, patience=5, monitor="dev_cost", min_delta=0.0, restore_best=True):
         if not isinstance(patience, int) or patience < 0:
             raise ValueError(f"patience must be a non-negative number of epochs, got {patience!r}")
         self.patience, self.monitor, self.min_delta, self.restore_best = patience, monitor, float(min_delta), restore_best
-        self.higher_is_better = "accuracy" in monitor
+        self.higher_is_better = "accuracy" in monitor or monitor.endswith("r2")
 
     def on_train_begin(self, run):
-        self.best, self.best_epoch, self.wait, self.best_weights = None, None, 0, None
+        self.best, self.best_epoch, self.wait, self.best_weights = {}, {}, {}, {}
 
-    def _improved(self, value):
-        if self.best is None:
+    def _improved(self, number, value):
+        best = self.best.get(number)
+        if best is None:
             return True
         if self.higher_is_better:
-            return value > self.best + self.min_delta
-        return value < self.best - self.min_delta
+            return value > best + self.min_delta
+        return value < best - self.min_delta
 
     def on_epoch_end(self, run, epoch, logs):
-        if self.monitor not in logs:
-            raise ValueError(f"early stopping monitors {self.monitor!r}, which this run does not record "
-                             f"(it has {sorted(logs)}); pass validation_data to monitor dev figures")
-        value = logs[self.monitor]
-        if value is not None and math.isfinite(value) and self._improved(value):
-            self.best, self.best_epoch, self.wait = value, epoch, 0
-            if self.restore_best:
-                self.best_weights = snapshot(run.net)
-            run.history.best_epoch = epoch
-        else:
-            self.wait += 1
-            if self.wait > self.patience:
-                run.stop = True
-                run.history.stopped_epoch = epoch
-                run.history.events.append({"epoch": epoch, "event": "early_stopping",
-                                           "best_epoch": self.best_epoch, self.monitor: self.best})
+        stopping = []
+        for number, member_logs in run.member_logs.items():
+            if self.monitor not in member_logs:
+                raise ValueError(f"early stopping monitors {self.monitor!r}, which this run does not record "
+                                 f"(it has {sorted(member_logs)}); pass validation_data to monitor dev figures")
+            value = member_logs[self.monitor]
+            history = run.histories[number]
+            if value is not None and math.isfinite(value) and self._improved(number, value):
+                self.best[number], self.best_epoch[number], self.wait[number] = value, epoch, 0
+                if self.restore_best:
+                    self.best_weights[number] = run.trainee.snapshot(number)
+                history.best_epoch = epoch
+            else:
+                self.wait[number] = self.wait.get(number, 0) + 1
+                if self.wait[number] > self.patience:
+                    stopping.append(number)
+                    history.stopped_epoch = epoch
+                    history.events.append({"epoch": epoch, "event": "early_stopping",
+                                           "best_epoch": self.best_epoch.get(number), self.monitor: self.best.get(number)})
+        if stopping:
+            run.stop_members(stopping)
 
     def on_train_end(self, run):
-        if self.restore_best and self.best_weights is not None and self.best_epoch != run.epoch:
-            restore(run.net, self.best_weights)
-            run.history.events.append({"epoch": run.epoch, "event": "restored_best_weights", "best_epoch": self.best_epoch})
+        for number, weights in self.best_weights.items():
+            history = run.histories[number]
+            last = history.epochs[-1]["epoch"] if history.epochs else None
+            if self.best_epoch[number] != last:
+                restore(run.trainee.network(number), weights)
+                history.events.append({"epoch": last, "event": "restored_best_weights",
+                                       "best_epoch": self.best_epoch[number]})
 
 
 class Checkpoint(Callback):
@@ -102,21 +120,28 @@ class Checkpoint(Callback):
         self.directory, self.every = str(directory), every
         self.saved = []
 
+    def on_train_begin(self, run):
+        if run.population:
+            raise ValueError("Checkpoint saves a single network; a population's members are saved when they finish")
+
     def on_epoch_end(self, run, epoch, logs):
+        from .modelfile import save
+
         if epoch % self.every == 0:
             path = os.path.join(self.directory, f"epoch-{epoch:04d}")
-            run.net.save(path)
+            save(run.net, path)
             self.saved.append(path)
 
 
 class LearningRateSchedule(Callback):
-    """Set the optimizer's learning rate from ``schedule(epoch)`` at the start of every epoch."""
+    """Hand ``schedule`` (epoch -> lr) to the optimizer, which owns the learning rate and sets
+    it at the start of every epoch (``fit(schedule=...)`` does the same)."""
 
     def __init__(self, schedule):
         self.schedule = schedule
 
-    def on_epoch_begin(self, run, epoch):
-        run.optimizer.lr = float(self.schedule(epoch))
+    def on_train_begin(self, run):
+        run.optimizer.set_schedule(self.schedule)
 
 
 class LambdaCallback(Callback):
@@ -150,14 +175,18 @@ class ProgressBar(Callback):
     def on_batch_end(self, run, iteration, cost):
         self.bar.update(1)
         if iteration % 20 == 0:
-            self.shown["cost"] = f"{cost:.4f}"
+            self.shown["cost"] = f"{float(numpy.min(cost)):.4f}"  # a population shows its lowest
             self.bar.set_postfix(self.shown, refresh=False)
 
     def on_epoch_end(self, run, epoch, logs):
-        self.shown = {"epoch": f"{epoch}/{run.epoch_target}", "cost": f"{logs['train_cost']:.4f}"}
-        for key in ("dev_cost", "dev_accuracy", "dev_mse"):
-            if logs.get(key) is not None:
-                self.shown[key] = f"{logs[key]:.4f}"
+        rows = list(run.member_logs.values())
+        self.shown = {"epoch": f"{epoch}/{run.epoch_target}", "cost": f"{min(r['train_cost'] for r in rows):.4f}"}
+        if run.population:
+            self.shown["members"] = str(len(rows))
+        for key, best in (("dev_cost", min), ("dev_accuracy", max), ("dev_mse", min)):
+            values = [r[key] for r in rows if r.get(key) is not None]
+            if values:
+                self.shown[key] = f"{best(values):.4f}"
         self.bar.set_postfix(self.shown)
 
     def on_train_end(self, run):

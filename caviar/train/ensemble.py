@@ -10,10 +10,11 @@ from __future__ import annotations
 import json
 import os
 
-import numpy
 
 from .. import backend
 from .callbacks import Callback, restore, snapshot
+from .loop import fit
+from .modelfile import save
 
 
 class Ensemble:
@@ -33,18 +34,20 @@ class Ensemble:
         members = []
         for seed in seeds:
             net = make_network(seed)
-            net.fit(X, y, seed=seed, **fit_kwargs)
+            fit(net, X, y, seed=seed, **fit_kwargs)
             members.append(net)
         return cls(members)
 
     @classmethod
     def train_population(cls, layer_sizes, X, y, k=5, seeds=None, epochs=10, batch_size=64, validation_data=None,
-                         shuffle_seed=0, max_population=None, optimizer="adam", member=None, **network):
+                         shuffle_seed=0, max_population=None, optimizer="adam", member=None, callbacks=(),
+                         augment=None, verbose=False, **network):
         """Train ``k`` members (seeds 0..k-1) as one population: one vectorized computation
         instead of k runs, each member exactly the network ``fit`` would train alone with
         ``seed=s, shuffle_seed=shuffle_seed``. ``member`` holds the per-member settings (lr,
-        l2, keep_prob, betas...), ``network`` the shared ones (activation, output, batchnorm).
-        Returns the ensemble and the members' histories."""
+        l2, keep_prob, betas...), ``network`` the shared ones (activation, output, batchnorm);
+        ``callbacks`` (early stopping: each member keeps its own best epoch) and ``augment``
+        are the training loop's. Returns the ensemble and the members' histories."""
         from .population import Population, chunks
         from .population import max_population as limit_for
 
@@ -54,7 +57,7 @@ class Ensemble:
         for group in chunks(seeds, size):
             pop = Population(layer_sizes, [{"seed": s, **(member or {})} for s in group], optimizer=optimizer, **network)
             histories += pop.fit(X, y, epochs=epochs, batch_size=batch_size, validation_data=validation_data,
-                                 shuffle_seed=shuffle_seed)
+                                 shuffle_seed=shuffle_seed, callbacks=callbacks, augment=augment, verbose=verbose)
             members += [pop.results[i][1] for i in range(len(group))]
         return cls(members), histories
 
@@ -75,6 +78,10 @@ class Ensemble:
         return self.members[0].output
 
     @property
+    def head(self):
+        return self.members[0].head
+
+    @property
     def config(self):
         return self.members[0].config
 
@@ -83,33 +90,16 @@ class Ensemble:
         return sum(m.predict_proba(X) for m in self.members) / len(self.members)
 
     def predict(self, X):
-        p = self.predict_proba(X)
-        if self.output == "softmax":
-            return p.argmax(axis=1)
-        if self.output == "sigmoid":
-            labels = (p > 0.5).astype(numpy.int64)
-            return labels[:, 0] if labels.shape[1] == 1 else labels
-        return p[:, 0] if p.shape[1] == 1 else p
+        return self.head.predict(self.predict_proba(X))
 
     def evaluate(self, X, y):
-        """The ensemble's cost and accuracy (or mse), and each member's, side by side."""
+        """The ensemble's cost and metrics, and each member's, side by side. The cost is the
+        loss of the averaged probabilities (log loss; for regression, the MSE)."""
         first = self.members[0]
         X = first.check_X(X)
         y = backend.to_numpy(first.check_y(y, len(X)))
         p = backend.to_numpy(self.predict_proba(X))
-        eps = 1e-12  # the averaged probabilities can be exactly 0 for a confident wrong member
-        if self.output == "softmax":
-            labels = y.argmax(axis=1) if y.ndim == 2 else y
-            cost = float(-numpy.log(numpy.clip(p[numpy.arange(len(p)), labels], eps, 1)).mean())
-            result = {"cost": cost, "accuracy": float((p.argmax(axis=1) == labels).mean())}
-        elif self.output == "sigmoid":
-            t = y.reshape(p.shape)
-            pc = numpy.clip(p, eps, 1 - eps)
-            cost = float(-(t * numpy.log(pc) + (1 - t) * numpy.log(1 - pc)).mean())
-            result = {"cost": cost, "accuracy": float(((p > 0.5) == (t > 0.5)).mean())}
-        else:
-            mse = float(((p - y.reshape(p.shape)) ** 2).mean())
-            result = {"cost": mse, "mse": mse}
+        result = {"cost": self.head.proba_cost(p, y), **self.head.proba_metrics(p, y)}
         result["members"] = [m.evaluate(X, y) for m in self.members]
         return result
 
@@ -117,7 +107,7 @@ class Ensemble:
         """A directory with ``ensemble.json`` and one model directory per member."""
         os.makedirs(path, exist_ok=True)
         for i, m in enumerate(self.members):
-            m.save(os.path.join(path, f"member-{i}"))
+            save(m, os.path.join(path, f"member-{i}"))
         with open(os.path.join(path, "ensemble.json"), "w") as f:
             json.dump({"format": "caviar-ensemble", "members": len(self.members),
                        "extras": extras if extras is not None else getattr(self.members[0], "extras", {})}, f, indent=1)

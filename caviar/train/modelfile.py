@@ -16,6 +16,7 @@ import numpy
 from .. import backend, optim
 from ..errors import CaviarError
 from .history import History
+from .state import TrainingState, state_of
 
 FORMAT = "caviar-model"
 VERSION = 1
@@ -47,24 +48,24 @@ def save(net, path, extras=None):
     os.makedirs(path, exist_ok=True)
     arrays = {f"param:{k}": backend.to_numpy(p.data) for k, p in net.params.items()}
     arrays.update({f"buffer:{k}": backend.to_numpy(b) for k, b in net.buffers.items()})
-    opt = net.optimizer
+    state = state_of(net)
+    opt = state.optimizer
     opt_info = None
     if opt is not None:
-        name = next(k for k, cls in optim.OPTIMIZERS.items() if type(opt) is cls)
-        opt_info = {"name": name, "hyperparameters": opt.hyperparameters(), "iterations": opt.iterations}
+        opt_info = {"name": optim.name_of(opt), "hyperparameters": opt.hyperparameters(), "iterations": opt.iterations}
         for k, v in opt.state_arrays(net.params).items():
             arrays[f"opt:{k}"] = backend.to_numpy(v) if hasattr(v, "shape") else numpy.asarray(v)
     meta = {
         "format": FORMAT,
         "version": VERSION,
         "config": net.config,
-        "epochs_trained": net.epochs_trained,
+        "epochs_trained": state.epochs_trained,
         "optimizer": opt_info,
         # a GPU generator's state lives on the device and is not stored: a model trained there
         # continues with fresh dropout draws (its weights, optimizer and batch order are exact)
         "rng_state": net.rng.bit_generator.state if isinstance(net.rng, numpy.random.Generator) else None,
-        "shuffle_rng_state": net.shuffle_rng.bit_generator.state,
-        "history": net.history.to_dict(),
+        "shuffle_rng_state": state.shuffle_rng.bit_generator.state,
+        "history": state.history.to_dict(),
         "extras": extras if extras is not None else getattr(net, "extras", {}),
     }
 
@@ -88,7 +89,7 @@ def _json_default(value):
 
 
 def load(path):
-    """Read a model directory written by ``Network.save``; it can predict and continue training."""
+    """Read a model directory written by ``save``; it can predict and continue training."""
     from ..nn.network import Network
 
     path = os.fspath(path)
@@ -117,19 +118,20 @@ def load(path):
         p.data = backend.xp.asarray(_required(arrays, f"param:{k}", path))
     for k, b in net.buffers.items():
         b[...] = backend.xp.asarray(_required(arrays, f"buffer:{k}", path))
+    state = net.train_state = TrainingState(net.config["seed"])
     info = meta.get("optimizer")
     if info is not None:
         opt = optim.get(info["name"], **info["hyperparameters"])
         opt.iterations = info["iterations"]
         prefix = "opt:"
         opt.load_state_arrays(net.params, {k[len(prefix):]: backend.xp.asarray(v) for k, v in arrays.items() if k.startswith(prefix)})
-        net.optimizer = opt
-    net.epochs_trained = meta.get("epochs_trained", 0)
+        state.optimizer = opt
+    state.epochs_trained = meta.get("epochs_trained", 0)
     if meta.get("rng_state") is not None and isinstance(net.rng, numpy.random.Generator):
         net.rng.bit_generator.state = meta["rng_state"]
     if "shuffle_rng_state" in meta:
-        net.shuffle_rng.bit_generator.state = meta["shuffle_rng_state"]
-    net.history = History.from_dict(meta.get("history", {}))
+        state.shuffle_rng.bit_generator.state = meta["shuffle_rng_state"]
+    state.history = History.from_dict(meta.get("history", {}))
     net.extras = meta.get("extras", {})
     return net
 

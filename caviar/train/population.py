@@ -27,12 +27,15 @@ from .. import backend, optim, schedules
 from .. import functional as F
 from ..autodiff import Tensor, no_grad, result
 from ..memory import keep_freed_memory
-from ..nn import Network
+from ..nn import Network, heads
 from ..nn.layers import Dropout, Layer
-from .batches import check_batch_size, minibatch_indices
+from . import hyperparameters as H
+from .batches import check_batch_size
+from .callbacks import Callback
 from .history import History
+from .loop import as_features, check_augment, check_validation, run_epochs
 
-MEMBER_KEYS = ("seed", "lr", "beta1", "beta2", "epsilon", "l2", "keep_prob", "init_scale", "decay_rate", "schedule")
+MEMBER_KEYS = H.MEMBER
 
 
 class PopulationDropout(Layer):
@@ -71,17 +74,11 @@ class PopulationDropout(Layer):
         return result(a.data * scale, (a,), lambda g: (g * scale,), "dropout")
 
 
-def _member_schedule(member):
-    sched = member.get("schedule")
-    if sched is None and member.get("decay_rate"):
-        sched = schedules.InverseTime(decay_rate=float(member["decay_rate"]))
-    sched = schedules.get(sched)
-    return None if sched is None else sched.with_lr0(float(member.get("lr", 1e-3)))
-
-
 class Population:
-    """K members of one architecture. ``members`` is a list of dicts with any of: seed, lr,
-    beta1 (momentum's beta), beta2, epsilon, l2, keep_prob, init_scale, decay_rate, schedule."""
+    """K members of one architecture. ``members`` is a list of dicts with any of the per-member
+    settings of ``caviar.train.hyperparameters`` (``MEMBER``): seed, schedule, lr, beta1
+    (momentum's beta), beta2, epsilon, l2, keep_prob, init_scale, decay_rate. What a member
+    leaves out is the optimizer's default (its learning rate included), as for a solo run."""
 
     def __init__(self, layer_sizes, members, activation="relu", output="softmax", init="auto", batchnorm=False,
                  optimizer="adam", dtype="float32", bn_momentum=0.9, bn_epsilon=1e-5):
@@ -92,9 +89,12 @@ class Population:
             unknown = set(m) - set(MEMBER_KEYS)
             if unknown:
                 raise ValueError(f"member {i} has unknown settings {sorted(unknown)}; expected some of {MEMBER_KEYS}")
+        optim.lookup(optimizer)  # an unknown optimizer is refused now, not at fit
         self.optimizer_name = optimizer
+        self.optimizer = None
         self.shared = {"layer_sizes": list(layer_sizes), "activation": activation, "output": output, "init": init,
                        "batchnorm": batchnorm, "dtype": dtype, "bn_momentum": bn_momentum, "bn_epsilon": bn_epsilon}
+        self.head = heads.get(output)
         nets = [self._solo(m) for m in self.members]  # each member initialized as it would be alone
         n_hidden = len(layer_sizes) - 2
         keep = [[n.config["keep_prob"][l] for n in nets] for l in range(n_hidden)]
@@ -122,32 +122,34 @@ class Population:
         """The network-level name (running_mean1, ...) of a layer's buffer array."""
         return next(k for k, b in self.net.buffers.items() if b is buf)
 
-    def _solo(self, member, seed=None):
+    def _solo(self, member):
         s = self.shared
         return Network(s["layer_sizes"], s["activation"], s["output"], s["init"], member.get("init_scale"),
-                       s["batchnorm"], member.get("keep_prob", 1.0), member.get("l2", 0.0), 0.0,
-                       member.get("seed") if seed is None else seed, dtype=s["dtype"],
-                       bn_momentum=s["bn_momentum"], bn_epsilon=s["bn_epsilon"])
+                       s["batchnorm"], H.value(member, "keep_prob"), H.value(member, "l2"), 0.0,
+                       member.get("seed"), dtype=s["dtype"], bn_momentum=s["bn_momentum"], bn_epsilon=s["bn_epsilon"])
 
     @property
     def size(self):
         return len(self.index)
 
     # -- per-member hyperparameters as (K, 1) float64 arrays (the optimizer's row views) ------
-    def _column(self, key, default):
-        values = [self.members[i].get(key, default) for i in self.index]
-        return numpy.asarray([default if v is None else v for v in values], dtype=numpy.float64).reshape(-1, 1)
-
     def _make_optimizer(self):
-        name = self.optimizer_name
-        lr = self._column("lr", optim.OPTIMIZERS[name].default_lr)
-        if name == "adam":
-            return optim.Adam(lr, self._column("beta1", 0.9), self._column("beta2", 0.999), self._column("epsilon", 1e-8))
-        if name == "rmsprop":
-            return optim.RMSprop(lr, self._column("beta2", 0.999), self._column("epsilon", 1e-8))
-        if name == "momentum":
-            return optim.Momentum(lr, self._column("beta1", 0.9))
-        return optim.get(name, lr)
+        """One optimizer for all members: each of its hyperparameters a (K, 1) column of the
+        members' values, the optimizer's own default where a member has none; each member's
+        schedule starts from its own learning rate."""
+        cls = optim.lookup(self.optimizer_name)
+        columns = {}
+        for key, default in cls.defaults.items():
+            values = [self.members[i].get(key) for i in self.index]
+            columns[key] = numpy.asarray([default if v is None else v for v in values],
+                                         dtype=numpy.float64).reshape(-1, 1)
+        opt = optim.build(self.optimizer_name, **columns)
+        plans = [H.schedule(self.members[i]) for i in self.index]
+        if any(p is not None for p in plans):
+            lrs = columns["lr"].ravel()
+            opt.set_schedule(schedules.PerMember([p.with_lr0(float(lr)) if p is not None else None
+                                                  for p, lr in zip(plans, lrs)], lrs))
+        return opt
 
     # -- cost ------------------------------------------------------------------------------
     def cost(self, X, y, training=True):
@@ -155,15 +157,7 @@ class Population:
         sum of the members' J, so every member's gradient is the one it would have alone."""
         logits = self.net.forward(X, training)
         K, m = logits.shape[0], logits.shape[1]
-        output = self.shared["output"]
-        mod = backend.get_array_module(y)
-        if output == "softmax":
-            labels = mod.broadcast_to(y, (K,) + y.shape)
-            losses = F.softmax_cross_entropy(logits, labels, reduction="none").mean(axis=-1)
-        else:
-            target = mod.broadcast_to(y.reshape(m, -1), logits.shape)
-            loss = F.sigmoid_cross_entropy if output == "sigmoid" else F.mean_squared_error
-            losses = loss(logits, target, reduction="none").mean(axis=(-2, -1))
+        losses = self.head.member_losses(logits, y)
         total = losses.sum()
         lambd = numpy.asarray([self.members[i].get("l2", 0.0) or 0.0 for i in self.index])
         reg = numpy.zeros(K)
@@ -173,29 +167,16 @@ class Population:
         return total, losses, logits, reg
 
     def evaluate(self, X, y):
-        """Per-member {'cost', 'accuracy' | 'mse'} with dropout off and running statistics."""
-        X = self.net.check_X(X).astype(self.net.params["W1"].dtype, copy=False)
+        """Per-member {'cost', and the head's metrics} with dropout off and running statistics."""
+        X = as_features(self.net, X, "X")
         y = self.net.check_y(y, len(X))
         chunk = max(1, 8192 // max(self.size, 1))
-        losses, metrics = [], []
         with no_grad():
-            for i in range(0, len(X), chunk):
-                Xc, yc = X[i:i + chunk], y[i:i + chunk]
-                _, loss, logits, _ = self.cost(Xc, yc, training=False)
-                losses.append(backend.to_numpy(loss.data) * len(Xc))
-                metrics.append(backend.to_numpy(self._metric(logits.data, yc)) * len(Xc))
-        n = len(X)
-        key = "mse" if self.shared["output"] == "linear" else "accuracy"
-        cost, metric = sum(losses) / n, sum(metrics) / n
-        return [{"cost": float(c), key: float(v)} for c, v in zip(cost, metric)]
-
-    def _metric(self, z, y):
-        output = self.shared["output"]
-        if output == "softmax":
-            return (z.argmax(axis=-1) == y).mean(axis=-1)
-        if output == "sigmoid":
-            return ((z > 0) == (y.reshape(z.shape[1:]) > 0.5)).mean(axis=(-2, -1))
-        return ((z - y.reshape(z.shape[1:])) ** 2).mean(axis=(-2, -1))
+            z = [self.net.forward(X[i:i + chunk], training=False).data for i in range(0, len(X), chunk)]
+            z = Tensor(backend.get_array_module(z[0]).concatenate(z, axis=1) if len(z) > 1 else z[0])
+            cost = backend.to_numpy(self.head.member_losses(z, y).data)
+        metrics = {k: backend.to_numpy(v) for k, v in self.head.metrics(z.data, y).items()}
+        return [{"cost": float(cost[s]), **{k: float(v[s]) for k, v in metrics.items()}} for s in range(self.size)]
 
     # -- members ---------------------------------------------------------------------------
     def member_network(self, slot):
@@ -225,125 +206,102 @@ class Population:
             if isinstance(layer, PopulationDropout):
                 layer.rngs = self.rngs
         self.index = [self.index[s] for s in slots]
-        opt = self.net.optimizer
-        if opt is not None:
-            for state in opt.state.values():
-                for key, value in state.items():
-                    if hasattr(value, "shape") and value.ndim >= 1:
-                        state[key] = value[slots]
-            for attr in ("lr", "beta", "beta1", "beta2", "epsilon"):
-                value = getattr(opt, attr, None)
-                if isinstance(value, numpy.ndarray):
-                    setattr(opt, attr, value[slots])
-
-    def _finish(self, slots, status, histories):
-        for s in slots:
-            number = self.index[s]
-            self.results[number] = (status, self.member_network(s), histories[number])
+        if self.optimizer is not None:
+            self.optimizer.keep(slots)
 
     # -- training --------------------------------------------------------------------------
-    def fit(self, X, y, epochs=10, batch_size=64, validation_data=None, shuffle_seed=0, on_epoch=None):
-        """Train every member; return one History per member (in the order given).
+    def fit(self, X, y, epochs=10, batch_size=64, validation_data=None, shuffle_seed=0, on_epoch=None, callbacks=(),
+            augment=None, verbose=False):
+        """Train every member with the one training loop (``caviar.train.loop``); return one
+        History per member (in the order given).
 
+        ``callbacks`` are the loop's (``EarlyStopping`` watches every member on its own).
         ``on_epoch(epoch, rows)`` receives, after every epoch, a dict member number -> logs
-        (train and dev figures) and may return member numbers to stop early.
+        and may return member numbers to stop early. ``augment(X_batch, rng)`` is applied with
+        each member's own generator, as its solo run would.
         """
         keep_freed_memory()
         net = self.net
-        X = net.check_X(X).astype(net.params["W1"].dtype, copy=False)
+        X = as_features(net, X, "X")
         y = net.check_y(y, len(X))
+        check_augment(augment)
         batch_size = check_batch_size(batch_size)
-        if validation_data is not None:
-            X_dev = net.check_X(validation_data[0]).astype(X.dtype, copy=False)
-            y_dev = net.check_y(validation_data[1], len(X_dev))
-        histories = {i: History() for i in self.index}
+        validation = check_validation(net, validation_data)
+        self.histories = {i: History() for i in self.index}
         for slot, number in enumerate(self.index):  # as fit(seed=s) reseeds a single network
             self.rngs[slot] = backend.rng(self.members[number].get("seed"))
         for layer in net.layers:
             if isinstance(layer, PopulationDropout):
                 layer.rngs = self.rngs
-        shuffle_rng = backend.shuffle_rng(shuffle_seed)
-        net.optimizer = opt = self._make_optimizer()
-        sched = {i: _member_schedule(self.members[i]) for i in self.index}
-        min_last = 2 if self.shared["batchnorm"] else 1
-        with numpy.errstate(over="ignore", invalid="ignore", divide="ignore"):
-            for epoch in range(1, epochs + 1):
-                if not self.index:
-                    break
-                if any(sched[i] is not None for i in self.index):
-                    opt.lr = numpy.asarray([sched[i](epoch) if sched[i] else self.members[i].get("lr", opt.default_lr)
-                                            for i in self.index], dtype=numpy.float64).reshape(-1, 1)
-                sums = numpy.zeros(self.size)
-                metric_sums = numpy.zeros(self.size)
-                seen = 0
-                for idx in minibatch_indices(len(X), batch_size, shuffle_rng, True, min_last):
-                    idx = backend.to_module_of(idx, X)  # the batch's rows gathered where X lives
-                    sums, metric_sums, seen = self._step(X[idx], y[idx], opt, histories, epoch, sums, metric_sums, seen)
-                    if not self.index:
-                        break
-                if not self.index:
-                    break
-                logs_by_member = self._epoch_logs(epoch, opt, sums, metric_sums, seen, validation_data, X_dev if validation_data else None,
-                                        y_dev if validation_data else None)
-                for number, logs in logs_by_member.items():
-                    histories[number].epochs.append(logs)
-                stop = set(on_epoch(epoch, logs_by_member) or ()) if on_epoch is not None else set()
-                if epoch == epochs:
-                    stop = set(self.index)
-                if stop:
-                    slots = [s for s, number in enumerate(self.index) if number in stop]
-                    self._finish(slots, "complete", histories)
-                    self.keep([s for s, number in enumerate(self.index) if number not in stop])
-        self._finish(range(self.size), "complete", histories)  # epochs == 0, or members left
-        return [histories[i] for i in range(len(self.members)) if i in histories]
+        self.optimizer = self._make_optimizer()
+        callbacks = list(callbacks) + ([_OnEpoch(on_epoch)] if on_epoch is not None else [])
+        run_epochs(self, self.optimizer, X, y, epochs, batch_size, validation, callbacks, verbose, True,
+                   backend.shuffle_rng(shuffle_seed), augment, min_last=2 if self.shared["batchnorm"] else 1)
+        return [self.histories[i] for i in range(len(self.members)) if i in self.histories]
 
-    def _step(self, Xb, yb, opt, histories, epoch, sums, metric_sums, seen):
-        params = self.net.parameters()
-        for p in params:
-            p.grad = None
+    # -- the training loop's trainee protocol (see caviar.train.loop) ------------------------
+    population = True
+
+    @property
+    def numbers(self):
+        return self.index
+
+    def params(self):
+        return self.net.parameters()
+
+    def batch_cost(self, Xb, yb):
         total, losses, logits, reg = self.cost(Xb, yb, training=True)
         # J + L2 term summed in the parameters' dtype, as a single network reports its cost
-        values = backend.to_numpy(losses.data + backend.to_module_of(reg.astype(losses.dtype), losses.data)).astype(numpy.float64)
-        bad = ~numpy.isfinite(values)
-        total.backward()
-        if bad.any():  # freeze the diverged members for this step, then let them go
-            good = ~bad
-            for p in params:
-                keep = backend.to_module_of(good.reshape(-1, 1, 1), p.grad)
-                p.grad = backend.get_array_module(p.grad).where(keep, p.grad, 0).astype(p.dtype)
-            opt.lr = opt.lr * good.reshape(-1, 1)
-        opt.step(params)
-        metric = backend.to_numpy(self._metric(logits.data, yb))
-        for slot, number in enumerate(self.index):
-            if not bad[slot]:
-                histories[number].iterations.append(float(values[slot]))
-        if bad.any():
-            slots = list(numpy.flatnonzero(bad))
-            for s in slots:
-                number = self.index[s]
-                histories[number].events.append({"epoch": epoch, "event": "diverged", "iteration": opt.iterations,
-                                                 "cost": float(values[s])})
-            self._finish(slots, "diverged", histories)
-            good = [s for s in range(self.size) if not bad[s]]
-            sums, metric_sums = sums[good], metric_sums[good]
-            metric = metric[good]
-            values = values[good]
-            self.keep(good)
-        n = len(Xb)
-        return sums + values * n, metric_sums + metric * n, seen + n
+        values = backend.to_numpy(losses.data + backend.to_module_of(reg.astype(losses.dtype), losses.data))
+        return total, values.astype(numpy.float64), logits
 
-    def _epoch_logs(self, epoch, opt, sums, metric_sums, seen, validation_data, X_dev, y_dev):
-        key = "mse" if self.shared["output"] == "linear" else "accuracy"
-        lr = opt.lr if isinstance(opt.lr, numpy.ndarray) else numpy.full((self.size, 1), opt.lr)
-        rows = {}
-        dev = self.evaluate(X_dev, y_dev) if validation_data is not None else [None] * self.size
-        for slot, number in enumerate(self.index):
-            logs = {"epoch": epoch, "train_cost": float(sums[slot] / seen), f"train_{key}": float(metric_sums[slot] / seen),
-                    "lr": float(lr[slot].item())}
-            if dev[slot] is not None:
-                logs.update({f"dev_{k}": v for k, v in dev[slot].items()})
-            rows[number] = logs
-        return rows
+    def metric(self, z, y):
+        return backend.to_numpy(self.head.primary(z, y))
+
+    def augment(self, Xb, augment):
+        return backend.xp.stack([augment(Xb, rng) for rng in self.rngs])
+
+    def diverged(self, run, slots, values, opt):
+        pass  # the loop freezes those members for this step and lets them leave
+
+    def leave(self, slots, status):
+        """Members in ``slots`` leave with ``status`` as plain Networks; the population shrinks."""
+        if not slots:
+            return
+        for s in slots:
+            number = self.index[s]
+            self.results[number] = (status, self.member_network(s), self.histories[number])
+        self.keep([s for s in range(self.size) if s not in set(slots)])
+
+    def snapshot(self, number):
+        """Copies of a member's parameters and buffers, shaped as its solo network's."""
+        slot = self.index.index(number)
+        params = {k: _unstack(p.data[slot], k) for k, p in self.net.params.items()}
+        buffers = {k: b[slot].reshape(-1).copy() for k, b in self.net.buffers.items()}
+        return params, buffers
+
+    def network(self, number):
+        return self.results[number][1]
+
+    def lrs(self, opt):
+        lr = opt.current_lr()
+        return [float(v) for v in numpy.broadcast_to(numpy.asarray(lr, dtype=numpy.float64).reshape(-1), (self.size,))]
+
+
+class _OnEpoch(Callback):
+    """``Population.fit(on_epoch=...)``: a plain function of (epoch, member logs) that returns
+    the members to stop."""
+
+    def __init__(self, fn):
+        self.fn = fn
+
+    def on_epoch_end(self, run, epoch, logs):
+        run.stop_members(self.fn(epoch, run.member_logs) or ())
+
+
+def _unstack(array, name):
+    """A member's slice of a stacked parameter in its solo shape: vectors (1, n) become (n,)."""
+    return (array[0] if not name.startswith("W") and array.ndim == 2 else array).copy()
 
 
 def _stack(arrays):

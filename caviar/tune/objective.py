@@ -7,10 +7,11 @@ import math
 import time
 import traceback
 
-from .. import schedules
+from .. import data as D
 from ..errors import DivergedError
-from ..nn import Network
-from ..train import LambdaCallback
+from ..nn import Network, heads
+from ..train import LambdaCallback, fit
+from ..train import hyperparameters as H
 
 _DATA_CACHE = {}
 
@@ -22,44 +23,27 @@ def metric_for(settings):
 
 def study_data(settings):
     """The study's (normalized) train and dev sets, loaded once per process."""
-    from ..workflow import TrainConfig, prepare_data
-
     key = (settings["data"], settings.get("target"), settings["split_seed"], settings.get("dev"), settings.get("test"))
     if key not in _DATA_CACHE:
-        cfg = TrainConfig(data=settings["data"], target=settings.get("target"), seed=settings["split_seed"],
-                          dev=settings.get("dev"), test=settings.get("test"))
-        ds, parts, normalizer, sets = prepare_data(cfg)
+        ds, parts, normalizer, sets = D.prepare(settings["data"], target=settings.get("target"), seed=settings["split_seed"],
+                                                dev=settings.get("dev"), test=settings.get("test"))
         _DATA_CACHE[key] = (ds, normalizer, sets)
     return _DATA_CACHE[key]
 
 
 def shape_of(params, ds):
     """(layer sizes, output) that a parameter set describes for a dataset (defaults where silent)."""
-    classification = ds.class_names is not None
-    n_y = ds.n_classes if classification else 1
-    hidden = [int(params.get("hidden_units", 64))] * int(params.get("layers", 1))
-    return [ds.X.shape[1], *hidden, n_y], "softmax" if classification else "linear"
+    output = H.output_for(ds.n_classes)
+    return [ds.X.shape[1], *H.hidden_layers(params), heads.get(output).n_y(ds.n_classes)], output
 
 
 def network_and_options(params, ds, seed, dtype="float32"):
-    """The Network and ``fit`` options a parameter set describes (defaults where it is silent)."""
+    """The Network and ``fit`` options a parameter set describes: the schema's translation
+    (``caviar.train.hyperparameters``), the same as ``caviar train``'s and a population's."""
     sizes, output = shape_of(params, ds)
-    net = Network(sizes, activation=params.get("activation", "relu"), output=output,
-                  init_scale=params.get("init_scale"), batchnorm=bool(params.get("batchnorm", False)),
-                  keep_prob=float(params.get("keep_prob", 1.0)), l2=float(params.get("l2", 0.0)), seed=seed, dtype=dtype)
-    optimizer = params.get("optimizer", "adam")
-    options = {}
-    if optimizer == "adam":
-        options.update({k: float(params[k]) for k in ("beta1", "beta2", "epsilon") if k in params})
-    elif optimizer == "rmsprop":
-        options.update({k: float(params[k]) for k in ("beta2", "epsilon") if k in params})
-    elif optimizer == "momentum" and "beta1" in params:
-        options["beta"] = float(params["beta1"])
-    fit = {"optimizer": optimizer, "lr": float(params.get("lr", 1e-3)), "batch_size": int(params.get("batch_size", 64)),
-           **options}
-    if params.get("decay_rate"):
-        fit["schedule"] = schedules.InverseTime(decay_rate=float(params["decay_rate"]))
-    return net, fit
+    net = Network(sizes, output=output, seed=seed, dtype=dtype, **H.network_options(params))
+    return net, {"optimizer": H.optimizer(params), "batch_size": H.value(params, "batch_size"),
+                 "schedule": H.schedule(params)}
 
 
 def _epoch_row(epoch, logs, metric):
@@ -94,17 +78,14 @@ def train_trial(settings, trial, on_epoch=None):
             on_epoch(epochs[-1])
 
     try:
-        net, fit = network_and_options(trial["params"], ds, trial["seed"])
-        net.fit(*sets["train"], epochs=int(trial["budget"]), validation_data=sets["dev"], verbose=False,
-                seed=trial["seed"], shuffle_seed=settings["seed"], callbacks=[LambdaCallback(on_epoch_end=record)], **fit)
+        net, options = network_and_options(trial["params"], ds, trial["seed"])
+        fit(net, *sets["train"], epochs=int(trial["budget"]), validation_data=sets["dev"], verbose=False,
+            seed=trial["seed"], shuffle_seed=settings["seed"], callbacks=[LambdaCallback(on_epoch_end=record)], **options)
     except DivergedError as exc:
         return _outcome("diverged", epochs, higher, str(exc))
     except Exception as exc:  # a failed trial is recorded and the study goes on
         return _outcome("failed", epochs, higher, traceback.format_exception_only(type(exc), exc)[-1].strip())
     return _outcome("complete", epochs, higher)
-
-
-MEMBER_PARAMS = ("lr", "beta1", "beta2", "epsilon", "l2", "keep_prob", "init_scale", "decay_rate")
 
 
 def population_for(trials, ds):
@@ -113,10 +94,12 @@ def population_for(trials, ds):
 
     params = trials[0]["params"]
     sizes, output = shape_of(params, ds)
-    members = [{"seed": t["seed"], **{k: float(t["params"][k]) for k in MEMBER_PARAMS if k in t["params"]}} for t in trials]
-    return Population(sizes, members, activation=params.get("activation", "relu"),
-                      output=output, batchnorm=bool(params.get("batchnorm", False)),
-                      optimizer=params.get("optimizer", "adam"))
+    members = [H.member(t["params"], t["seed"]) for t in trials]
+    if H.value(params, "l1"):
+        raise ValueError("a population has no per-member L1 term")
+    return Population(sizes, members, activation=H.value(params, "activation"), output=output,
+                      init=H.value(params, "init"), batchnorm=H.value(params, "batchnorm"),
+                      optimizer=H.value(params, "optimizer"))
 
 
 def train_population(settings, trials, on_epoch=None):
@@ -141,7 +124,7 @@ def train_population(settings, trials, on_epoch=None):
 
     params = trials[0]["params"]
     try:
-        pop.fit(*sets["train"], epochs=int(trials[0]["budget"]), batch_size=int(params.get("batch_size", 64)),
+        pop.fit(*sets["train"], epochs=int(trials[0]["budget"]), batch_size=H.value(params, "batch_size"),
                 validation_data=sets["dev"], shuffle_seed=settings["seed"], on_epoch=record)
     except Exception as exc:
         detail = traceback.format_exception_only(type(exc), exc)[-1].strip()
@@ -152,7 +135,7 @@ def train_population(settings, trials, on_epoch=None):
         error = None
         if status == "diverged":
             event = history.events[-1]
-            error = str(DivergedError(event["iteration"], event["cost"], float(t["params"].get("lr", 1e-3))))
+            error = str(DivergedError(event["iteration"], event["cost"], float(H.optimizer(t["params"]).lr)))
         outcomes[t["number"]] = _outcome(status, epochs[i], higher, error)
     return outcomes
 

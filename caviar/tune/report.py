@@ -7,6 +7,7 @@ from __future__ import annotations
 import math
 import os
 
+from ..train import fit, save
 from .objective import metric_for, network_and_options, study_data
 from .space import Choice, Space
 from .strategies import ranked
@@ -32,26 +33,6 @@ def leaderboard(study, top=10):
     return (good + rest)[:top] if top else good + rest
 
 
-def format_leaderboard(study, top=10):
-    settings = study.settings
-    metric, _ = metric_for(settings)
-    names = list(settings["space"])
-    halving = settings["strategy"] == "halving"
-    head = f"{'trial':>5} {'status':<9} {metric:>12}" + (f" {'rung':>4}" if halving else "") + "  parameters"
-    lines = [head]
-    for t in leaderboard(study, top):
-        value = f"{t['value']:.4f}" if t["value"] is not None else "-"
-        params = ", ".join(f"{k}={_fmt(t['params'][k])}" for k in names if k in t["params"])
-        lines.append(f"{t['number']:>5} {t['status']:<9} {value:>12}" + (f" {t['rung']:>4}" if halving else "") + f"  {params}")
-    return "\n".join(lines)
-
-
-def _fmt(v):
-    if isinstance(v, float):
-        return f"{v:.4g}"
-    return str(v)
-
-
 def best_trial(study):
     metric, higher = metric_for(study.settings)
     best = ranked(study.trials(), higher)
@@ -67,15 +48,17 @@ def retrain_best(study, out=None):
     if best is None:
         return None
     ds, normalizer, sets = study_data(settings)
-    net, fit = network_and_options(best["params"], ds, best["seed"])
-    net.fit(*sets["train"], epochs=best["best_epoch"] or best["budget"], verbose=False, seed=best["seed"], **fit)
+    net, options = network_and_options(best["params"], ds, best["seed"])
+    # the trial's own run: its seed and the study's batch order (every trial shares it)
+    fit(net, *sets["train"], epochs=best["best_epoch"] or best["budget"], verbose=False, seed=best["seed"],
+        shuffle_seed=settings["seed"], **options)
     result = {"trial": best["number"], "params": best["params"], "dev": net.evaluate(*sets["dev"])}
     if "test" in sets:
         result["test"] = net.evaluate(*sets["test"])
     if out is not None:
         net.extras = {"normalizer": normalizer.to_dict(), "class_names": ds.class_names,
                       "feature_names": ds.feature_names, "target": ds.target, "data": settings["data"]}
-        result["model"] = net.save(os.path.join(out, "best-model"))
+        result["model"] = save(net, os.path.join(out, "best-model"))
     return result
 
 

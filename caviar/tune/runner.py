@@ -7,6 +7,8 @@ import os
 import sys
 import time
 
+from ..nn import heads
+from ..train import hyperparameters as H
 from .executors import make_executor
 from .objective import metric_for, shape_of, study_data
 from .space import Space, default_space, load_space
@@ -43,7 +45,7 @@ def plan(trials, ds, population=True, max_population=None, workers=1):
     for members in groups.values():
         p = members[0]["params"]
         sizes, _ = shape_of(p, ds)
-        size = min(spread, max_population_for(sizes, int(p.get("batch_size", 64)), limit=max_population))
+        size = min(spread, max_population_for(sizes, H.value(p, "batch_size"), limit=max_population))
         jobs += [[t["number"] for t in chunk] for chunk in chunks(members, size)]
     return jobs
 
@@ -73,7 +75,7 @@ def tune(data="digits", target=None, space=None, strategy="random", trials=20, r
                     "strategy": strategy, "trials": trials, "rounds": rounds, "epochs": epochs, "eta": eta,
                     "min_epochs": min_epochs, "group_size": group_size, "space": sp.to_dict()}
         ds, _, _ = study_data(settings)  # fail on bad data now, not in every worker
-        settings["metric"] = "dev_accuracy" if ds.class_names is not None else "dev_mse"
+        settings["metric"] = "dev_" + heads.get(H.output_for(ds.n_classes)).metric
         make_strategy(settings, sp)  # validates trials/rounds/eta before a file is written
         st = Study.create(path, settings)
     strat = make_strategy(settings, Space(settings["space"]))

@@ -21,6 +21,7 @@ import os
 from dataclasses import dataclass
 
 from ..errors import CaviarError
+from ..train.hyperparameters import SCHEMA
 
 
 class SpaceError(CaviarError, ValueError):
@@ -234,23 +235,8 @@ def choice(options):
 KINDS = {"uniform": Uniform, "integer": Integer, "log_uniform": LogUniform,
          "one_minus_log_uniform": OneMinusLogUniform, "choice": Choice}
 
-# The hyperparameters a trial understands, in the notes' order of importance.
-KNOWN = {
-    "lr": "learning rate alpha",
-    "beta1": "momentum beta (Adam's beta1)",
-    "batch_size": "mini-batch size",
-    "hidden_units": "hidden units per layer",
-    "layers": "number of hidden layers",
-    "decay_rate": "learning-rate decay rate (inverse time)",
-    "l2": "L2 regularization lambda",
-    "keep_prob": "dropout keep probability",
-    "beta2": "Adam's beta2",
-    "epsilon": "Adam's epsilon",
-    "activation": "hidden activation",
-    "optimizer": "optimizer",
-    "init_scale": "multiplier of the initializer's standard deviation",
-    "batchnorm": "batch norm on hidden layers",
-}
+# The hyperparameters a trial understands, in the notes' order of importance: the schema's.
+KNOWN = {name: h.help for name, h in SCHEMA.items()}
 
 
 def _coerce(value):

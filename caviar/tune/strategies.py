@@ -17,16 +17,18 @@ import math
 
 import numpy
 
+from ..train import hyperparameters as H
 from .space import Choice, Space
 
-# Hyperparameters that fix a network's shape or its mini-batches: trials that share them can
-# train as one population (caviar training); every other hyperparameter may differ per member.
-SHAPE_KEYS = ("hidden_units", "layers", "activation", "batchnorm", "batch_size", "optimizer")
+# Hyperparameters that fix a network's shape or its mini-batches (the schema's 'shape' entries):
+# trials that share them can train as one population (caviar training); every other
+# hyperparameter may differ per member.
+SHAPE_KEYS = H.SHAPE
 
 
 def population_key(trial):
     """Trials with equal keys (shape hyperparameters and epoch budget) can train as one population."""
-    return tuple(repr(trial["params"].get(k)) for k in SHAPE_KEYS) + (trial["budget"],)
+    return H.shape_key(trial["params"]) + (trial["budget"],)
 
 
 def sample(space, seed, index, group_size=1, stream=()):

@@ -1,84 +1,17 @@
-"""Babysitting a run (the notes' "panda"): a live record of a training run and the controls that
-act on it between mini-batches. The dashboard and ``caviar control`` use the same mechanism:
-a command is a JSON file in ``RUN/control/pending``; the training loop applies pending commands
-in order before its next mini-batch, records each one in the run's history, and moves it to
-``RUN/control/done`` with its result.
-
-A run directory holds:
-
-    live.json            the history so far (cost and learning rate per iteration, per-epoch
-                         figures, events), rewritten atomically as training goes
-    state.json           status (running, paused, finished, stopped), pid, iteration, epoch, lr
-    checkpoints/iter-N/  model files saved on request (rollback restores them)
-    control/             pending/ and done/ command files
-"""
+"""Queueing a command for a live run (``caviar control`` and the dashboard): a JSON file in
+``RUN/control/pending`` that the run's ``caviar.train.controls.Controller`` applies before its
+next mini-batch, answering in ``RUN/control/done``."""
 
 from __future__ import annotations
 
-import json
 import os
-import tempfile
 import time
 import uuid
 
-from ..errors import CaviarError
-from ..train.callbacks import Callback, restore, snapshot
+from ..train.controls import (ACTIONS, ControlError, check_request, checkpoints, is_run, read_json,
+                              write_json)
 
-ACTIONS = ("set-lr", "multiply-lr", "pause", "resume", "checkpoint", "rollback", "stop")
-
-
-class ControlError(CaviarError, ValueError):
-    """A control request that cannot be carried out; the message says why."""
-
-
-def write_json(path, data):
-    """Write JSON atomically (a reader never sees half a file)."""
-    directory = os.path.dirname(path) or "."
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-")
-    with os.fdopen(fd, "w") as f:
-        json.dump(data, f, default=lambda v: v.item() if hasattr(v, "item") else str(v))
-    os.replace(tmp, path)
-
-
-def read_json(path, default=None):
-    try:
-        with open(path) as f:
-            return json.load(f)
-    except (OSError, json.JSONDecodeError):
-        return default
-
-
-def is_run(path):
-    return os.path.isfile(os.path.join(path, "state.json")) or os.path.isfile(os.path.join(path, "live.json"))
-
-
-def checkpoints(run_dir):
-    """Iterations of the checkpoints a run holds, in order."""
-    folder = os.path.join(run_dir, "checkpoints")
-    if not os.path.isdir(folder):
-        return []
-    return sorted(int(name[5:]) for name in os.listdir(folder) if name.startswith("iter-") and name[5:].isdigit())
-
-
-def _check_request(action, value):
-    if action not in ACTIONS:
-        raise ControlError(f"unknown action {action!r}; expected one of {', '.join(ACTIONS)}")
-    if action in ("set-lr", "multiply-lr"):
-        try:
-            value = float(value)
-        except (TypeError, ValueError):
-            raise ControlError(f"{action} needs a number, got {value!r}") from None
-        if not value >= 0 or value != value or value == float("inf"):
-            raise ControlError(f"{action} needs a non-negative finite number, got {value!r}")
-    if action == "rollback":
-        if not isinstance(value, dict):
-            value = {"iteration": value}
-        try:
-            value = {"iteration": int(value["iteration"]),
-                     **({"lr": float(value["lr"])} if value.get("lr") is not None else {})}
-        except (TypeError, ValueError, KeyError):
-            raise ControlError(f"rollback needs a checkpoint's iteration, got {value!r}") from None
-    return value
+__all__ = ["ACTIONS", "ControlError", "checkpoints", "is_run", "read_json", "send", "write_json"]
 
 
 def send(run_dir, action, value=None, wait=10.0):
@@ -87,7 +20,7 @@ def send(run_dir, action, value=None, wait=10.0):
     run_dir = os.fspath(run_dir)
     if not is_run(run_dir):
         raise ControlError(f"no caviar run at {run_dir!r}")
-    value = _check_request(action, value)
+    value = check_request(action, value)
     state = read_json(os.path.join(run_dir, "state.json"), {})
     if state.get("status") in ("finished", "stopped", "failed", "diverged"):
         raise ControlError(f"the run at {run_dir!r} is {state['status']}; only a live run takes controls")
@@ -104,170 +37,3 @@ def send(run_dir, action, value=None, wait=10.0):
             return result
         time.sleep(0.02)
     return None
-
-
-class Controller(Callback):
-    """Applies the run directory's pending commands before every mini-batch and keeps the live
-    record (``live.json``, ``state.json``) up to date. Every applied command becomes an event
-    in the history, at the iteration where it took effect, so a nudged run can be read and
-    reproduced afterwards."""
-
-    def __init__(self, run_dir, every=20):
-        self.run_dir = os.fspath(run_dir)
-        self.every = every
-        self.paused = False
-        self.stop_requested = False
-        self.best = None  # (dev cost, epoch, weights) of the best epoch so far
-
-    # -- files ---------------------------------------------------------------------------
-    def _paths(self):
-        return (os.path.join(self.run_dir, "control", "pending"), os.path.join(self.run_dir, "control", "done"))
-
-    def _write_state(self, run, status):
-        lr = run.optimizer.current_lr() if not callable(run.optimizer.lr) else None
-        write_json(os.path.join(self.run_dir, "state.json"),
-                   {"status": status, "pid": os.getpid(), "iteration": run.iteration, "epoch": run.epoch,
-                    "lr": float(lr) if lr is not None else None, "updated": time.time()})
-
-    def _write_live(self, run):
-        h = run.history
-        previous = getattr(run.net, "history", None)
-        earlier = previous.to_dict() if previous is not None and previous is not h else None
-        data = h.to_dict()
-        data["lrs"] = self.lrs
-        if earlier and earlier["epochs"]:  # a resumed fit: show the whole life of the network
-            data["iterations"] = earlier["iterations"] + data["iterations"]
-            data["epochs"] = earlier["epochs"] + data["epochs"]
-            data["events"] = earlier["events"] + data["events"]
-        data["checkpoints"] = checkpoints(self.run_dir)
-        write_json(os.path.join(self.run_dir, "live.json"), data)
-
-    # -- the loop's hooks ----------------------------------------------------------------
-    def on_train_begin(self, run):
-        for folder in self._paths():
-            os.makedirs(folder, exist_ok=True)
-        self.lrs = []
-        self._write_state(run, "running")
-        self._write_live(run)
-
-    def _between_batches(self, run):
-        """Apply what is pending; while paused, wait here (no mini-batch runs) for more."""
-        self._apply_pending(run)
-        while self.paused and not self.stop_requested:
-            time.sleep(0.05)
-            self._apply_pending(run)
-        if self.stop_requested:
-            run.stop = True
-
-    def on_epoch_begin(self, run, epoch):
-        self._between_batches(run)
-
-    def on_batch_end(self, run, iteration, cost):
-        self.lrs.append(float(run.optimizer.current_lr()) if not callable(run.optimizer.lr) else None)
-        self._between_batches(run)
-        if iteration % self.every == 0:
-            self._write_live(run)
-            self._write_state(run, "running")
-
-    def on_epoch_end(self, run, epoch, logs):
-        dev = logs.get("dev_cost")
-        if dev is not None and (self.best is None or dev < self.best[0]):  # for "stop, keep the best"
-            self.best = (dev, epoch, snapshot(run.net))
-        self._write_live(run)
-        self._write_state(run, "paused" if self.paused else "running")
-
-    def on_train_end(self, run):
-        self._apply_pending(run)
-        if self.stop_requested and self.best is not None and self.best[1] != run.epoch:
-            restore(run.net, self.best[2])
-            run.history.events.append({"iteration": run.iteration, "epoch": run.epoch, "event": "restored_best_weights",
-                                       "best_epoch": self.best[1]})
-        self._write_live(run)
-        self._write_state(run, "stopped" if self.stop_requested else "finished")
-
-    # -- commands ------------------------------------------------------------------------
-    def _apply_pending(self, run):
-        pending, done = self._paths()
-        try:
-            names = sorted(os.listdir(pending))
-        except FileNotFoundError:
-            return
-        for name in names:
-            if not name.endswith(".json"):
-                continue
-            command = read_json(os.path.join(pending, name))
-            if command is None:
-                continue
-            try:
-                message = self._apply(run, command["action"], command.get("value"))
-                result = {"ok": True, "message": message}
-            except ControlError as exc:
-                result = {"ok": False, "message": str(exc)}
-            result.update({"id": command.get("id"), "action": command.get("action"), "value": command.get("value"),
-                           "iteration": run.iteration, "applied": time.time()})
-            if result["ok"]:
-                run.history.events.append({"iteration": run.iteration, "epoch": run.epoch, "event": command["action"],
-                                           "value": command.get("value"), "message": result["message"]})
-            write_json(os.path.join(done, name), result)
-            os.remove(os.path.join(pending, name))
-            self._write_live(run)
-            self._write_state(run, "paused" if self.paused else "running")
-
-    def _apply(self, run, action, value):
-        opt = run.optimizer
-        value = _check_request(action, value)
-        if action in ("set-lr", "multiply-lr"):
-            if callable(opt.lr):
-                raise ControlError("the learning rate follows a per-step schedule; it cannot be set by hand")
-            opt.lr = float(value) if action == "set-lr" else float(opt.lr) * float(value)
-            self._drop_schedules(run)
-            return f"learning rate {opt.lr:g} from iteration {run.iteration + 1}"
-        if action == "pause":
-            self.paused = True
-            return f"paused after iteration {run.iteration}"
-        if action == "resume":
-            self.paused = False
-            return f"resumed after iteration {run.iteration}"
-        if action == "checkpoint":
-            path = os.path.join(self.run_dir, "checkpoints", f"iter-{run.iteration:06d}")
-            run.net.save(path)
-            return f"checkpoint at iteration {run.iteration}: {path}"
-        if action == "rollback":
-            return self._rollback(run, value["iteration"], value.get("lr"))
-        if action == "stop":
-            self.stop_requested = True
-            self.paused = False
-            return f"stopping after iteration {run.iteration}"
-        raise ControlError(f"unknown action {action!r}")  # pragma: no cover - checked above
-
-    @staticmethod
-    def _drop_schedules(run):
-        """A learning rate set by hand replaces the epoch schedule from now on."""
-        callbacks = getattr(run, "callbacks", None)
-        if callbacks is not None:
-            from ..train.callbacks import LearningRateSchedule
-
-            callbacks[:] = [cb for cb in callbacks if not isinstance(cb, LearningRateSchedule)]
-
-    def _rollback(self, run, iteration, lr=None):
-        from ..train.modelfile import load
-
-        path = os.path.join(self.run_dir, "checkpoints", f"iter-{iteration:06d}")
-        if not os.path.isdir(path):
-            raise ControlError(f"no checkpoint at iteration {iteration}; the run has {checkpoints(self.run_dir) or 'none'}")
-        saved = load(path)
-        net, opt = run.net, run.optimizer
-        for name, p in net.params.items():
-            p.data[...] = saved.params[name].data
-        for name, b in net.buffers.items():
-            b[...] = saved.buffers[name]
-        if saved.optimizer is not None and type(saved.optimizer) is type(opt):
-            arrays = saved.optimizer.state_arrays(saved.params)
-            opt.state = {}
-            opt.load_state_arrays(net.params, arrays)
-            opt.iterations = saved.optimizer.iterations
-        net.rng.bit_generator.state = saved.rng.bit_generator.state
-        if lr is not None:
-            opt.lr = float(lr)
-            self._drop_schedules(run)
-        return f"rolled back to the checkpoint of iteration {iteration}" + (f" with learning rate {lr:g}" if lr is not None else "")

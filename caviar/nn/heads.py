@@ -1,0 +1,235 @@
+"""One head per output kind: what the last layer's logits Z[L] mean.
+
+A head owns everything that depends on the output kind: which labels it accepts, its loss
+(the data term of J), probabilities, predictions, metrics, and the cost of averaged
+probabilities (an ensemble's). Network, Population, ensembles, the workflow and the search
+look the head up once (``HEADS[output]``) instead of switching on the output's name.
+
+Logits are ``(m, n_y)`` for one network or ``(K, m, n_y)`` for a population; metrics reduce
+the examples and outputs and keep any leading member axis.
+"""
+
+from __future__ import annotations
+
+import numpy
+
+from .. import backend
+from .. import functional as F
+from ..autodiff import Tensor
+
+EPS = 1e-12  # averaged probabilities can be exactly 0 for a confident wrong member
+
+
+def _labels_array(y):
+    return y.data if isinstance(y, Tensor) else backend.xp.asarray(y)
+
+
+def _values(y, n_y, what):
+    if y.size != len(y) * n_y:
+        raise ValueError(f"{what} need {n_y} value(s) per example, got shape {y.shape}")
+    return y
+
+
+def _mean_rows(a):
+    """Mean over the examples and outputs, keeping a member axis; a float for one network."""
+    out = a.mean(axis=(-2, -1))
+    return float(out) if out.ndim == 0 else out
+
+
+class Head:
+    name = ""
+    metric = ""  # the figure the search ranks by and training logs per mini-batch
+    higher_is_better = True
+    classifies = True  # predictions are classes (with class probabilities)
+
+    def check_n_y(self, n_y):
+        pass
+
+    def check_target(self, n_classes):
+        """Refuse a target this head cannot learn (``n_classes`` None: numeric)."""
+        if n_classes is None:
+            raise ValueError(f"output {self.name!r} needs class labels, but the target is numeric; use output 'linear'")
+
+    def n_y(self, n_classes):
+        """Output units for a target of ``n_classes`` classes."""
+        return 1
+
+    def check_y(self, y, n_y, m=None):
+        """Labels validated against an output of ``n_y`` units, as an array."""
+        y = _labels_array(y)
+        if m is not None and len(y) != m:
+            raise ValueError(f"X has {m} examples but y has {len(y)}")
+        return self._check(y, n_y)
+
+    def member_losses(self, logits, y):
+        """Each member's mean loss (K,) for population logits (K, m, n_y)."""
+        K, m = logits.shape[0], logits.shape[1]
+        target = backend.get_array_module(y).broadcast_to(y.reshape(m, -1), logits.shape)
+        return self._loss_fn(logits, target, reduction="none").mean(axis=(-2, -1))
+
+    def loss(self, logits, y):
+        """The data term of J: the mean loss over the examples, without regularization."""
+        return self._loss_fn(logits, y)
+
+    def primary(self, z, y):
+        """The head's own metric alone (what training records per mini-batch)."""
+        return self.metrics(z, y)[self.metric]
+
+    def class_proba(self, p):
+        """One probability column per class (None for regression)."""
+        return p
+
+    def proba_metrics(self, p, y):
+        """The metrics of probabilities (an ensemble's average): the hardmax of softmax
+        probabilities is that of their logits, and a linear head's outputs are its predictions."""
+        return self.metrics(p, y)
+
+
+class Softmax(Head):
+    """n_y >= 2 classes; labels are class indices (m,) or one-hot / soft targets (m, n_y)."""
+
+    name, metric = "softmax", "accuracy"
+    _loss_fn = staticmethod(F.softmax_cross_entropy)
+
+    def check_n_y(self, n_y):
+        if n_y < 2:
+            raise ValueError(f"a softmax output needs n_y >= 2 classes, got n_y = {n_y}; use output='sigmoid' for two classes with n_y = 1")
+
+    def check_target(self, n_classes):
+        super().check_target(n_classes)
+        if n_classes < 2:
+            raise ValueError("the target has a single class: there is nothing to learn")
+
+    def n_y(self, n_classes):
+        return n_classes
+
+    def _check(self, y, n_y):
+        xp = backend.get_array_module(y)
+        if y.ndim == 2 and y.shape[1] == n_y and y.dtype.kind == "f":
+            return y  # one-hot or soft targets
+        if y.ndim != 1:
+            raise ValueError(f"softmax labels must be class indices of shape (m,) or one-hot of shape (m, {n_y}), got {y.shape}")
+        if y.dtype.kind == "f" and not bool((y == xp.round(y)).all()):
+            raise ValueError("softmax labels must be whole class indices")
+        if y.size and (int(y.min()) < 0 or int(y.max()) >= n_y):
+            bad = int(y.min()) if int(y.min()) < 0 else int(y.max())
+            raise ValueError(f"label {bad} is outside the classes 0..{n_y - 1} the network was built for (n_y = {n_y})")
+        return y.astype(xp.int64, copy=False)
+
+    def member_losses(self, logits, y):
+        labels = backend.get_array_module(y).broadcast_to(y, (logits.shape[0],) + y.shape)
+        return F.softmax_cross_entropy(logits, labels, reduction="none").mean(axis=-1)
+
+    def proba(self, z):
+        return F.softmax(Tensor(z)).data
+
+    def predict(self, z):
+        return z.argmax(axis=-1)
+
+    @staticmethod
+    def _classes(y):
+        return y.argmax(axis=-1) if y.ndim == 2 else y
+
+    def metrics(self, z, y):
+        hits = (z.argmax(axis=-1) == self._classes(y)).mean(axis=-1)
+        return {"accuracy": float(hits) if hits.ndim == 0 else hits}
+
+    def proba_cost(self, p, y):
+        labels = self._classes(y)
+        return float(-numpy.log(numpy.clip(p[numpy.arange(len(p)), labels], EPS, 1)).mean())
+
+
+class Sigmoid(Head):
+    """One unit per binary label (n_y = 1 for two classes, more for multi-label); labels in [0, 1]."""
+
+    name, metric = "sigmoid", "accuracy"
+    _loss_fn = staticmethod(F.sigmoid_cross_entropy)
+
+    def check_target(self, n_classes):
+        super().check_target(n_classes)
+        if n_classes != 2:
+            raise ValueError(f"output 'sigmoid' needs two classes, the data has {n_classes}")
+
+    def _check(self, y, n_y):
+        _values(y, n_y, "sigmoid labels")
+        if y.size and (float(y.min()) < 0 or float(y.max()) > 1):
+            bad = float(y.min()) if float(y.min()) < 0 else float(y.max())
+            raise ValueError(f"label {bad:g} is outside [0, 1] for a sigmoid output")
+        return y
+
+    def proba(self, z):
+        return F.sigmoid_data(z)
+
+    def predict(self, z):
+        labels = (z > 0).astype(backend.get_array_module(z).int64)  # sigmoid(z) > 0.5 exactly when z > 0
+        return labels[..., 0] if z.shape[-1] == 1 else labels
+
+    def metrics(self, z, y):
+        return {"accuracy": _mean_rows((z > 0) == (y.reshape(z.shape[-2:]) > 0.5))}
+
+    def class_proba(self, p):
+        return numpy.hstack([1 - p, p]) if p.shape[-1] == 1 else p
+
+    def proba_metrics(self, p, y):
+        return self.metrics(p - 0.5, y)  # p > 0.5 exactly where the logit is > 0
+
+    def proba_cost(self, p, y):
+        t = y.reshape(p.shape)
+        pc = numpy.clip(p, EPS, 1 - EPS)
+        return float(-(t * numpy.log(pc) + (1 - t) * numpy.log(1 - pc)).mean())
+
+
+class Linear(Head):
+    """Regression: the outputs are the predictions; the loss is the mean squared error.
+
+    Metrics: MSE, RMSE, MAE and R² (1 - SS_res / SS_tot per output, averaged over outputs, as
+    scikit-learn's ``r2_score``; a constant target scores 1 when predicted exactly, else 0).
+    """
+
+    name, metric, higher_is_better, classifies = "linear", "mse", False, False
+    _loss_fn = staticmethod(F.mean_squared_error)
+
+    def check_target(self, n_classes):
+        if n_classes is not None:
+            raise ValueError("output 'linear' needs a numeric target, but the target holds classes")
+
+    def _check(self, y, n_y):
+        return _values(y, n_y, "regression targets")
+
+    def proba(self, z):
+        return z
+
+    def class_proba(self, p):
+        return None
+
+    def predict(self, z):
+        return z[..., 0] if z.shape[-1] == 1 else z
+
+    def metrics(self, z, y):
+        xp = backend.get_array_module(z)
+        t = y.reshape(z.shape[-2:]).astype(z.dtype, copy=False)
+        err = z - t
+        sq = err * err
+        mse = sq.mean(axis=(-2, -1))
+        ss_res = sq.sum(axis=-2)
+        ss_tot = ((t - t.mean(axis=0)) ** 2).sum(axis=0)
+        with numpy.errstate(divide="ignore", invalid="ignore"):
+            r2 = xp.where(ss_tot > 0, 1 - ss_res / xp.where(ss_tot > 0, ss_tot, 1), xp.where(ss_res > 0, 0.0, 1.0))
+        out = {"mse": mse, "rmse": xp.sqrt(mse), "mae": xp.abs(err).mean(axis=(-2, -1)), "r2": r2.mean(axis=-1)}
+        return {k: float(v) if v.ndim == 0 else v for k, v in out.items()}
+
+    def primary(self, z, y):
+        err = z - y.reshape(z.shape[-2:]).astype(z.dtype, copy=False)
+        return _mean_rows(err * err)
+
+    def proba_cost(self, p, y):
+        return float(((p - y.reshape(p.shape)) ** 2).mean())
+
+
+HEADS = {head.name: head for head in (Softmax(), Sigmoid(), Linear())}
+
+
+def get(output):
+    if output not in HEADS:
+        raise ValueError(f"unknown output {output!r}; expected one of {', '.join(HEADS)}")
+    return HEADS[output]
