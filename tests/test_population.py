@@ -151,3 +151,109 @@ def test_an_ensemble_trains_its_members_as_one_population():
         net = caviar.Network([4, 8, 3], seed=seed, dtype="float64")
         caviar.fit(net, X, Y, lr=0.01, epochs=3, batch_size=16, seed=seed, shuffle_seed=5, verbose=False)
         np.testing.assert_array_equal(member.params["W1"].data, net.params["W1"].data)
+
+
+def _early_stopping_members():
+    # lrs far apart so that members stop at different epochs and the population shrinks
+    return [dict(m, lr=lr) for m, lr in zip(MEMBERS, (0.3, 0.05, 0.01))]
+
+
+def test_early_stopping_keeps_every_member_s_own_best_epoch_as_its_solo_run_does():
+    members = _early_stopping_members()
+    X_train, y_train, X_dev, y_dev = X[::2], Y[::2], X[1::2], Y[1::2]
+    sizes = []
+    pop = Population([4, 6, 5, 3], members, optimizer="adam", dtype="float64")
+    histories = pop.fit(X_train, y_train, epochs=30, batch_size=16, validation_data=(X_dev, y_dev), shuffle_seed=5,
+                        callbacks=[caviar.train.EarlyStopping(patience=2),
+                                   caviar.train.LambdaCallback(on_epoch_end=lambda run, e, logs: sizes.append(len(logs)))])
+    assert sizes[0] == 3 and sizes[-1] < 3  # members left on their own patience
+    stopped = []
+
+    def solo_run(member, epochs, callbacks=()):
+        net = caviar.Network([4, 6, 5, 3], keep_prob=member["keep_prob"], l2=member["l2"], init_scale=member["init_scale"],
+                             seed=member["seed"], dtype="float64")
+        history = caviar.fit(net, X_train, y_train, optimizer="adam", lr=member["lr"], epochs=epochs, batch_size=16,
+                             validation_data=(X_dev, y_dev), seed=member["seed"], shuffle_seed=5, verbose=False,
+                             schedule=caviar.schedules.InverseTime(decay_rate=member["decay_rate"]) if member["decay_rate"] else None,
+                             beta1=member["beta1"], beta2=member["beta2"], epsilon=member["epsilon"], callbacks=callbacks)
+        return net, history
+
+    for i, member in enumerate(members):
+        net, history = solo_run(member, 30, [caviar.train.EarlyStopping(patience=2)])
+        status, trained, _ = pop.results[i]
+        assert status == "complete"
+        assert histories[i]["dev_cost"] == history["dev_cost"]
+        assert histories[i].best_epoch == history.best_epoch and histories[i].stopped_epoch == history.stopped_epoch
+        assert [e["event"] for e in histories[i].events] == [e["event"] for e in history.events]
+        best, _ = solo_run(member, history.best_epoch)  # the weights the best epoch ended with
+        for name, p in net.params.items():
+            np.testing.assert_array_equal(trained.params[name].data, p.data, err_msg=name)
+            np.testing.assert_array_equal(trained.params[name].data, best.params[name].data, err_msg=name)
+        stopped.append(len(history))
+    assert len(set(stopped)) > 1, "the members should stop at different epochs"
+
+
+def test_augmentation_gives_every_member_its_solo_run_s_augmented_batches():
+    def noise(Xb, rng):  # augmentation draws from the member's own generator, as dropout does
+        return Xb + 0.1 * rng.standard_normal(Xb.shape)
+
+    pop = Population([4, 6, 3], MEMBERS, optimizer="adam", dtype="float64")
+    histories = pop.fit(X, Y, epochs=3, batch_size=16, shuffle_seed=5, augment=noise)
+    for i, member in enumerate(MEMBERS):
+        net = caviar.Network([4, 6, 3], keep_prob=member["keep_prob"], l2=member["l2"], init_scale=member["init_scale"],
+                             seed=member["seed"], dtype="float64")
+        history = caviar.fit(net, X, Y, optimizer="adam", lr=member["lr"], epochs=3, batch_size=16, seed=member["seed"],
+                             shuffle_seed=5, verbose=False, augment=noise, beta1=member["beta1"], beta2=member["beta2"],
+                             epsilon=member["epsilon"],
+                             schedule=caviar.schedules.InverseTime(decay_rate=member["decay_rate"]) if member["decay_rate"] else None)
+        assert histories[i].iterations == history.iterations
+        for name, p in net.params.items():
+            np.testing.assert_array_equal(pop.results[i][1].params[name].data, p.data, err_msg=name)
+
+
+def test_an_ensemble_with_early_stopping_and_augmentation_trains_as_one_population(tmp_path):
+    from caviar.workflow import TrainConfig, train_job
+
+    logs = []
+    report = train_job(TrainConfig(data="digits", hidden=[16], epochs=6, ensemble=3, early_stopping=1, augment=["shift"],
+                                   out=str(tmp_path / "run")), verbose=False, log=logs.append)
+    assert "training an ensemble of 3 as one population" in logs
+    assert len(report["ensemble"]["members"]) == 3 and report["dev"]["accuracy"] > 0.5
+
+
+@pytest.mark.parametrize("optimizer", ["gd", "momentum", "rmsprop", "adam"])
+@pytest.mark.parametrize("with_lr", [True, False])
+def test_a_search_gives_the_same_trials_with_and_without_populations(tmp_path, optimizer, with_lr):
+    from caviar.tune import Space, log_uniform, one_minus_log_uniform, tune, uniform
+
+    dims = {"optimizer": optimizer, "beta1": one_minus_log_uniform(0.8, 0.95), "beta2": one_minus_log_uniform(0.99, 0.999),
+            "l2": log_uniform(1e-3, 1e-1), "keep_prob": uniform(0.7, 1.0), "hidden_units": 8}
+    if with_lr:
+        dims["lr"] = log_uniform(1e-3, 1e-1)
+    runs = [tune(data="iris", space=Space(dims), trials=4, epochs=3, group_size=4, population=population, workers=1,
+                 study=tmp_path / f"{population}.sqlite", log=lambda line: None) for population in (True, False)]
+    a, b = (r.trials() for r in runs)
+    assert [t["params"] for t in a] == [t["params"] for t in b]
+    assert [t["value"] for t in a] == [t["value"] for t in b] and all(t["status"] == "complete" for t in a)
+    assert [runs[0].epochs(t["number"]) for t in a] == [runs[1].epochs(t["number"]) for t in a]
+
+
+@pytest.mark.parametrize("optimizer", ["gd", "momentum", "rmsprop", "adam"])
+def test_a_trial_a_population_member_and_caviar_train_translate_settings_alike(optimizer):
+    """Without lr, every path trains at the optimizer's own default (gd and momentum 0.01)."""
+    from caviar import optim
+    from caviar.train import hyperparameters as H
+    from caviar.tune.objective import network_and_options
+    from caviar.workflow import TrainConfig, hyperparameters
+
+    defaults = optim.lookup(optimizer).defaults
+    for params in ({"optimizer": optimizer}, {"optimizer": optimizer, "lr": 0.02, "beta1": 0.85, "beta2": 0.99}):
+        _, options = network_and_options(params, IRIS, seed=0)
+        trial = options["optimizer"].hyperparameters()
+        pop = Population([4, 5, 3], [H.member(params, 0)], optimizer=optimizer)
+        columns = {k: float(v.item()) if hasattr(v, "item") else v for k, v in vars(pop._make_optimizer()).items()
+                   if k in ("lr", "beta", "beta1", "beta2", "epsilon")}
+        cli = TrainConfig(optimizer=optimizer, **{k: v for k, v in params.items() if k in defaults and k != "optimizer"})
+        assert H.optimizer(hyperparameters(cli), strict=True).hyperparameters() == trial
+        assert columns == {k: v for k, v in trial.items() if k in columns}
+        assert trial["lr"] == params.get("lr", defaults["lr"])

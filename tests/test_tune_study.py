@@ -41,11 +41,21 @@ def test_a_diverged_trial_keeps_its_last_finite_metric(tmp_path):
         assert t["status"] in ("complete", "diverged")
 
 
-def test_the_retrained_best_model_reproduces_the_trials_dev_metric(tmp_path):
-    study = tune(data="iris", trials=4, epochs=6, workers=1, study=tmp_path / "s.sqlite", **QUIET)
+@pytest.mark.parametrize("strategy", ["random", "grid", "coarse-to-fine", "halving"])
+def test_the_saved_best_model_has_the_leaderboard_s_best_dev_metric(tmp_path, strategy):
+    """The best model is its trial's own run (seed and the study's batch order), stopped at the
+    trial's best epoch: its dev metric is the leaderboard's, to the last digit."""
+    import caviar
+    from caviar.tune import leaderboard
+    from caviar.tune.objective import study_data
+
+    study = tune(data="digits", strategy=strategy, trials=9, rounds=3, epochs=9, group_size=3, workers=1,
+                 study=tmp_path / "s.sqlite", **QUIET)
+    top = leaderboard(study, top=1)[0]
     best = retrain_best(study, tmp_path)
-    trial = study.trial(best["trial"])
-    assert best["dev"]["accuracy"] == trial["value"]
+    assert best["trial"] == top["number"] and best["dev"]["accuracy"] == top["value"]
+    _, _, sets = study_data(study.settings)
+    assert caviar.load(best["model"]).evaluate(*sets["dev"])["accuracy"] == top["value"]
     assert "test" in best and os.path.isdir(best["model"])
 
 
