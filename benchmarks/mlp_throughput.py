@@ -20,6 +20,7 @@ import numpy as np
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
 import caviar  # noqa: E402
+from blas import kernels  # noqa: E402
 
 SIZES = [784, 256, 128, 10]
 BATCH = 128
@@ -103,6 +104,7 @@ def main(argv=None):
             print(f"{name}: skipped ({exc})")
     results = {name: results[name] for name in ("caviar", "pytorch", "scikit-learn") if name in results}
     print(f"784-256-128-10 ReLU, batch {BATCH}, Adam, float32, {args.examples} examples x {args.epochs} epochs")
+    print(f"BLAS: {kernels()}")
     for name, (seconds, accuracy) in results.items():
         print(f"  {name:<13} {samples / seconds:10.0f} samples/s  ({seconds:6.2f} s, train accuracy {accuracy:.3f})")
     speed = {name: samples / seconds for name, (seconds, _) in results.items()}

@@ -25,6 +25,7 @@ import numpy as np
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
 import caviar  # noqa: E402
+from blas import kernels  # noqa: E402
 from caviar import data as D  # noqa: E402
 from caviar.train.population import Population  # noqa: E402
 
@@ -147,6 +148,7 @@ def main(argv=None):
     results = {name: results[name] for name, _ in runs if name in results}
     print(f"{args.configs} configurations ({args.configs // 2} x 64-{args.hidden}-10, {args.configs - args.configs // 2} x "
           f"64-{args.hidden}-{args.hidden}-10), digits, {args.epochs} epochs, batch {BATCH}, Adam")
+    print(f"BLAS: {kernels()}")
     for name, (seconds, best) in results.items():
         print(f"  {name:<24} {seconds:7.2f} s   best dev accuracy {best:.4f}")
     base = results["(a) caviar population"][0]

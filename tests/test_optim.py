@@ -247,3 +247,26 @@ def test_batch_and_stochastic_gradient_descent_extremes():
     assert [len(b) for b in minibatch_indices(7, 1, rng)] == [1] * 7
     # batch norm cannot normalize a batch of one: it joins the batch before it
     assert [len(b) for b in minibatch_indices(9, 4, rng, min_last=2)] == [4, 5]
+
+
+def test_the_optimizer_owns_the_learning_rate_and_a_value_set_by_hand_replaces_the_schedule():
+    opt = optim.build("gd", lr=0.2)
+    opt.set_schedule(caviar.schedules.InverseTime(decay_rate=1.0))  # starts from the current lr
+    opt.start_epoch(1)
+    assert opt.lr == pytest.approx(0.1)
+    opt.start_epoch(3)
+    assert opt.lr == pytest.approx(0.05)
+    opt.set_lr(0.3)
+    opt.start_epoch(4)
+    assert opt.lr == 0.3 and opt.schedule is None
+
+
+def test_build_takes_the_notes_names_and_each_optimizer_s_own_defaults():
+    assert optim.build("momentum", beta1=0.8).beta == 0.8  # momentum's beta is beta1 by the notes' names
+    assert optim.build("gd").lr == 0.01 and optim.build("adam").lr == 0.001
+    assert optim.build("adam").hyperparameters() == {"lr": 0.001, "beta1": 0.9, "beta2": 0.999, "epsilon": 1e-8}
+    with pytest.raises(ValueError, match="optimizer 'momentum' takes no beta2"):
+        optim.build("momentum", beta2=0.99)
+    assert optim.build("momentum", strict=False, beta2=0.99).hyperparameters()["beta"] == 0.9
+    with pytest.raises(ValueError, match="unknown optimizer 'lbfgs'"):
+        optim.build("lbfgs")

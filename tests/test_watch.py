@@ -236,3 +236,35 @@ def test_stop_keeps_the_weights_of_the_best_dev_epoch(tmp_path):
     assert best < len(history)  # it overfitted after the best epoch
     np.testing.assert_array_equal(net.params["W2"].data, seen[best])
     assert history.events[-1]["event"] == "restored_best_weights" and history.events[-1]["best_epoch"] == best
+
+
+def test_a_population_s_run_takes_the_controls_that_fit_it(tmp_path):
+    """An ensemble's population: multiply-lr scales each member's own rate from the next epoch,
+    a checkpoint is refused (it is for a single network's run), stop ends every member."""
+    from caviar import data as D
+    from caviar.train import LambdaCallback
+    from caviar.train.controls import Controller
+    from caviar.train.population import Population
+
+    iris = D.load("iris")
+    X = D.Normalizer().fit_transform(iris.X)
+    run_dir = tmp_path / "run"
+    answers = {}
+
+    def nudge(run, epoch, logs):
+        if epoch == 1:
+            answers["multiply"] = send(run_dir, "multiply-lr", 0.5, wait=0)
+            answers["checkpoint"] = send(run_dir, "checkpoint", wait=0)
+        if epoch == 3:
+            send(run_dir, "stop", wait=0)
+
+    pop = Population([4, 6, 3], [{"seed": 0, "lr": 0.02}, {"seed": 1, "lr": 0.004}])
+    histories = pop.fit(X, iris.y, epochs=50, batch_size=30, shuffle_seed=0,
+                        callbacks=[Controller(run_dir), LambdaCallback(on_epoch_end=nudge)])
+    for history, lr in zip(histories, (0.02, 0.004)):
+        assert history["lr"][:2] == [pytest.approx(lr), pytest.approx(lr / 2)]
+        assert len(history) == 3  # stopped after epoch 3's commands were read
+    done = {r["action"]: r for r in map(read, (run_dir / "control" / "done").glob("*.json"))}
+    assert done["multiply-lr"]["ok"] and not done["checkpoint"]["ok"]
+    assert "single network" in done["checkpoint"]["message"]
+    assert read(run_dir / "state.json")["status"] == "stopped"

@@ -183,10 +183,11 @@ class Population:
         """The network of the member in ``slot`` (an active position), as a single Network."""
         member = self.members[self.index[slot]]
         net = self._solo(member)
+        params, buffers = self.snapshot(self.index[slot])
         for name, p in net.params.items():
-            p.data = self.net.params[name].data[slot].reshape(p.shape).copy()
+            p.data = params[name]
         for name, b in net.buffers.items():
-            b[...] = self.net.buffers[name][slot].reshape(b.shape)
+            b[...] = buffers[name]
         net.rng = self.rngs[slot]
         return net
 
