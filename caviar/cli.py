@@ -410,6 +410,9 @@ def main(argv=None):
     try:
         _select_backend(getattr(args, "backend", None))
         return COMMANDS[args.command](args)
+    except BrokenPipeError:  # the reader went away (caviar predict ... | head): nothing to report
+        sys.stdout = open(os.devnull, "w")
+        return 0
     except (CaviarError, ValueError, OSError) as exc:
         message = str(exc) or type(exc).__name__
         print(f"caviar: error: {message}", file=sys.stderr)

@@ -67,6 +67,32 @@ def test_train_json_on_a_csv_then_predict_class_names(tmp_path, pets_csv):
     assert np.mean([p == t for p, t in zip(predicted, truth)]) > 0.85  # raw inputs, normalizer applied
 
 
+def test_predictions_piped_into_a_reader_that_stops_early_end_quietly(tmp_path, pets_csv):
+    r = caviar("train", "--data", pets_csv, "--target", "label", "--hidden", "4", "--epochs", "1", "--out", tmp_path / "run")
+    assert r.returncode == 0, r.stderr
+    big = tmp_path / "big.csv"  # more rows than a pipe's buffer holds
+    big.write_text(pets_csv.read_text() + "".join(pets_csv.read_text().splitlines(True)[1:]) * 40)
+    predict = subprocess.Popen([sys.executable, "-m", "caviar", "predict", "--model", tmp_path / "run" / "model",
+                                "--data", big], stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=ENV)
+    assert predict.stdout.readline().startswith(b"prediction")
+    predict.stdout.close()  # as `| head -1` does
+    assert predict.wait(timeout=120) == 0
+    assert predict.stderr.read() == b""
+
+
+def test_regression_reports_mse_rmse_mae_and_r2(tmp_path):
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((300, 3))
+    path = write_csv(tmp_path / "reg.csv", X, [f"{v:.6f}" for v in X @ [1.0, -2.0, 0.5]], header=("a", "b", "c", "y"))
+    r = caviar("train", "--data", path, "--target", "y", "--epochs", "20", "--out", tmp_path / "run", "--json")
+    assert r.returncode == 0, r.stderr
+    report = json.loads(r.stdout)
+    assert set(report["test"]) == {"cost", "mse", "rmse", "mae", "r2"} and report["test"]["r2"] > 0.9
+    assert report["test"]["rmse"] == pytest.approx(report["test"]["mse"] ** 0.5)
+    r = caviar("train", "--data", path, "--target", "y", "--epochs", "2", "--out", tmp_path / "run2")
+    assert r.stdout.splitlines()[0].split() == ["set", "cost", "mse", "rmse", "mae", "r2"]
+
+
 def test_train_with_every_option(tmp_path):
     r = caviar("train", "--data", "digits", "--hidden", "32,16", "--activation", "tanh", "--init", "xavier",
                "--optimizer", "adam", "--lr", "0.005", "--beta1", "0.9", "--beta2", "0.99", "--epsilon", "1e-7",
