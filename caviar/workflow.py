@@ -140,10 +140,10 @@ def train_job(cfg, verbose=True, log=None, on_start=None):
     augment = _augmenter(cfg, ds, normalizer)
     X_train, y_train = sets["train"]
     iterations = cfg.epochs * max(1, -(-len(X_train) // cfg.batch_size))
-    callbacks = [Controller(out)]  # the live record and the babysitting controls
+    callbacks = [GradientNorms(every=max(1, iterations // 300))]
     if cfg.early_stopping is not None:
         callbacks.append(EarlyStopping(patience=cfg.early_stopping, monitor="dev_cost"))
-    callbacks.append(GradientNorms(every=max(1, iterations // 300)))
+    callbacks.append(Controller(out))  # the live record and the babysitting controls
     if on_start is not None:
         on_start(out)
     if cfg.ensemble == 1:

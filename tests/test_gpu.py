@@ -134,3 +134,21 @@ def test_the_command_line_trains_and_predicts_on_the_gpu(tmp_path):
     assert len(rows["cupy"]) == len(D.load("digits").y)
     agree = sum(a == b for a, b in zip(rows["cupy"], rows["numpy"]))
     assert agree >= len(rows["cupy"]) - 2  # the same weights; rounding may flip a near-tie or two
+
+
+def test_early_stopping_keeps_each_member_s_best_epoch_on_the_gpu(gpu):
+    from caviar.train import EarlyStopping
+    from caviar.train.population import Population
+
+    members = [dict(m, keep_prob=1.0, decay_rate=0.0, lr=lr) for m, lr in zip(MEMBERS, (0.3, 0.05, 0.01))]
+    data = dict(validation_data=(X[1::2], Y[1::2]), shuffle_seed=5)
+    pop = Population([4, 6, 3], members, dtype="float64")
+    histories = pop.fit(X[::2], Y[::2], epochs=30, batch_size=16, callbacks=[EarlyStopping(patience=2)], **data)
+    for i, member in enumerate(members):
+        net = caviar.Network([4, 6, 3], l2=member["l2"], init_scale=member["init_scale"], seed=member["seed"], dtype="float64")
+        history = caviar.fit(net, X[::2], Y[::2], lr=member["lr"], epochs=30, batch_size=16, seed=member["seed"],
+                             beta1=member["beta1"], beta2=member["beta2"], epsilon=member["epsilon"], verbose=False,
+                             callbacks=[EarlyStopping(patience=2)], **data)
+        assert histories[i].best_epoch == history.best_epoch and len(histories[i]) == len(history)
+        for name, p in net.params.items():
+            np.testing.assert_allclose(host(pop.results[i][1].params[name].data), host(p.data), **TOLERANCE["float64"])

@@ -143,10 +143,6 @@ class Optimizer:
         """A constructor argument: ``value``, or the notes' default for ``name`` when None."""
         return cls.defaults[name] if value is None else value
 
-    @property
-    def default_lr(self):
-        return self.defaults["lr"]
-
     def current_lr(self):
         return self.lr(self.iterations) if callable(self.lr) else self.lr
 

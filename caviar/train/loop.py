@@ -20,7 +20,7 @@ from .. import backend, optim, schedules
 from ..errors import DivergedError
 from ..memory import keep_freed_memory
 from .batches import check_batch_size, minibatch_indices
-from .callbacks import ProgressBar, restore, snapshot
+from .callbacks import ProgressBar, snapshot
 from .history import History
 from .state import state_of
 
