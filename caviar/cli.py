@@ -76,12 +76,25 @@ def _schema_flags(g, group):
             g.add_argument(h.flag, type=kind, default=h.default, help=h.help)
 
 
+def _table_flags(g):
+    """How a table is read: the same for train, gradcheck and tune."""
+    g.add_argument("--data", default="digits", help="a table (.csv, .tsv, .txt, compressed .gz/.bz2/.zip/.xz, .parquet, "
+                   ".feather), an .npz with X and y, or a bundled dataset (moons, circles, digits, iris, wine, "
+                   "breast_cancer, synthetic[:M]) (default: digits)")
+    g.add_argument("--target", help="the label column of a table (default: the last column)")
+    g.add_argument("--task", choices=["classification", "regression"], help="default: guessed from the target")
+    g.add_argument("--na-values", type=_word_list, metavar="A,B", help="more spellings of a missing cell (besides "
+                   "empty, NA, N/A, NaN, null, None, ?)")
+    g.add_argument("--categorical", type=_word_list, default=[], metavar="COLS", help="columns to treat as categories "
+                   "(integer codes, say)")
+    g.add_argument("--numeric", type=_word_list, default=[], metavar="COLS", help="columns to treat as numbers")
+    g.add_argument("--drop", type=_word_list, default=[], metavar="COLS", help="columns to leave out")
+
+
 def _model_flags():
     p = argparse.ArgumentParser(add_help=False)
     g = p.add_argument_group("data and model")
-    g.add_argument("--data", default="digits", help="bundled dataset (moons, circles, digits, iris, wine, "
-                   "breast_cancer, synthetic[:M]) or a .csv/.npz file (default: digits)")
-    g.add_argument("--target", help="the label column of a CSV (default: the last column)")
+    _table_flags(g)
     g.add_argument("--hidden", type=_int_list, default=[64, 32], help="hidden layer sizes, e.g. 20,7,5 (default: 64,32)")
     g.add_argument("--output", choices=list(heads.HEADS), help="default: softmax for classes, linear for numbers")
     _schema_flags(g, "model")
@@ -143,8 +156,7 @@ def build_parser():
     p = sub.add_parser("tune", help="hyperparameter search (random, grid, coarse-to-fine, halving)",
                        description="Search hyperparameters on the right scales. With no arguments: a short "
                        "random search on the digits data.")
-    p.add_argument("--data", default="digits", help="bundled dataset or a .csv/.npz file (default: digits)")
-    p.add_argument("--target", help="the label column of a CSV")
+    _table_flags(p)
     p.add_argument("--space", help="a YAML or TOML space file (default: the notes' hyperparameters)")
     p.add_argument("--strategy", default="random", choices=list(STRATEGIES))
     p.add_argument("--trials", type=_positive_int, default=40)
@@ -313,7 +325,8 @@ def _tune(args):
 
         dashboard = Dashboard([], port=args.port)
         print(f"caviar watch: {dashboard.start()}", file=sys.stderr)
-    study = tune(data=args.data, target=args.target, space=args.space, strategy=args.strategy, trials=args.trials,
+    study = tune(data=args.data, target=args.target, task=args.task, na_values=args.na_values,
+                 categorical=args.categorical, numeric=args.numeric, drop=args.drop, space=args.space, strategy=args.strategy, trials=args.trials,
                  rounds=args.rounds, epochs=args.epochs, eta=args.eta, workers=args.workers, executor=args.executor,
                  address=args.address, study=study_path, seed=args.seed, group_size=args.group_size,
                  population=args.population, max_population=args.max_population,

@@ -29,3 +29,7 @@ class DivergedError(CaviarError, FloatingPointError):
             f"training diverged at iteration {iteration}: the cost became {cost}{hint}; "
             "try a smaller learning rate, input normalization, or gradient-friendly initialization"
         )
+
+
+class DataError(CaviarError, ValueError):
+    """Data that cannot be used as given; the message says where and why."""

@@ -59,6 +59,11 @@ class TrainConfig:
     test: float | None = None
     dev_data: str | None = None
     test_data: str | None = None
+    task: str | None = None  # classification or regression; None: guessed from the target
+    na_values: list | None = None
+    categorical: list = field(default_factory=list)
+    numeric: list = field(default_factory=list)
+    drop: list = field(default_factory=list)
 
 
 def hyperparameters(cfg):
@@ -84,9 +89,10 @@ def prepare_out(out):
 
 
 def prepare_data(cfg):
-    """Load, split (stratified, seeded), and normalize with training statistics only."""
-    return D.prepare(cfg.data, target=cfg.target, seed=cfg.seed, dev=cfg.dev, test=cfg.test, dev_data=cfg.dev_data,
-                     test_data=cfg.test_data, image_shape=cfg.image_shape)
+    """Load, split (stratified, seeded), and preprocess with training statistics only."""
+    return D.prepare(cfg.data, seed=cfg.seed, dev=cfg.dev, test=cfg.test, dev_data=cfg.dev_data,
+                     test_data=cfg.test_data, image_shape=cfg.image_shape,
+                     **{k: getattr(cfg, k) for k in D.TABLE_OPTIONS})
 
 
 def network_shape(cfg, ds):
@@ -95,7 +101,7 @@ def network_shape(cfg, ds):
         output = H.output_for(ds.n_classes, cfg.output)
     except ValueError as exc:
         raise UsageError(f"--output: {exc}") from None
-    return [ds.X.shape[1], *cfg.hidden, heads.get(output).n_y(ds.n_classes)], output
+    return [ds.n_x, *cfg.hidden, heads.get(output).n_y(ds.n_classes)], output
 
 
 def build_network(cfg, ds, seed, dtype="float32"):
@@ -109,8 +115,8 @@ def _augmenter(cfg, ds, normalizer):
     shape = cfg.image_shape or ds.image_shape
     if shape is None:
         raise UsageError("--augment needs images: give --image-shape HxW (the digits dataset is 8x8)")
-    if shape[0] * shape[1] != ds.X.shape[1]:
-        raise UsageError(f"--image-shape {shape[0]}x{shape[1]} has {shape[0] * shape[1]} pixels but the data has {ds.X.shape[1]} features")
+    if shape[0] * shape[1] != ds.n_x:
+        raise UsageError(f"--image-shape {shape[0]}x{shape[1]} has {shape[0] * shape[1]} pixels but the data has {ds.n_x} features")
     return D.Augmenter(shape, cfg.augment, normalizer=normalizer)
 
 
@@ -125,6 +131,11 @@ def train_job(cfg, verbose=True, log=None, on_start=None):
         raise UsageError(f"--ensemble must be at least 1, got {cfg.ensemble}")
     out = prepare_out(cfg.out)
     ds, parts, normalizer, sets = prepare_data(cfg)
+    if hasattr(normalizer, "roles_"):
+        log(D.format_roles(normalizer.roles_))
+    if ds.class_names is not None:
+        counts = numpy.bincount(sets["train"][1], minlength=len(ds.class_names))
+        log("training classes: " + ", ".join(f"{c} {n}" for c, n in zip(ds.class_names, counts)))
     params = hyperparameters(cfg)
     try:
         H.optimizer(params, strict=True)  # refuse --beta2 for momentum before any work
@@ -133,10 +144,10 @@ def train_job(cfg, verbose=True, log=None, on_start=None):
         raise UsageError(str(exc)) from None
     mismatch = None
     if "test" in sets and min(len(sets["dev"][0]), len(sets["test"][0])) >= 10:
-        mismatch = D.check_same_distribution(parts.dev[0], parts.test[0], ds.feature_names, seed=cfg.seed)
+        mismatch = D.check_same_distribution(parts.dev[0], parts.test[0], ds.inputs, seed=cfg.seed)
         log(f"dev vs test: {mismatch}")
     if cfg.dev_data is not None:  # allowed to differ (the notes' web vs phone pictures), but worth knowing
-        log(f"train vs dev: {D.check_same_distribution(parts.train[0], parts.dev[0], ds.feature_names, seed=cfg.seed)}")
+        log(f"train vs dev: {D.check_same_distribution(parts.train[0], parts.dev[0], ds.inputs, seed=cfg.seed)}")
     augment = _augmenter(cfg, ds, normalizer)
     X_train, y_train = sets["train"]
     iterations = cfg.epochs * max(1, -(-len(X_train) // cfg.batch_size))
@@ -162,7 +173,7 @@ def train_job(cfg, verbose=True, log=None, on_start=None):
             activation=H.value(params, "activation"), output=output, init=H.value(params, "init"),
             batchnorm=H.value(params, "batchnorm"), callbacks=callbacks, augment=augment, verbose=verbose)
     members = model.members if isinstance(model, Ensemble) else [model]
-    results = {name: _summary(model.evaluate(X, y)) for name, (X, y) in sets.items()}
+    results = {name: _summary(model.evaluate(X, y), ds.target_scale) for name, (X, y) in sets.items()}
     report = {name: results[name] for name in results}
     if "accuracy" in results["train"]:
         diag = diagnose(_error_rate(results["train"]), _error_rate(results["dev"]), cfg.human_error)
@@ -170,12 +181,11 @@ def train_job(cfg, verbose=True, log=None, on_start=None):
     else:
         report["diagnosis"] = None
     if len(members) > 1:
-        report["ensemble"] = {"members": [_summary(m) for m in model.evaluate(*sets["dev"])["members"]]}
+        report["ensemble"] = {"members": [_summary(m, ds.target_scale) for m in model.evaluate(*sets["dev"])["members"]]}
     if mismatch is not None:
         report["mismatch"] = {"auc": mismatch.auc, "warning": mismatch.mismatched,
                               "top_features": mismatch.features[:3]}
-    extras = {"normalizer": normalizer.to_dict(), "class_names": ds.class_names, "feature_names": ds.feature_names,
-              "target": ds.target, "data": cfg.data}
+    extras = D.model_extras(ds, normalizer, cfg.data)
     model_path = os.path.join(out, "model")
     if len(members) == 1:
         model.extras = extras
@@ -187,8 +197,9 @@ def train_job(cfg, verbose=True, log=None, on_start=None):
     return report
 
 
-def _summary(result):
-    return {k: v for k, v in result.items() if k != "members"}
+def _summary(result, target_scale=None):
+    """A set's figures; a regression target's errors back in its own units (R² has none)."""
+    return D.in_target_units({k: v for k, v in result.items() if k != "members"}, target_scale)
 
 
 def _write_artifacts(out, history):
@@ -203,23 +214,19 @@ def _write_artifacts(out, history):
 
 
 def predict_job(model_dir, data_path, out=None):
-    """Predictions for a CSV (or .npz) of raw features, with class names, as CSV rows."""
+    """Predictions for a table (or .npz) of raw features, with class names, as CSV rows.
+    Columns are matched by name in any order; extra columns (the target) are ignored."""
     model = load_model(model_dir)
     extras = getattr(model, "extras", {}) or {}
-    if str(data_path).lower().endswith(".csv"):
-        X = _read_features(data_path, extras.get("feature_names"))
-    else:
-        X = D.load(data_path).X
-    if "normalizer" in extras:
-        X = D.Normalizer.from_dict(extras["normalizer"]).transform(X)
-    X = X.astype(numpy.float32)
+    X = D.features_for(extras, data_path)
     first = model.members[0] if isinstance(model, Ensemble) else model
     first.check_X(X)
     labels = backend.to_numpy(model.predict(X))
     classes = extras.get("class_names")
     head = first.head
     if classes is None or not head.classifies:
-        rows, header = [[f"{v:.6g}"] for v in labels], ["prediction"]
+        mean, std = extras.get("target_scale") or (0.0, 1.0)
+        rows, header = [[f"{v * std + mean:.6g}"] for v in labels], ["prediction"]
     else:
         proba = head.class_proba(backend.to_numpy(model.predict_proba(X)))
         header = ["prediction"] + [f"p_{c}" for c in classes]
@@ -233,20 +240,6 @@ def predict_job(model_dir, data_path, out=None):
         if out:
             handle.close()
     return len(rows)
-
-
-def _read_features(path, features):
-    """The model's feature columns from a CSV, by name (other columns, like the target, are ignored)."""
-    if not os.path.isfile(path):
-        raise D.DataError(f"no such file: {path!r}")
-    if features is None:
-        raise D.DataError("the model does not record its feature names; give an .npz with X instead")
-    header, rows = D.read_csv(path)
-    missing = [c for c in features if c not in header]
-    if missing:
-        shown = ", ".join(missing[:8]) + (f" and {len(missing) - 8} more" if len(missing) > 8 else "")
-        raise D.DataError(f"{path}: lacks {len(missing)} of the model's {len(features)} feature columns: {shown}")
-    return D.numeric_columns(path, header, rows, features)
 
 
 # -- gradcheck -------------------------------------------------------------------------------

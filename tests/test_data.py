@@ -106,7 +106,7 @@ def test_csv_with_string_labels_keeps_the_class_names(tmp_path):
     assert ds.class_names == ["cat", "dog"]
     np.testing.assert_array_equal(ds.y, [0, 1, 0])
     assert ds.feature_names == ["weight", "height"]
-    np.testing.assert_array_equal(ds.X, [[4, 30], [30, 60], [5, 28]])
+    np.testing.assert_array_equal(ds.frame.to_numpy(), [[4, 30], [30, 60], [5, 28]])
 
 
 def test_csv_numeric_targets_are_classes_or_regression(tmp_path):
@@ -119,22 +119,22 @@ def test_csv_numeric_targets_are_classes_or_regression(tmp_path):
 
 
 @pytest.mark.parametrize(
-    "text,target,pattern",
+    "text,options,pattern",
     [
-        ("a,b,y\n1,2,0\n", "label", r"no column named 'label'; the columns are a, b, y"),
-        ("a,b,y\n1,2,0\n3,oops,1\n", "y", r"column 'b' has a non-numeric value 'oops' at line 3"),
-        ("a,b,y\n1,nan,0\n", "y", r"column 'b' is nan at line 2"),
-        ("a,b,y\n1,inf,0\n", "y", r"column 'b' is inf at line 2"),
-        ("a,b,y\n1,2\n", "y", r"line 2 has 2 fields but the header has 3"),
-        ("a,b,y\n", "y", "at least one example"),
-        ("a,b,y\n1,2,\n", "y", "target is empty at line 2"),
+        ("a,b,y\n1,2,0\n", dict(target="label"), r"no column named 'label'; the columns are a, b, y"),
+        ("a,b,y\n" + "1,2,0\n3,oops,1\n" * 5, dict(target="y", numeric=["b"]),
+         r"--numeric column 'b' holds text such as 'oops'"),
+        ("a,b,y\n" + "1,1,0\n1,inf,1\n" * 5, dict(target="y"), r"column 'b' holds inf at line 3, beyond what a float32"),
+        ("a,b,y\n1,2,0\n3,4,1,5\n", dict(target="y"), r"Expected 3 fields in line 3, saw 4"),
+        ("a,b,y\n", dict(target="y"), "at least one example"),
+        ("a,b,y\n1,2,\n", dict(target="y"), "the target column 'y' is empty"),
     ],
 )
-def test_csv_errors_name_column_and_line(tmp_path, text, target, pattern):
+def test_table_errors_name_column_and_line(tmp_path, text, options, pattern):
     path = tmp_path / "bad.csv"
     path.write_text(text)
     with pytest.raises(D.DataError, match=pattern):
-        D.load(path, target=target)
+        D.prepare(path, test=0, **options)
 
 
 def test_missing_files_and_npz(tmp_path):

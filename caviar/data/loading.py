@@ -1,24 +1,22 @@
-"""Loading data: CSV files, ``.npz`` files, NumPy arrays, and bundled datasets by name.
+"""Loading data: tables (``caviar.data.table``), ``.npz`` files, NumPy arrays, and bundled
+datasets by name.
 
-Every loader returns a ``Dataset``: X (m, n_x) float, y (m,) labels as integers 0..C-1 (class
-names kept in ``class_names``) or floats for regression, and the feature names. Errors name the
-file, the column and the row, so a person can fix the data.
+Every loader returns a ``Dataset``: y (m,) labels as integers 0..C-1 (class names kept in
+``class_names``) or floats for regression, and X (m, n_x) numbers, or for a table its raw
+feature columns (``frame``), which ``caviar.data.prepare`` turns into numbers with statistics of
+the training rows only. Errors name the file, the column and the row, so a person can fix the
+data.
 """
 
 from __future__ import annotations
 
-import csv
 import math
 import os
 from dataclasses import dataclass, field
 
 import numpy
 
-from ..errors import CaviarError
-
-
-class DataError(CaviarError, ValueError):
-    """Data that cannot be used as given; the message says where and why."""
+from ..errors import DataError
 
 
 @dataclass
@@ -31,6 +29,15 @@ class Dataset:
     target: str | None = None
     image_shape: tuple | None = None  # (height, width) for image data, for augmentation
     notes: dict = field(default_factory=dict)
+    frame: object = None  # a table's feature columns as read (pandas), before preprocessing
+    lines: bool = False  # a text file: positions are reported as its lines (the header is line 1)
+    inputs: list | None = None  # the network's input columns once prepared (one-hot levels...)
+    target_scale: tuple | None = None  # a regression target's training (mean, std), once prepared
+
+    @property
+    def n_x(self):
+        """The number of network inputs (after preprocessing, for a table)."""
+        return len(self.inputs) if self.inputs is not None else self.X.shape[1]
 
     @property
     def n_classes(self):
@@ -43,12 +50,18 @@ class Dataset:
 BUNDLED = ("moons", "circles", "digits", "iris", "wine", "breast_cancer", "synthetic")
 
 
-def load(spec, target=None, seed=0):
-    """A bundled dataset by name, or a file: ``.csv`` (with ``target``) or ``.npz`` (X and y).
+def load(spec, target=None, seed=0, task=None, na_values=None):
+    """A bundled dataset by name, a table (a CSV, TSV, Parquet or Feather file, or a
+    ``pandas.DataFrame``; ``target`` names the label column, default the last), or an ``.npz``
+    with X and y.
 
     Bundled: 'moons', 'circles', 'digits', 'iris', 'wine', 'breast_cancer', and
     'synthetic' or 'synthetic:M' (M examples, default 10,000; for the big-data split rule).
     """
+    from . import table
+
+    if not isinstance(spec, (str, os.PathLike)):
+        return load_table(spec, target, task, na_values)
     spec = os.fspath(spec)
     name, _, arg = spec.partition(":")
     if name in BUNDLED and not os.path.exists(spec):
@@ -59,7 +72,28 @@ def load(spec, target=None, seed=0):
         raise DataError(f"{spec!r} is a directory; give a .csv or .npz file")
     if spec.lower().endswith(".npz"):
         return load_npz(spec)
-    return load_csv(spec, target)
+    if not table.is_table(spec):
+        raise DataError(f"{spec!r}: caviar reads .csv, .tsv, .txt (compressed .gz, .bz2, .zip, .xz too), .parquet, "
+                        f".feather and .npz files")
+    return load_table(spec, target, task, na_values)
+
+
+def load_table(source, target=None, task=None, na_values=None):
+    """A table's target and raw feature columns (``Dataset.frame``), preprocessed later with
+    statistics of its training rows only (``caviar.data.prepare``)."""
+    from .columns import target_of
+    from .table import read_table
+
+    frame = read_table(source, na_values)
+    name = os.path.basename(os.fspath(source)) if isinstance(source, (str, os.PathLike)) else "DataFrame"
+    if len(frame) == 0:
+        raise DataError(f"{name}: needs a header row and at least one example")
+    target = target if target is not None else frame.columns[-1]
+    frame, y, classes = target_of(frame, target, task, source=name)
+    if frame.shape[1] == 0:
+        raise DataError(f"{name}: no feature columns besides the target {target!r}")
+    return Dataset(None, y, list(frame.columns), classes, name, target, frame=frame,
+                   lines=isinstance(source, (str, os.PathLike)))
 
 
 def _count(arg, spec):
@@ -157,67 +191,3 @@ def check_finite_features(X, feature_names=None, source="X"):
         row, col = (int(i) for i in numpy.argwhere(bad)[0])
         name = feature_names[col] if feature_names is not None else f"column {col}"
         raise DataError(f"{source}: feature {name!r} is {X[row, col]} at row {row + 1}; remove or impute it")
-
-
-def read_csv(path):
-    """The header and the non-blank rows of a CSV file; every row must have the header's width."""
-    try:
-        with open(path, newline="") as f:
-            rows = list(csv.reader(f))
-    except UnicodeDecodeError:
-        raise DataError(f"{path}: not a text CSV file") from None
-    except OSError as exc:
-        raise DataError(f"{path}: cannot read it ({exc.strerror})") from None
-    numbered = [(line, r) for line, r in enumerate(rows, start=1) if any(cell.strip() for cell in r)]
-    if len(numbered) < 2:
-        raise DataError(f"{path}: needs a header row and at least one example")
-    header = [h.strip() for h in numbered[0][1]]
-    for line, row in numbered[1:]:
-        if len(row) != len(header):
-            raise DataError(f"{path}: line {line} has {len(row)} fields but the header has {len(header)}")
-    return header, numbered[1:]
-
-
-def numeric_columns(path, header, rows, names):
-    """The named columns as a float array (m, len(names)); errors name the column and line."""
-    cols = [header.index(n) for n in names]
-    X = numpy.empty((len(rows), len(cols)))
-    for i, (line, row) in enumerate(rows):
-        for j, c in enumerate(cols):
-            cell = row[c].strip()
-            try:
-                X[i, j] = float(cell)
-            except ValueError:
-                raise DataError(f"{path}: column {names[j]!r} has a non-numeric value {cell!r} at line {line}") from None
-            if not math.isfinite(X[i, j]):
-                raise DataError(f"{path}: column {names[j]!r} is {cell} at line {line}; remove or impute it")
-    return X
-
-
-def load_csv(path, target=None):
-    """A CSV with a header row. ``target`` names the label column (default: the last column).
-
-    Feature columns must be numeric; the target may hold numbers or class names.
-    """
-    header, rows = read_csv(path)
-    target = target if target is not None else header[-1]
-    if target not in header:
-        raise DataError(f"{path}: no column named {target!r}; the columns are {', '.join(header)}")
-    t = header.index(target)
-    features = [h for i, h in enumerate(header) if i != t]
-    if not features:
-        raise DataError(f"{path}: no feature columns besides the target {target!r}")
-    X = numeric_columns(path, header, rows, features)
-    y = _parse_targets([row[t].strip() for _, row in rows], [line for line, _ in rows])
-    y, classes = encode_labels(y)
-    return Dataset(X, y, features, classes, os.path.basename(path), target)
-
-
-def _parse_targets(labels, lines):
-    if any(not label for label in labels):
-        raise DataError(f"the target is empty at line {lines[labels.index('')]}")
-    try:
-        values = numpy.array([float(label) for label in labels])
-    except ValueError:
-        return numpy.array(labels)  # class names
-    return values

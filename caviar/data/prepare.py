@@ -5,54 +5,143 @@ from __future__ import annotations
 
 import numpy
 
+import os
+
 from .loading import DataError, load
 from .normalize import Normalizer
+from .preprocess import Preprocessor, numbers
 from .split import split
+from .table import is_table, read_table
 
 
-def _align(ds, other, label):
-    """``other`` (a separate dev or test file) expressed in ``ds``'s features and class indices."""
-    if other.feature_names != ds.feature_names:
-        raise DataError(f"{label} has features {other.feature_names[:5]}... but the training data has {ds.feature_names[:5]}...")
+TABLE_OPTIONS = ("target", "task", "na_values", "categorical", "numeric", "drop")  # how a table is read
+
+
+def in_target_units(figures, target_scale):
+    """Figures of standardized regression targets (``prepare``) in the target's own units:
+    MSE times the variance, RMSE and MAE times the std; R² and the cost stay as they are."""
+    if target_scale is None:
+        return dict(figures)
+    std = target_scale[1]
+    return {k: v * std ** {"mse": 2, "rmse": 1, "mae": 1}[k] if k in ("mse", "rmse", "mae") else v
+            for k, v in figures.items()}
+
+
+def _class_codes(ds, other, label):
+    """``other``'s labels (a separate dev or test file) as ``ds``'s class indices."""
     if ds.class_names is None:
         if other.class_names is not None:
             raise DataError(f"{label} holds class labels but the training target is numeric")
-        return other.X, other.y
+        return other.y
     names = other.class_names if other.class_names is not None else [f"{v:g}" for v in other.y]
     labels = [names[int(v)] for v in other.y] if other.class_names is not None else names
     unknown = sorted(set(labels) - set(ds.class_names))
     if unknown:
         raise DataError(f"{label} has classes the training data lacks: {', '.join(unknown[:5])}")
     index = {c: i for i, c in enumerate(ds.class_names)}
-    return other.X, numpy.array([index[c] for c in labels], dtype=numpy.int64)
+    return numpy.array([index[c] for c in labels], dtype=numpy.int64)
 
 
-def prepare(data, target=None, seed=0, dev=None, test=None, dev_data=None, test_data=None, image_shape=None):
-    """(dataset, split, normalizer, sets): ``sets`` maps 'train', 'dev' and 'test' (if any) to
-    normalized float32 (X, y).
+def prepare(data, target=None, seed=0, dev=None, test=None, dev_data=None, test_data=None, image_shape=None,
+            task=None, na_values=None, categorical=(), numeric=(), drop=()):
+    """(dataset, split, preprocessing, sets): ``sets`` maps 'train', 'dev' and 'test' (if any) to
+    float32 (X, y) ready for a network; ``preprocessing`` (a ``Normalizer`` for numeric arrays,
+    a ``Preprocessor`` for a table) was fitted on the training rows only and is what a model
+    must apply to new data (its ``to_dict`` is saved with the model).
 
     With ``dev_data``/``test_data`` files those sets come from them (the notes' case: train on
     web pictures, dev and test on the app's pictures) and the rest of ``data`` is split.
+    A table's columns get roles (``caviar.data.columns``; ``categorical``, ``numeric`` and
+    ``drop`` override them) and its preprocessing imputes, encodes and standardizes them. A
+    regression target is standardized with its training mean and standard deviation
+    (``ds.target_scale``); a model's outputs times the std plus the mean are in its units.
     """
-    ds = load(data, target=target, seed=seed)
+    ds = load(data, target=target, seed=seed, task=task, na_values=na_values)
     given = {}
     for name, path in (("dev", dev_data), ("test", test_data)):
         if path is not None:
-            given[name] = _align(ds, load(path, target=target or ds.target), f"--{name}-data {path}")
+            other = load(path, target=target or ds.target, task="regression" if ds.class_names is None else "classification",
+                         na_values=na_values)
+            given[name] = (other, _class_codes(ds, other, f"--{name}-data {path}"))
     # Carve from ``data`` only the sets no file provides. A test set is never carved beside a
     # dev file: dev and test must come from the same distribution.
     dev = 0 if "dev" in given else dev
     test = 0 if ("test" in given or "dev" in given) else test
-    parts = split(ds.X, ds.y, dev=dev, test=test, seed=seed, stratify=ds.class_names is not None,
+    rows = numpy.arange(len(ds.y)).reshape(-1, 1)
+    parts = split(rows, ds.y, dev=dev, test=test, seed=seed, stratify=ds.class_names is not None,
                   class_names=ds.class_names)
-    parts.dev = given.get("dev", parts.dev if len(parts.dev_index) else None)
-    parts.test = given.get("test", parts.test)
-    if parts.dev is None:
+    if "dev" not in given and not len(parts.dev_index):
         raise DataError("no dev set: give --dev-data or let caviar split one from --data")
-    # image rows get one mean and std over all pixels, so augmented images stay in range
-    normalizer = Normalizer(per_feature=(image_shape or ds.image_shape) is None).fit(parts.train[0])
-    sets = {"train": parts.train, "dev": parts.dev}
-    if parts.test is not None:
-        sets["test"] = parts.test
-    sets = {k: (normalizer.transform(X).astype(numpy.float32), y) for k, (X, y) in sets.items()}
-    return ds, parts, normalizer, sets
+    if ds.frame is not None:
+        where = "line" if ds.lines else "row"
+        prep = Preprocessor(categorical, numeric, drop).fit(ds.frame.iloc[parts.train_index], source=ds.name,
+                                                            position=where)
+
+        def features(d, index=None, label=None):
+            frame = d.frame if index is None else d.frame.iloc[index]
+            return prep.transform(frame, source=label or d.name, position=where if d.lines else "row")
+    else:
+        if ds.X is None or any(o.frame is not None for o, _ in given.values()):
+            raise DataError("a separate dev or test file must be of the same kind as --data (a table or an .npz)")
+        # image rows get one mean and std over all pixels, so augmented images stay in range
+        prep = Normalizer(per_feature=(image_shape or ds.image_shape) is None).fit(ds.X[parts.train_index])
+
+        def features(d, index=None, label=None):
+            X = d.X if index is None else d.X[index]
+            if X.shape[1] != ds.X.shape[1]:
+                raise DataError(f"{label} has {X.shape[1]} features but the training data has {ds.X.shape[1]}")
+            return prep.transform(X).astype(numpy.float32)
+    sets = {"train": (features(ds, parts.train_index), ds.y[parts.train_index])}
+    sets["dev"] = (features(given["dev"][0], label=f"--dev-data {dev_data}"), given["dev"][1]) if "dev" in given \
+        else (features(ds, parts.dev_index), ds.y[parts.dev_index])
+    if "test" in given:
+        sets["test"] = (features(given["test"][0], label=f"--test-data {test_data}"), given["test"][1])
+    elif len(parts.test_index):
+        sets["test"] = (features(ds, parts.test_index), ds.y[parts.test_index])
+    if ds.class_names is None:  # a regression target in the network's units: the training mean and std
+        y = sets["train"][1]
+        mean, std = float(y.mean()), float(y.std()) or 1.0
+        ds.target_scale = (mean, std)
+        sets = {k: (X, (t - mean) / std) for k, (X, t) in sets.items()}
+    parts.train, parts.dev, parts.test = sets["train"], sets["dev"], sets.get("test")
+    ds.inputs = getattr(prep, "output_names", None) or ds.feature_names
+    return ds, parts, prep, sets
+
+
+def model_extras(ds, preprocessing, data):
+    """What a model file keeps beside the weights to predict from raw data: the preprocessing
+    (a table's, or the normalizer of numeric arrays), class names, the target's scale."""
+    table = isinstance(preprocessing, Preprocessor)
+    return {("preprocessor" if table else "normalizer"): preprocessing.to_dict(), "class_names": ds.class_names,
+            "feature_names": preprocessing.input_names if table else ds.feature_names, "target": ds.target,
+            "target_scale": ds.target_scale, "data": data if isinstance(data, str) else None}
+
+
+def features_for(extras, data):
+    """A model's inputs (float32) from raw data: a table through its saved preprocessing, or
+    numeric columns (or an .npz's X) through its normalizer."""
+    name = os.fspath(data) if isinstance(data, (str, os.PathLike)) else "the DataFrame"
+    if "preprocessor" in extras:
+        frame = read_table(data)
+        lines = isinstance(data, (str, os.PathLike))
+        return Preprocessor.from_dict(extras["preprocessor"]).transform(frame, source=name,
+                                                                          position="line" if lines else "row")
+    if isinstance(data, (str, os.PathLike)) and not is_table(data):  # an .npz, or a bundled dataset by name
+        X = load(data).X
+    else:
+        features = extras.get("feature_names")
+        if features is None:
+            raise DataError("the model does not record its feature names; give an .npz with X instead")
+        frame = read_table(data)
+        missing = [c for c in features if c not in frame.columns]
+        if missing:
+            shown = ", ".join(missing[:8]) + (f" and {len(missing) - 8} more" if len(missing) > 8 else "")
+            raise DataError(f"{name}: lacks {len(missing)} of the model's {len(features)} feature columns: {shown}")
+        X = numpy.column_stack([numbers(frame[c], c, name) for c in features]) if features else None
+        bad = ~numpy.isfinite(X)
+        if bad.any():
+            row, col = (int(i) for i in numpy.argwhere(bad)[0])
+            raise DataError(f"{name}: column {features[col]!r} is missing or not finite at row {row + 1}")
+    if "normalizer" in extras:
+        X = Normalizer.from_dict(extras["normalizer"]).transform(X)
+    return X.astype(numpy.float32)

@@ -23,10 +23,12 @@ def metric_for(settings):
 
 def study_data(settings):
     """The study's (normalized) train and dev sets, loaded once per process."""
-    key = (settings["data"], settings.get("target"), settings["split_seed"], settings.get("dev"), settings.get("test"))
+    options = {k: settings.get(k) for k in D.TABLE_OPTIONS}
+    key = (settings["data"], settings["split_seed"], settings.get("dev"), settings.get("test"), repr(options))
     if key not in _DATA_CACHE:
-        ds, parts, normalizer, sets = D.prepare(settings["data"], target=settings.get("target"), seed=settings["split_seed"],
-                                                dev=settings.get("dev"), test=settings.get("test"))
+        options = {k: v for k, v in options.items() if v is not None}
+        ds, parts, normalizer, sets = D.prepare(settings["data"], seed=settings["split_seed"], dev=settings.get("dev"),
+                                                test=settings.get("test"), **options)
         _DATA_CACHE[key] = (ds, normalizer, sets)
     return _DATA_CACHE[key]
 
@@ -34,7 +36,7 @@ def study_data(settings):
 def shape_of(params, ds):
     """(layer sizes, output) that a parameter set describes for a dataset (defaults where silent)."""
     output = H.output_for(ds.n_classes)
-    return [ds.X.shape[1], *H.hidden_layers(params), heads.get(output).n_y(ds.n_classes)], output
+    return [ds.n_x, *H.hidden_layers(params), heads.get(output).n_y(ds.n_classes)], output
 
 
 def network_and_options(params, ds, seed, dtype="float32"):

@@ -7,6 +7,7 @@ from __future__ import annotations
 import math
 import os
 
+from .. import data as D
 from ..train import fit, save
 from .objective import metric_for, network_and_options, study_data
 from .space import Choice, Space
@@ -52,12 +53,12 @@ def retrain_best(study, out=None):
     # the trial's own run: its seed and the study's batch order (every trial shares it)
     fit(net, *sets["train"], epochs=best["best_epoch"] or best["budget"], verbose=False, seed=best["seed"],
         shuffle_seed=settings["seed"], **options)
-    result = {"trial": best["number"], "params": best["params"], "dev": net.evaluate(*sets["dev"])}
+    result = {"trial": best["number"], "params": best["params"],
+              "dev": D.in_target_units(net.evaluate(*sets["dev"]), ds.target_scale)}
     if "test" in sets:
-        result["test"] = net.evaluate(*sets["test"])
+        result["test"] = D.in_target_units(net.evaluate(*sets["test"]), ds.target_scale)
     if out is not None:
-        net.extras = {"normalizer": normalizer.to_dict(), "class_names": ds.class_names,
-                      "feature_names": ds.feature_names, "target": ds.target, "data": settings["data"]}
+        net.extras = D.model_extras(ds, normalizer, settings["data"])
         result["model"] = save(net, os.path.join(out, "best-model"))
     return result
 
