@@ -9,6 +9,7 @@ import argparse
 import json
 import os
 import sys
+import warnings
 
 from . import backend
 from .errors import CaviarError
@@ -417,7 +418,20 @@ def _select_backend(name):
         backend.use_from_environment()
 
 
+def _show_warning(message, category, filename, lineno, file=None, line=None):
+    """caviar's own warnings (dropped rows, unseen categories, a latin-1 file) as one line
+    each; other libraries' keep Python's form."""
+    if category is UserWarning and "caviar" in filename:
+        print(f"caviar: warning: {message}", file=file or sys.stderr)
+    else:
+        _python_show_warning(message, category, filename, lineno, file, line)
+
+
+_python_show_warning = warnings.showwarning
+
+
 def main(argv=None):
+    warnings.showwarning = _show_warning
     parser = build_parser()
     args = parser.parse_args(argv)
     try:

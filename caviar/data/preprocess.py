@@ -73,7 +73,7 @@ def _date_parts(series):
     days = (when - pandas.Timestamp("1970-01-01")).dt.total_seconds() / 86400.0
     return {"days": days.to_numpy(dtype=numpy.float64, na_value=numpy.nan),
             "month": when.dt.month.to_numpy(dtype=numpy.float64, na_value=numpy.nan),
-            "weekday": when.dt.weekday.to_numpy(dtype=numpy.float64, na_value=numpy.nan)}
+            "weekday": when.dt.day_of_week.to_numpy(dtype=numpy.float64, na_value=numpy.nan)}
 
 
 def _label(value):
