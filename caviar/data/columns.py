@@ -29,12 +29,32 @@ ROLES = ("numeric", "categorical", "date", "id", "constant", "drop")
 KEPT = ("numeric", "categorical", "date")
 
 
+class Rows:
+    """Some rows of a table, column by column (``frame[name]``) without copying the table."""
+
+    def __init__(self, frame, rows):
+        self.frame, self.rows = (frame.frame, frame.rows) if isinstance(frame, Rows) else (frame, rows)
+        self.columns = self.frame.columns
+
+    def __getitem__(self, name):
+        series = self.frame[name]
+        return series if self.rows is None else series.iloc[self.rows]
+
+    def take(self, values):
+        """The chosen rows of a whole column's array (a NumPy take: cheaper than pandas')."""
+        return values if self.rows is None else values[self.rows]
+
+    def __len__(self):
+        return len(self.frame) if self.rows is None else len(self.rows)
+
+
+
 @dataclass
 class Column:
     name: str
     role: str
     missing: float  # fraction of missing cells in the training rows
-    levels: int  # distinct filled values
+    levels: int | None  # distinct filled values (None for a numeric column that varies)
 
     def to_dict(self):
         return {"name": self.name, "role": self.role, "missing": self.missing, "levels": self.levels}
@@ -59,21 +79,31 @@ def _looks_like_dates(values):
 
 
 def infer_roles(frame, categorical=(), numeric=(), drop=()):
-    """One ``Column`` per column of ``frame`` (the training rows, target excluded)."""
+    """One ``Column`` per column of ``frame`` (the target excluded)."""
     import pandas
 
+    frame = Rows(frame, None)
     named = {"categorical": list(categorical), "numeric": list(numeric), "drop": list(drop)}
     for role, names in named.items():
         unknown = [n for n in names if n not in frame.columns]
         if unknown:
             raise DataError(f"--{role} names no column {', '.join(repr(n) for n in unknown)}; the columns are "
-                            f"{', '.join(frame.columns[:12])}{' ...' if len(frame.columns) > 12 else ''}")
+                            f"{', '.join(list(frame.columns)[:12])}{' ...' if len(frame.columns) > 12 else ''}")
     columns = []
     m = len(frame)
     for name in frame.columns:
-        s = frame[name]
-        filled = s.dropna()
-        levels = int(filled.nunique())
+        whole = frame.frame[name]
+        number = pandas.api.types.is_numeric_dtype(whole) and not pandas.api.types.is_bool_dtype(whole)
+        if number and name not in named["categorical"]:  # numbers: only whether they vary matters
+            values = whole.to_numpy(dtype=numpy.float64, na_value=numpy.nan)
+            values = frame.take(values)
+            filled = values[~numpy.isnan(values)]
+            levels = None if len(filled) and filled.min() != filled.max() else min(len(filled), 1)
+            s = whole
+        else:
+            s = frame[name]
+            filled = s.dropna()
+            levels = int(filled.nunique())
         missing = float(1 - len(filled) / m) if m else 0.0
         if name in named["drop"]:
             role = "drop"
@@ -84,7 +114,7 @@ def infer_roles(frame, categorical=(), numeric=(), drop=()):
                 bad = filled[pandas.to_numeric(filled, errors="coerce").isna()].iloc[0]
                 raise DataError(f"--numeric column {name!r} holds text such as {bad!r}")
             role = "numeric"
-        elif levels <= 1:
+        elif levels is not None and levels <= 1:
             role = "constant"
         elif pandas.api.types.is_bool_dtype(s) or isinstance(s.dtype, pandas.CategoricalDtype):
             role = "categorical"
@@ -107,7 +137,8 @@ def format_roles(columns):
     for c in columns:
         note = {"id": "  (dropped: a different value in every row)", "constant": "  (dropped)",
                 "drop": "  (dropped: --drop)"}.get(c.role, "")
-        lines.append(f"{c.name:<{width}}  {c.role:<11} {100 * c.missing:>7.1f}% {c.levels:>7}{note}")
+        levels = "-" if c.levels is None else c.levels
+        lines.append(f"{c.name:<{width}}  {c.role:<11} {100 * c.missing:>7.1f}% {levels:>7}{note}")
     return "\n".join(lines)
 
 
@@ -128,22 +159,25 @@ def target_of(frame, target, task=None, source="the data"):
         warnings.warn(f"{source}: dropped {int(missing.sum())} row(s) whose target {target!r} is missing", stacklevel=2)
         frame, y = frame[~missing], y[~missing]
     frame = frame.drop(columns=[target])
-    numbers = pandas.to_numeric(y, errors="coerce") if not pandas.api.types.is_bool_dtype(y) else None
-    is_numeric = numbers is not None and numbers.notna().all()
+    # a column the reader parsed as numbers; text (even "1", "2" mixed with "x") is classes
+    is_numeric = pandas.api.types.is_numeric_dtype(y) and not pandas.api.types.is_bool_dtype(y)
+    numbers = y.astype("float64") if is_numeric else None
     if task is None:
         many = is_numeric and len(numpy.unique(numbers)) > max(20, int(math.sqrt(len(y))))
         whole = is_numeric and bool((numbers == numpy.round(numbers)).all())
         task = "regression" if is_numeric and (many or not whole) else "classification"
     if task == "regression":
         if not is_numeric:
-            bad = y[numbers.isna()].iloc[0] if numbers is not None else y.iloc[0]
-            raise DataError(f"{source}: a regression target needs numbers; {target!r} holds {bad!r}")
+            parsed = pandas.to_numeric(y, errors="coerce") if not pandas.api.types.is_bool_dtype(y) else None
+            if parsed is None or parsed.isna().any():
+                bad = y[parsed.isna()].iloc[0] if parsed is not None else y.iloc[0]
+                raise DataError(f"{source}: a regression target needs numbers; {target!r} holds {bad!r}")
+            numbers = parsed
         values = numbers.to_numpy(dtype=numpy.float64)
         if not numpy.isfinite(values).all():
             row = int(numpy.argmin(numpy.isfinite(values)))
             raise DataError(f"{source}: the target {target!r} is {values[row]} at row {row + 1}")
         return frame, values, None
-    keys = numbers if is_numeric else y.astype(str)
-    classes, codes = numpy.unique(keys.to_numpy(), return_inverse=True)
-    names = [f"{c:g}" if isinstance(c, float) else str(c) for c in classes]
+    codes, uniques = pandas.factorize(numbers if is_numeric else y.astype(str), sort=True)  # hashing: fast
+    names = [f"{c:g}" if isinstance(c, float) else str(c) for c in uniques]
     return frame, codes.astype(numpy.int64), names

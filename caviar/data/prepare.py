@@ -74,12 +74,14 @@ def prepare(data, target=None, seed=0, dev=None, test=None, dev_data=None, test_
         raise DataError("no dev set: give --dev-data or let caviar split one from --data")
     if ds.frame is not None:
         where = "line" if ds.lines else "row"
-        prep = Preprocessor(categorical, numeric, drop).fit(ds.frame.iloc[parts.train_index], source=ds.name,
+        prep = Preprocessor(categorical, numeric, drop).fit(ds.frame, parts.train_index, source=ds.name,
                                                             position=where)
+        every_row = prep.transform(ds.frame, source=ds.name, position=where)  # once, then split by rows
 
         def features(d, index=None, label=None):
-            frame = d.frame if index is None else d.frame.iloc[index]
-            return prep.transform(frame, source=label or d.name, position=where if d.lines else "row")
+            if d is ds:
+                return every_row[index]
+            return prep.transform(d.frame, index, source=label or d.name, position="line" if d.lines else "row")
     else:
         if ds.X is None or any(o.frame is not None for o, _ in given.values()):
             raise DataError("a separate dev or test file must be of the same kind as --data (a table or an .npz)")

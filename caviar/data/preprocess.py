@@ -17,11 +17,12 @@ any order, ignores extra columns, and refuses missing ones by name.
 
 from __future__ import annotations
 
+import os
 import warnings
 
 import numpy
 
-from .columns import KEPT, infer_roles
+from .columns import KEPT, Rows, infer_roles
 from ..errors import DataError
 
 MISSING, OTHER = "(missing)", "(other)"
@@ -51,12 +52,19 @@ def numbers(series, name, source, position="row"):
     """A column as float64, refusing text and values that overflow float32 (named)."""
     import pandas
 
-    values = pandas.to_numeric(series, errors="coerce").to_numpy(dtype=numpy.float64, na_value=numpy.nan)
-    bad_text = numpy.isnan(values) & series.notna().to_numpy()
+    if pandas.api.types.is_numeric_dtype(series) and not pandas.api.types.is_bool_dtype(series):
+        values = series.to_numpy(dtype=numpy.float64, na_value=numpy.nan)
+        bad_text = numpy.zeros(0, dtype=bool)
+    else:
+        values = pandas.to_numeric(series, errors="coerce").to_numpy(dtype=numpy.float64, na_value=numpy.nan)
+        bad_text = numpy.isnan(values) & series.notna().to_numpy()
     if bad_text.any():
         i = _first(series, bad_text)
         raise DataError(f"{source}: numeric column {name!r} has the text {series.iloc[i]!r} at {_at(series, i, position)}")
-    too_big = ~(numpy.abs(values) <= FLOAT32_MAX) & ~numpy.isnan(values)
+    # the common case in two passes without temporaries: fmax/fmin skip NaN (missing cells)
+    if len(values) and not (numpy.fmax.reduce(values) > FLOAT32_MAX or numpy.fmin.reduce(values) < -FLOAT32_MAX):
+        return values
+    too_big = numpy.abs(values) > FLOAT32_MAX  # inf too; NaN compares False
     if too_big.any():
         i = _first(series, too_big)
         raise DataError(f"{source}: column {name!r} holds {values[i]:g} at {_at(series, i, position)}, beyond what a "
@@ -82,10 +90,27 @@ def _label(value):
     return str(value)
 
 
-def _labels(series):
-    """Categorical cells as text, missing ones as their own level."""
-    text = series.astype(object).where(series.notna(), MISSING)
-    return text.map(lambda v: v if v is MISSING else _label(v)).to_numpy(dtype=object)
+def _categories(series):
+    """(codes, labels): each cell's index into ``labels``, the column's distinct values as text,
+    with missing cells as their own label. Hashing (pandas.factorize) keeps it fast on big
+    columns: only the distinct values pass through Python."""
+    import pandas
+
+    codes, uniques = pandas.factorize(series, use_na_sentinel=True)
+    labels = [_label(v) for v in uniques] + [MISSING]
+    codes = numpy.where(codes < 0, len(labels) - 1, codes)
+    return codes, labels
+
+
+def _each(fn, items):
+    """``[fn(item) for item in items]``, on every core: NumPy and pandas release the GIL for
+    the column-wide work, so columns are processed side by side."""
+    if len(items) < 2:
+        return [fn(item) for item in items]
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=min(len(items), os.cpu_count() or 1)) as pool:
+        return list(pool.map(fn, items))
 
 
 class Preprocessor:
@@ -99,46 +124,65 @@ class Preprocessor:
         self.columns_ = None
 
     # -- fitting ---------------------------------------------------------------------------------
-    def fit(self, frame, source="the training data", position="row"):
+    def fit(self, frame, rows=None, source="the training data", position="row"):
+        """Learn from the training rows (``rows``: their positions in ``frame``; all by default),
+        taken column by column so the table is never copied whole."""
+        # roles are read from the whole table's columns (their kind, whether they vary); every
+        # number the model uses (medians, means, levels) is learned from the training rows only
         self.roles_ = infer_roles(frame, **self.overrides)
-        self.columns_ = []  # one dict per kept column: what transform needs
+        frame = Rows(frame, rows)
         for col in self.roles_:
-            if col.role not in KEPT:
-                if col.role == "id":
-                    warnings.warn(f"{source}: dropped column {col.name!r}: a different value in every row (an ID?)",
-                                  stacklevel=2)
-                continue
-            series = frame[col.name]
-            if col.role == "categorical":
-                self.columns_.append(self._fit_categorical(col.name, series))
-            else:
-                parts = _date_parts(series) if col.role == "date" else {"": numbers(series, col.name, source, position)}
-                for part, values in parts.items():
-                    self.columns_.append(self._fit_numeric(col.name, col.role, part, values))
-        if not self.columns_:
+            if col.role == "id":
+                warnings.warn(f"{source}: dropped column {col.name!r}: a different value in every row (an ID?)",
+                              stacklevel=2)
+        kept = [col for col in self.roles_ if col.role in KEPT]
+        if not kept:
             raise DataError(f"{source}: no usable feature column is left (roles: "
                             f"{', '.join(f'{c.name} {c.role}' for c in self.roles_) or 'no columns'})")
+
+        def learn(col):
+            series = frame.frame[col.name]  # the whole column, converted once; training rows taken as arrays
+            if col.role == "categorical":
+                return [self._fit_categorical(col.name, frame[col.name])]
+            parts = _date_parts(series) if col.role == "date" else {"": numbers(series, col.name, source, position)}
+            return [self._fit_numeric(col.name, col.role, part, frame.take(v), own=frame.rows is not None)
+                    for part, v in parts.items()]
+
+        self.columns_ = [c for learned in _each(learn, kept) for c in learned]  # what transform needs
         return self
 
     @staticmethod
-    def _fit_numeric(name, role, part, values):
+    def _fit_numeric(name, role, part, values, own=False):
+        """Median, then mean and std of the imputed column, on one working array (``values``
+        itself when the caller gives it away, ``own``), reordered by the median's partition,
+        which the mean and std do not mind."""
         missing = numpy.isnan(values)
-        filled = values[~missing]
-        median = float(numpy.median(filled)) if len(filled) else 0.0
-        imputed = numpy.where(missing, median, values)
-        mean = float(imputed.mean()) if len(imputed) else 0.0
-        std = float(imputed.std()) if len(imputed) else 0.0
+        n_missing = int(missing.sum())
+        work = values[~missing] if n_missing else (values if own else values.copy())
+        median = float(numpy.median(work, overwrite_input=True)) if len(work) else 0.0
+        n = len(values)
+        mean = (float(work.sum()) + n_missing * median) / n if n else 0.0
+        work -= mean
+        square = float(numpy.dot(work, work)) + n_missing * (median - mean) ** 2
+        std = (square / n) ** 0.5 if n else 0.0
         return {"name": name, "role": role, "part": part, "median": median, "mean": mean,
-                "std": std if std > 0 else 1.0, "indicator": bool(missing.any())}
+                "std": std if std > 0 else 1.0, "indicator": bool(n_missing)}
 
     def _fit_categorical(self, name, series):
-        labels, counts = numpy.unique(_labels(series), return_counts=True)
-        order = numpy.argsort(-counts, kind="stable")
-        kept = [str(labels[i]) for i in order if counts[i] >= self.min_count or labels[i] == MISSING][: self.max_levels]
-        return {"name": name, "role": "categorical", "levels": kept,
-                "other": bool(len(kept) < len(labels))}
+        codes, labels = _categories(series)
+        counts = {}
+        for label, n in zip(labels, numpy.bincount(codes, minlength=len(labels))):
+            if n:
+                counts[label] = counts.get(label, 0) + int(n)  # 3 and 3.0 are one label
+        order = sorted(counts, key=lambda k: -counts[k])  # stable: first seen first among equals
+        kept = [k for k in order if counts[k] >= self.min_count or k == MISSING][: self.max_levels]
+        return {"name": name, "role": "categorical", "levels": kept, "other": bool(len(kept) < len(counts))}
 
     # -- applying ---------------------------------------------------------------------------------
+    @staticmethod
+    def _width(c):
+        return len(c["levels"]) + 1 if c["role"] == "categorical" else 1 + c["indicator"]
+
     @property
     def input_names(self):
         """The table columns a model needs, in order."""
@@ -158,44 +202,50 @@ class Preprocessor:
                     names.append(f"{base} missing")
         return names
 
-    def transform(self, frame, source="the data", position="row"):
-        """The model's inputs (m, n_x) as float32. Categories never seen in training go to
-        'other', with a warning that counts them."""
+    def transform(self, frame, rows=None, source="the data", position="row"):
+        """The model's inputs (m, n_x) as float32 for ``frame``'s ``rows`` (all by default).
+        Categories never seen in training go to 'other', with a warning that counts them."""
         absent = [n for n in self.input_names if n not in frame.columns]
         if absent:
             shown = ", ".join(repr(n) for n in absent[:8]) + (f" and {len(absent) - 8} more" if len(absent) > 8 else "")
             raise DataError(f"{source}: lacks {len(absent)} of the model's {len(self.input_names)} columns: {shown}")
-        blocks, unseen = [], {}
-        dates = {}
-        for c in self.columns_:
-            series = frame[c["name"]]
+        frame = Rows(frame, rows)
+        # filled column by column: as rows of the transpose, contiguous, then transposed once
+        X = numpy.empty((len(self.output_names), len(frame)), dtype=numpy.float32)
+        starts = numpy.cumsum([0] + [self._width(c) for c in self.columns_])
+        dates = {c["name"]: None for c in self.columns_ if c["role"] == "date"}
+        for name in dates:
+            dates[name] = _date_parts(frame.frame[name])
+
+        def fill(job):
+            c, at = job
+            series = frame.frame[c["name"]]  # whole columns, converted once; rows taken as arrays
             if c["role"] == "categorical":
-                labels = _labels(series)
+                codes, labels = _categories(series)
                 index = {level: i for i, level in enumerate(c["levels"])}
-                codes = numpy.fromiter((index.get(v, len(index)) for v in labels), dtype=numpy.int64, count=len(labels))
-                block = numpy.zeros((len(labels), len(index) + 1), dtype=numpy.float32)
-                block[numpy.arange(len(labels)), codes] = 1.0
-                if not c["other"]:
-                    new = {v for v in labels if v not in index}
-                    if new:
-                        unseen[c["name"]] = int(sum(v not in index for v in labels))
-                blocks.append(block)
-                continue
-            if c["role"] == "date":
-                if c["name"] not in dates:
-                    dates[c["name"]] = _date_parts(series)
-                values = dates[c["name"]][c["part"]]
-            else:
-                values = numbers(series, c["name"], source, position)
-            missing = numpy.isnan(values)
-            column = (numpy.where(missing, c["median"], values) - c["mean"]) / c["std"]
-            blocks.append(column.astype(numpy.float32).reshape(-1, 1))
+                level_of = numpy.array([index.get(label, len(index)) for label in labels], dtype=numpy.int64)
+                codes = level_of[frame.take(codes)]
+                X[at:at + len(index) + 1] = 0.0
+                X[at + codes, numpy.arange(len(codes))] = 1.0
+                new = 0 if c["other"] else int((codes == len(index)).sum())
+                return (c["name"], new) if new else None
+            values = dates[c["name"]][c["part"]] if c["role"] == "date" else numbers(series, c["name"], source, position)
+            work = frame.take(values)
+            work = work.copy() if work is values else work  # values may view the frame: never written
+            missing = numpy.isnan(work)
+            numpy.copyto(work, c["median"], where=missing)
+            work -= c["mean"]
+            work /= c["std"]
+            X[at] = work
             if c["indicator"]:
-                blocks.append(missing.astype(numpy.float32).reshape(-1, 1))
+                X[at + 1] = missing
+            return None
+
+        unseen = dict(u for u in _each(fill, list(zip(self.columns_, starts))) if u)
         if unseen:
             warnings.warn(f"{source}: categories never seen in training went to 'other': "
                           + ", ".join(f"{n} ({k} row{'s' if k != 1 else ''})" for n, k in unseen.items()), stacklevel=2)
-        return numpy.hstack(blocks) if blocks else numpy.zeros((len(frame), 0), dtype=numpy.float32)
+        return numpy.ascontiguousarray(X.T)
 
     # -- JSON ---------------------------------------------------------------------------------------
     def to_dict(self):

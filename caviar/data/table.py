@@ -148,11 +148,25 @@ def _read_text(path, na):
     header = [h.strip() for h in _header(text, delimiter)]
     check_columns(header, path)
     try:
-        frame = pandas.read_csv(path, sep=delimiter, encoding=encoding, na_values=na, keep_default_na=False,
-                                skipinitialspace=True, compression="infer", low_memory=False)
+        return _read_text_as(path, delimiter, encoding, na)
     except pandas.errors.ParserError as exc:
         raise DataError(f"{path}: {exc}") from None
-    except (UnicodeDecodeError, OSError) as exc:
+    except UnicodeDecodeError as exc:  # past the sample the encoding checked
+        if encoding == "latin-1":
+            raise DataError(f"{path}: cannot read it ({exc})") from None
+        warnings.warn(f"{path}: not UTF-8 (byte {exc.object[exc.start]:#x} past the first lines); reading it as latin-1",
+                      stacklevel=3)
+        return _read_text_as(path, delimiter, "latin-1", na)
+    except OSError as exc:
         raise DataError(f"{path}: cannot read it ({exc})") from None
+
+
+def _read_text_as(path, delimiter, encoding, na):
+    import pandas
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", pandas.errors.DtypeWarning)  # a mixed column is read as text
+        frame = pandas.read_csv(path, sep=delimiter, encoding=encoding, na_values=na, keep_default_na=False,
+                                skipinitialspace=True, compression="infer")
     frame.columns = [str(c).strip() for c in frame.columns]
     return frame
