@@ -90,6 +90,10 @@ def _table_flags(g):
                    "(integer codes, say)")
     g.add_argument("--numeric", type=_word_list, default=[], metavar="COLS", help="columns to treat as numbers")
     g.add_argument("--drop", type=_word_list, default=[], metavar="COLS", help="columns to leave out")
+    g.add_argument("--dev", type=float, help="dev set: a ratio (0.2) or a count (default: the notes' rule)")
+    g.add_argument("--test", type=float, help="test set: a ratio, a count, or 0 for none (default: the notes' rule)")
+    g.add_argument("--dev-data", help="a separate dev set file (then no test set is split from --data)")
+    g.add_argument("--test-data", help="a separate test set file")
 
 
 def _model_flags():
@@ -99,10 +103,6 @@ def _model_flags():
     g.add_argument("--hidden", type=_int_list, default=[64, 32], help="hidden layer sizes, e.g. 20,7,5 (default: 64,32)")
     g.add_argument("--output", choices=list(heads.HEADS), help="default: softmax for classes, linear for numbers")
     _schema_flags(g, "model")
-    g.add_argument("--dev", type=float, help="dev set: a ratio (0.2) or a count (default: the notes' rule)")
-    g.add_argument("--test", type=float, help="test set: a ratio, a count, or 0 for none (default: the notes' rule)")
-    g.add_argument("--dev-data", help="a separate dev set file (then no test set is split from --data)")
-    g.add_argument("--test-data", help="a separate test set file")
     g.add_argument("--seed", type=int, default=0)
     return p
 
@@ -112,9 +112,14 @@ def _train_flags():
     g = p.add_argument_group("training")
     _schema_flags(g, "training")
     g.add_argument("--epochs", type=_positive_int, default=40)
+    g.add_argument("--class-weight", choices=["balanced"], help="weigh every class equally in the training cost "
+                   "(n / (C n_c) per example, as scikit-learn's)")
     g.add_argument("--decay", help="learning-rate decay: inverse-time:RATE, exponential:BASE, inverse-sqrt:K, staircase:EVERY[:FACTOR]")
-    g.add_argument("--early-stopping", type=int, metavar="PATIENCE", help="stop after PATIENCE epochs without a better dev cost "
-                   "(in an ensemble, each member on its own)")
+    g.add_argument("--early-stopping", type=int, default=10, metavar="PATIENCE",
+                   help="stop after PATIENCE epochs without a better dev cost and keep the best epoch's weights "
+                   "(in an ensemble, each member on its own; default 10)")
+    g.add_argument("--no-early-stopping", dest="early_stopping", action="store_const", const=None,
+                   help="train every epoch, keeping the last weights")
     g.add_argument("--augment", type=_word_list, help="image augmentation: flip,shift,rotate,elastic")
     g.add_argument("--image-shape", type=_shape, help="HxW of image rows, for --augment (digits: 8x8)")
     g.add_argument("--ensemble", type=_positive_int, default=1, metavar="K", help="train K networks as one population and average them")
@@ -327,7 +332,8 @@ def _tune(args):
         dashboard = Dashboard([], port=args.port)
         print(f"caviar watch: {dashboard.start()}", file=sys.stderr)
     study = tune(data=args.data, target=args.target, task=args.task, na_values=args.na_values,
-                 categorical=args.categorical, numeric=args.numeric, drop=args.drop, space=args.space, strategy=args.strategy, trials=args.trials,
+                 categorical=args.categorical, numeric=args.numeric, drop=args.drop, dev_data=args.dev_data,
+                 test_data=args.test_data, dev=args.dev, test=args.test, space=args.space, strategy=args.strategy, trials=args.trials,
                  rounds=args.rounds, epochs=args.epochs, eta=args.eta, workers=args.workers, executor=args.executor,
                  address=args.address, study=study_path, seed=args.seed, group_size=args.group_size,
                  population=args.population, max_population=args.max_population,
@@ -339,7 +345,8 @@ def _tune(args):
         if args.json:
             write_json({"best": None if best is None else {
                 "params": best["params"], "dev_accuracy": best["dev"].get("accuracy"),
-                "test_accuracy": best.get("test", {}).get("accuracy"), "trial": best["trial"]},
+                "test_accuracy": best.get("test", {}).get("accuracy"), "trial": best["trial"],
+                "dev": best["dev"], "test": best.get("test")},
                 "trials": n, "study": os.path.abspath(study.path), "plots": plots})
             return 0
         print(format_leaderboard(study))

@@ -48,7 +48,7 @@ class TrainConfig:
     l1: float = 0.0
     keep_prob: float = 1.0
     batchnorm: bool = False
-    early_stopping: int | None = None
+    early_stopping: int | None = 10  # patience on the dev cost; None: every epoch, the last weights kept
     augment: list | None = None
     image_shape: tuple | None = None
     ensemble: int = 1
@@ -64,6 +64,7 @@ class TrainConfig:
     categorical: list = field(default_factory=list)
     numeric: list = field(default_factory=list)
     drop: list = field(default_factory=list)
+    class_weight: str | None = None  # 'balanced': every class weighs as much in the training cost
 
 
 def hyperparameters(cfg):
@@ -90,8 +91,7 @@ def prepare_out(out):
 
 def prepare_data(cfg):
     """Load, split (stratified, seeded), and preprocess with training statistics only."""
-    return D.prepare(cfg.data, seed=cfg.seed, dev=cfg.dev, test=cfg.test, dev_data=cfg.dev_data,
-                     test_data=cfg.test_data, image_shape=cfg.image_shape,
+    return D.prepare(cfg.data, seed=cfg.seed, dev=cfg.dev, test=cfg.test, image_shape=cfg.image_shape,
                      **{k: getattr(cfg, k) for k in D.TABLE_OPTIONS})
 
 
@@ -104,9 +104,21 @@ def network_shape(cfg, ds):
     return [ds.n_x, *cfg.hidden, heads.get(output).n_y(ds.n_classes)], output
 
 
-def build_network(cfg, ds, seed, dtype="float32"):
+def class_weight(cfg, ds, y_train):
+    """The training cost's class weights for ``--class-weight balanced``, else None."""
+    if cfg.class_weight is None:
+        return None
+    if cfg.class_weight != "balanced":
+        raise UsageError(f"--class-weight takes 'balanced', got {cfg.class_weight!r}")
+    if ds.class_names is None:
+        raise UsageError("--class-weight needs classes; the target is numeric")
+    return heads.balanced_class_weight(y_train, len(ds.class_names))
+
+
+def build_network(cfg, ds, seed, dtype="float32", weights=None):
     sizes, output = network_shape(cfg, ds)
-    return Network(sizes, output=output, seed=seed, dtype=dtype, **H.network_options(hyperparameters(cfg)))
+    return Network(sizes, output=output, seed=seed, dtype=dtype, class_weight=weights,
+                   **H.network_options(hyperparameters(cfg)))
 
 
 def _augmenter(cfg, ds, normalizer):
@@ -133,9 +145,11 @@ def train_job(cfg, verbose=True, log=None, on_start=None):
     ds, parts, normalizer, sets = prepare_data(cfg)
     if hasattr(normalizer, "roles_"):
         log(D.format_roles(normalizer.roles_))
+    weights = class_weight(cfg, ds, sets["train"][1])
     if ds.class_names is not None:
         counts = numpy.bincount(sets["train"][1], minlength=len(ds.class_names))
-        log("training classes: " + ", ".join(f"{c} {n}" for c, n in zip(ds.class_names, counts)))
+        log("training classes: " + ", ".join(f"{c} {n}" + (f" (weight {w:.3g})" if weights else "")
+                                             for c, n, w in zip(ds.class_names, counts, weights or counts)))
     params = hyperparameters(cfg)
     try:
         H.optimizer(params, strict=True)  # refuse --beta2 for momentum before any work
@@ -158,7 +172,7 @@ def train_job(cfg, verbose=True, log=None, on_start=None):
     if on_start is not None:
         on_start(out)
     if cfg.ensemble == 1:
-        net = build_network(cfg, ds, cfg.seed)
+        net = build_network(cfg, ds, cfg.seed, weights=weights)
         histories = [fit(net, X_train, y_train, optimizer=H.optimizer(params, strict=True), epochs=cfg.epochs,
                          batch_size=cfg.batch_size, schedule=H.schedule(params), validation_data=sets["dev"],
                          callbacks=callbacks, verbose=verbose, seed=cfg.seed, shuffle_seed=cfg.seed, augment=augment)]
@@ -171,7 +185,8 @@ def train_job(cfg, verbose=True, log=None, on_start=None):
             epochs=cfg.epochs, batch_size=cfg.batch_size, validation_data=sets["dev"], shuffle_seed=cfg.seed,
             optimizer=H.value(params, "optimizer"), member={k: v for k, v in H.member(params, None).items() if k != "seed"},
             activation=H.value(params, "activation"), output=output, init=H.value(params, "init"),
-            batchnorm=H.value(params, "batchnorm"), callbacks=callbacks, augment=augment, verbose=verbose)
+            batchnorm=H.value(params, "batchnorm"), callbacks=callbacks, augment=augment, verbose=verbose,
+            class_weight=weights)
     members = model.members if isinstance(model, Ensemble) else [model]
     results = {name: _summary(model.evaluate(X, y), ds.target_scale) for name, (X, y) in sets.items()}
     report = {name: results[name] for name in results}

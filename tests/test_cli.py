@@ -52,7 +52,7 @@ def test_train_json_on_a_csv_then_predict_class_names(tmp_path, pets_csv):
     assert r.returncode == 0, r.stderr
     report = json.loads(r.stdout)
     assert set(report) >= {"train", "dev", "test", "diagnosis", "model"}
-    assert set(report["train"]) == {"cost", "accuracy"}
+    assert set(report["train"]) == {"cost", "accuracy", "roc_auc", "f1", "balanced_accuracy"}  # two classes
     assert set(report["diagnosis"]) == {"kind", "avoidable_bias", "variance", "recommendations"}
     assert report["test"]["accuracy"] > 0.85
     assert os.path.isdir(report["model"])

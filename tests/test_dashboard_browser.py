@@ -97,7 +97,7 @@ def test_page_shows_a_finished_run_and_a_finished_study(browser, tmp_path):
 
 def test_controls_on_the_page_act_on_a_live_run(browser, tmp_path):
     out = tmp_path / "live"
-    proc = subprocess.Popen([sys.executable, "-m", "caviar", "train", "--data", "digits", "--epochs", "5000", "--quiet",
+    proc = subprocess.Popen([sys.executable, "-m", "caviar", "train", "--data", "digits", "--epochs", "5000", "--no-early-stopping", "--quiet",
                              "--out", str(out)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=ENV)
     dashboard = None
     try:

@@ -229,3 +229,38 @@ def test_sigmoid_labels_outside_zero_one_are_rejected():
     net = caviar.Network([3, 4, 1], output="sigmoid")
     with pytest.raises(ValueError, match=r"label 2 is outside \[0, 1\]"):
         caviar.fit(net, np.zeros((3, 3)), np.array([0, 1, 2]), verbose=False)
+
+
+@pytest.mark.parametrize("output,n_y", [("softmax", 2), ("sigmoid", 1)])
+def test_two_class_metrics_match_scikit_learn(output, n_y):
+    from sklearn import metrics
+
+    X = RNG.standard_normal((200, 3))
+    y = (X[:, 0] + RNG.standard_normal(200) > 0).astype(int)
+    net = caviar.Network([3, 4, n_y], output=output, seed=0, dtype="float64")
+    caviar.fit(net, X, y, epochs=2, verbose=False)
+    got = net.evaluate(X, y)
+    p = net.predict_proba(X)[:, -1]
+    pred = net.predict(X)
+    assert got["roc_auc"] == pytest.approx(metrics.roc_auc_score(y, p), rel=1e-12)
+    assert got["f1"] == pytest.approx(metrics.f1_score(y, pred), rel=1e-12)
+    assert got["balanced_accuracy"] == pytest.approx(metrics.balanced_accuracy_score(y, pred), rel=1e-12)
+    tied = caviar.Network([3, 4, n_y], output=output, init="zeros", seed=0, dtype="float64")  # every score tied
+    assert tied.evaluate(X, y)["roc_auc"] == 0.5 == metrics.roc_auc_score(y, np.zeros(200))
+
+
+def test_class_weights_weigh_each_example_s_loss_and_pass_a_gradient_check():
+    from caviar.nn.heads import balanced_class_weight
+
+    X = RNG.standard_normal((30, 3))
+    y = np.array([0] * 20 + [1] * 7 + [2] * 3)
+    weights = balanced_class_weight(y, 3)
+    assert weights == pytest.approx([30 / 60, 30 / 21, 30 / 9])
+    net = caviar.Network([3, 5, 3], class_weight=weights, seed=0, dtype="float64")
+    logits = net.forward(X)
+    per_example = caviar.functional.softmax_cross_entropy(logits, y, reduction="none").data
+    assert float(net.loss(logits, y).data) == pytest.approx(float((per_example * np.array(weights)[y]).mean()))
+    assert net.evaluate(X, y)["cost"] == pytest.approx(float(per_example.mean()))  # evaluation: unweighted
+    assert caviar.gradient_check(net, X, y).difference < 1e-7
+    with pytest.raises(ValueError, match="one positive weight per class"):
+        caviar.Network([3, 5, 3], class_weight=[1.0, 2.0])

@@ -257,3 +257,17 @@ def test_a_trial_a_population_member_and_caviar_train_translate_settings_alike(o
         assert H.optimizer(hyperparameters(cli), strict=True).hyperparameters() == trial
         assert columns == {k: v for k, v in trial.items() if k in columns}
         assert trial["lr"] == params.get("lr", defaults["lr"])
+
+
+def test_class_weights_train_every_member_as_its_solo_run():
+    weights = [0.5, 1.0, 2.0]
+    pop = Population([4, 6, 3], MEMBERS, optimizer="adam", dtype="float64", class_weight=weights)
+    pop.fit(X, Y, epochs=2, batch_size=16, shuffle_seed=5)
+    for i, member in enumerate(MEMBERS):
+        net = caviar.Network([4, 6, 3], keep_prob=member["keep_prob"], l2=member["l2"], init_scale=member["init_scale"],
+                             seed=member["seed"], dtype="float64", class_weight=weights)
+        caviar.fit(net, X, Y, lr=member["lr"], epochs=2, batch_size=16, seed=member["seed"], shuffle_seed=5,
+                   beta1=member["beta1"], beta2=member["beta2"], epsilon=member["epsilon"], verbose=False,
+                   schedule=caviar.schedules.InverseTime(decay_rate=member["decay_rate"]) if member["decay_rate"] else None)
+        for name, p in net.params.items():
+            np.testing.assert_array_equal(pop.results[i][1].params[name].data, p.data, err_msg=name)

@@ -304,3 +304,19 @@ def test_tune_takes_the_same_tables_and_options(tmp_path):
     assert best["dev_accuracy"] > 0.6
     r = caviar("predict", "--model", tmp_path / "tune" / "best-model", "--data", path)
     assert r.returncode == 0, r.stderr and r.stdout.startswith("prediction,p_no,p_yes")
+
+
+def test_balanced_class_weights_raise_the_balanced_accuracy_of_a_rare_class(tmp_path):
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((3000, 2))
+    rare = (x[:, 0] + 0.7 * rng.standard_normal(3000)) > 1.6  # about 8% of rows
+    path = write(pd.DataFrame({"a": x[:, 0], "b": x[:, 1], "flag": np.where(rare, "rare", "common")}), tmp_path / "t.csv")
+    runs = {}
+    for weighted in (False, True):
+        args = ["--class-weight", "balanced"] if weighted else []
+        r = caviar("train", "--data", path, "--epochs", "15", "--out", tmp_path / f"run{weighted}", "--json", *args)
+        assert r.returncode == 0, r.stderr
+        runs[weighted] = json.loads(r.stdout)["test"]
+        assert ("(weight " in r.stderr) == weighted
+    assert set(runs[True]) >= {"accuracy", "roc_auc", "f1", "balanced_accuracy"}
+    assert runs[True]["balanced_accuracy"] > runs[False]["balanced_accuracy"] + 0.05

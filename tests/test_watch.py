@@ -44,7 +44,7 @@ def wait_for(predicate, seconds=60):
 def live_run(tmp_path):
     """A long training run in a subprocess, stopped at the end of the test."""
     out = tmp_path / "run"
-    proc = subprocess.Popen([sys.executable, "-m", "caviar", "train", "--data", "digits", "--epochs", "5000",
+    proc = subprocess.Popen([sys.executable, "-m", "caviar", "train", "--data", "digits", "--epochs", "5000", "--no-early-stopping",
                              "--quiet", "--out", str(out)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=ENV)
     wait_for(lambda: read(out / "state.json")["iteration"] > 30)
     yield out, proc

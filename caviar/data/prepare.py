@@ -14,7 +14,8 @@ from .split import split
 from .table import is_table, read_table
 
 
-TABLE_OPTIONS = ("target", "task", "na_values", "categorical", "numeric", "drop")  # how a table is read
+# how the data is read: the same for caviar train, gradcheck and tune
+TABLE_OPTIONS = ("target", "task", "na_values", "categorical", "numeric", "drop", "dev_data", "test_data")
 
 
 def in_target_units(figures, target_scale):

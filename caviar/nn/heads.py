@@ -30,6 +30,25 @@ def _values(y, n_y, what):
     return y
 
 
+def _binary(score, predicted, truth):
+    """Two-class figures over the last axis (a member axis may lead): ROC AUC from the score's
+    ranks (ties averaged, as scikit-learn's ``roc_auc_score``), F1 of class 1, and balanced
+    accuracy (the mean of the two recalls). On the host: a few passes over the dev set."""
+    from scipy.stats import rankdata
+
+    score, predicted = backend.to_numpy(score), backend.to_numpy(predicted).astype(bool)
+    truth = numpy.broadcast_to(backend.to_numpy(truth).astype(bool), score.shape)
+    positives, negatives = truth.sum(axis=-1), (~truth).sum(axis=-1)
+    ranks = rankdata(score, axis=-1)
+    with numpy.errstate(divide="ignore", invalid="ignore"):
+        auc = ((ranks * truth).sum(axis=-1) - positives * (positives + 1) / 2) / (positives * negatives)
+        tp = (predicted & truth).sum(axis=-1)
+        f1 = 2 * tp / (predicted.sum(axis=-1) + positives)
+        balanced = (tp / positives + (~predicted & ~truth).sum(axis=-1) / negatives) / 2
+    out = {"roc_auc": auc, "f1": numpy.nan_to_num(f1), "balanced_accuracy": balanced}
+    return {k: float(v) if numpy.ndim(v) == 0 else v for k, v in out.items()}
+
+
 def _mean_rows(a):
     """Mean over the examples and outputs, keeping a member axis; a float for one network."""
     out = a.mean(axis=(-2, -1))
@@ -61,15 +80,31 @@ class Head:
             raise ValueError(f"X has {m} examples but y has {len(y)}")
         return self._check(y, n_y)
 
-    def member_losses(self, logits, y):
-        """Each member's mean loss (K,) for population logits (K, m, n_y)."""
+    def member_losses(self, logits, y, weights=None):
+        """Each member's mean loss (K,) for population logits (K, m, n_y); ``weights`` (m,)
+        weigh the examples (class weights)."""
         K, m = logits.shape[0], logits.shape[1]
         target = backend.get_array_module(y).broadcast_to(y.reshape(m, -1), logits.shape)
-        return self._loss_fn(logits, target, reduction="none").mean(axis=(-2, -1))
+        losses = self._loss_fn(logits, target, reduction="none")
+        if weights is not None:
+            losses = losses * weights.astype(losses.dtype, copy=False).reshape(m, 1)
+        return losses.mean(axis=(-2, -1))
 
-    def loss(self, logits, y):
-        """The data term of J: the mean loss over the examples, without regularization."""
-        return self._loss_fn(logits, y)
+    def loss(self, logits, y, weights=None):
+        """The data term of J: the mean loss over the examples, without regularization;
+        ``weights`` (m,) weigh the examples (class weights), as scikit-learn's sample weights."""
+        if weights is None:
+            return self._loss_fn(logits, y)
+        losses = self._loss_fn(logits, y, reduction="none")
+        return (losses * weights.astype(losses.dtype, copy=False).reshape((-1,) + (1,) * (losses.ndim - 1))).mean()
+
+    def example_weights(self, y, class_weight):
+        """Each example's weight: its class's (``class_weight``, one per class)."""
+        xp = backend.get_array_module(y)
+        return xp.asarray(class_weight, dtype=numpy.float64)[self.class_of(y)]
+
+    def class_of(self, y):  # pragma: no cover - regression heads have no classes
+        raise ValueError(f"class weights need classes; output {self.name!r} has none")
 
     def primary(self, z, y):
         """The head's own metric alone (what training records per mini-batch)."""
@@ -116,9 +151,13 @@ class Softmax(Head):
             raise ValueError(f"label {bad} is outside the classes 0..{n_y - 1} the network was built for (n_y = {n_y})")
         return y.astype(xp.int64, copy=False)
 
-    def member_losses(self, logits, y):
+    def member_losses(self, logits, y, weights=None):
         labels = backend.get_array_module(y).broadcast_to(y, (logits.shape[0],) + y.shape)
-        return F.softmax_cross_entropy(logits, labels, reduction="none").mean(axis=-1)
+        losses = F.softmax_cross_entropy(logits, labels, reduction="none")
+        return (losses if weights is None else losses * weights.astype(losses.dtype, copy=False)).mean(axis=-1)
+
+    def class_of(self, y):
+        return self._classes(y)
 
     def proba(self, z):
         return F.softmax(Tensor(z)).data
@@ -131,8 +170,17 @@ class Softmax(Head):
         return y.argmax(axis=-1) if y.ndim == 2 else y
 
     def metrics(self, z, y):
+        """Accuracy, and for two classes ROC AUC, F1 and balanced accuracy (class 1 positive)."""
+        predicted, labels = z.argmax(axis=-1), self._classes(y)
+        hits = (predicted == labels).mean(axis=-1)
+        out = {"accuracy": float(hits) if hits.ndim == 0 else hits}
+        if z.shape[-1] == 2:  # the score z1 - z0 ranks examples as p(class 1) does
+            out.update(_binary(z[..., 1] - z[..., 0], predicted, labels))
+        return out
+
+    def primary(self, z, y):
         hits = (z.argmax(axis=-1) == self._classes(y)).mean(axis=-1)
-        return {"accuracy": float(hits) if hits.ndim == 0 else hits}
+        return float(hits) if hits.ndim == 0 else hits
 
     def proba_cost(self, p, y):
         labels = self._classes(y)
@@ -160,12 +208,25 @@ class Sigmoid(Head):
     def proba(self, z):
         return F.sigmoid_data(z)
 
+    def class_of(self, y):
+        if y.ndim == 2 and y.shape[1] != 1:
+            raise ValueError("class weights need one sigmoid output (two classes), not several labels")
+        return (y.reshape(-1) > 0.5).astype(numpy.int64)
+
     def predict(self, z):
         labels = (z > 0).astype(backend.get_array_module(z).int64)  # sigmoid(z) > 0.5 exactly when z > 0
         return labels[..., 0] if z.shape[-1] == 1 else labels
 
     def metrics(self, z, y):
-        return {"accuracy": _mean_rows((z > 0) == (y.reshape(z.shape[-2:]) > 0.5))}
+        """Accuracy, and for one output (two classes) ROC AUC, F1 and balanced accuracy."""
+        truth = y.reshape(z.shape[-2:]) > 0.5
+        out = {"accuracy": _mean_rows((z > 0) == truth)}
+        if z.shape[-1] == 1:
+            out.update(_binary(z[..., 0], z[..., 0] > 0, truth[:, 0]))
+        return out
+
+    def primary(self, z, y):
+        return _mean_rows((z > 0) == (y.reshape(z.shape[-2:]) > 0.5))
 
     def class_proba(self, p):
         return numpy.hstack([1 - p, p]) if p.shape[-1] == 1 else p
@@ -227,6 +288,14 @@ class Linear(Head):
 
 
 HEADS = {head.name: head for head in (Softmax(), Sigmoid(), Linear())}
+
+
+def balanced_class_weight(y, n_classes):
+    """scikit-learn's 'balanced' weights, n / (C n_c): every class weighs as much in the cost."""
+    counts = numpy.bincount(numpy.asarray(y, dtype=numpy.int64), minlength=n_classes)
+    if (counts == 0).any():
+        raise ValueError(f"class {int(numpy.argmin(counts))} has no training example; it cannot be weighted")
+    return [float(len(y) / (n_classes * c)) for c in counts]
 
 
 def get(output):

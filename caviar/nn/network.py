@@ -33,6 +33,18 @@ def _check_sizes(layer_sizes):
     return [int(n) for n in sizes]
 
 
+def check_class_weight(class_weight, head, n_y):
+    """A list of one positive weight per class, or None."""
+    if class_weight is None:
+        return None
+    weights = [float(w) for w in class_weight]
+    n_classes = max(n_y, 2) if head.classifies else 0
+    if not head.classifies or len(weights) != n_classes or not all(w > 0 for w in weights):
+        raise ValueError(f"class_weight needs one positive weight per class ({n_classes} for output "
+                         f"{head.name!r}), got {class_weight!r}")
+    return weights
+
+
 def _check_non_negative(name, value):
     if isinstance(value, bool) or not isinstance(value, numbers.Real) or not value >= 0:
         raise ValueError(f"{name} must be a non-negative number, got {value!r}")
@@ -67,11 +79,14 @@ class Network:
         Seeds initialization, and then shuffling and dropout during ``fit``.
     dtype : {'float32', 'float64'}
         float32 to train; float64 for checks and exact comparisons.
+    class_weight : list of float, optional
+        One weight per class for the training cost (``balanced_class_weight`` gives the usual
+        n / (C n_c)); evaluation's cost stays unweighted.
     """
 
     def __init__(self, layer_sizes, activation="relu", output="softmax", init="auto", init_scale=None,
                  batchnorm=False, keep_prob=1.0, l2=0.0, l1=0.0, seed=None, input_keep_prob=1.0,
-                 bn_momentum=0.9, bn_epsilon=1e-5, dtype="float32"):
+                 bn_momentum=0.9, bn_epsilon=1e-5, dtype="float32", class_weight=None):
         sizes = _check_sizes(layer_sizes)
         F.check_activation(activation)
         self.head = heads.get(output)
@@ -93,6 +108,7 @@ class Network:
             "l2": _check_non_negative("l2", l2), "l1": _check_non_negative("l1", l1), "seed": seed,
             "input_keep_prob": F.check_keep_prob(input_keep_prob),
             "bn_momentum": float(bn_momentum), "bn_epsilon": float(bn_epsilon), "dtype": str(dtype),
+            "class_weight": check_class_weight(class_weight, self.head, sizes[-1]),
         }
         self.rng = backend.rng(seed)  # initialization, then dropout and augmentation
         # On a GPU the weights are still drawn by NumPy from the seed, so that a seed gives the
@@ -177,8 +193,10 @@ class Network:
     __call__ = forward
 
     def loss(self, logits, y):
-        """The data term of J: the mean loss over the examples, without regularization."""
-        return self.head.loss(logits, y)
+        """The data term of J: the mean loss over the examples, without regularization (each
+        example weighted by its class's ``class_weight``, if given)."""
+        cw = self.config["class_weight"]
+        return self.head.loss(logits, y, None if cw is None else self.head.example_weights(y, cw))
 
     def regularization(self, m):
         """lambd/(2m) sum ||W||^2 + lambd1/(2m) sum |W|, or None without regularization."""
@@ -224,7 +242,7 @@ class Network:
         y = self.check_y(y, len(X))
         z = Tensor(self._logits(X))
         with no_grad():
-            cost = float(self.loss(z, y).data)
+            cost = float(self.head.loss(z, y).data)  # unweighted: what a prediction costs
         return {"cost": cost, **self.head.metrics(z.data, y)}
 
     def __repr__(self):

@@ -81,7 +81,7 @@ class Population:
     leaves out is the optimizer's default (its learning rate included), as for a solo run."""
 
     def __init__(self, layer_sizes, members, activation="relu", output="softmax", init="auto", batchnorm=False,
-                 optimizer="adam", dtype="float32", bn_momentum=0.9, bn_epsilon=1e-5):
+                 optimizer="adam", dtype="float32", bn_momentum=0.9, bn_epsilon=1e-5, class_weight=None):
         if not members:
             raise ValueError("a population needs at least one member")
         self.members = [dict(m) for m in members]
@@ -93,7 +93,8 @@ class Population:
         self.optimizer_name = optimizer
         self.optimizer = None
         self.shared = {"layer_sizes": list(layer_sizes), "activation": activation, "output": output, "init": init,
-                       "batchnorm": batchnorm, "dtype": dtype, "bn_momentum": bn_momentum, "bn_epsilon": bn_epsilon}
+                       "batchnorm": batchnorm, "dtype": dtype, "bn_momentum": bn_momentum, "bn_epsilon": bn_epsilon,
+                       "class_weight": class_weight}
         self.head = heads.get(output)
         nets = [self._solo(m) for m in self.members]  # each member initialized as it would be alone
         n_hidden = len(layer_sizes) - 2
@@ -126,7 +127,8 @@ class Population:
         s = self.shared
         return Network(s["layer_sizes"], s["activation"], s["output"], s["init"], member.get("init_scale"),
                        s["batchnorm"], H.value(member, "keep_prob"), H.value(member, "l2"), 0.0,
-                       member.get("seed"), dtype=s["dtype"], bn_momentum=s["bn_momentum"], bn_epsilon=s["bn_epsilon"])
+                       member.get("seed"), dtype=s["dtype"], bn_momentum=s["bn_momentum"], bn_epsilon=s["bn_epsilon"],
+                       class_weight=s["class_weight"])
 
     @property
     def size(self):
@@ -157,7 +159,8 @@ class Population:
         sum of the members' J, so every member's gradient is the one it would have alone."""
         logits = self.net.forward(X, training)
         K, m = logits.shape[0], logits.shape[1]
-        losses = self.head.member_losses(logits, y)
+        cw = self.shared["class_weight"]
+        losses = self.head.member_losses(logits, y, None if cw is None else self.head.example_weights(y, cw))
         total = losses.sum()
         lambd = numpy.asarray([self.members[i].get("l2", 0.0) or 0.0 for i in self.index])
         reg = numpy.zeros(K)
