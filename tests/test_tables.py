@@ -320,3 +320,18 @@ def test_balanced_class_weights_raise_the_balanced_accuracy_of_a_rare_class(tmp_
         assert ("(weight " in r.stderr) == weighted
     assert set(runs[True]) >= {"accuracy", "roc_auc", "f1", "balanced_accuracy"}
     assert runs[True]["balanced_accuracy"] > runs[False]["balanced_accuracy"] + 0.05
+
+
+def test_a_model_trained_on_arrays_predicts_from_a_table_by_column_name(tmp_path):
+    X = RNG.standard_normal((200, 3))
+    y = (X[:, 0] > 0).astype(int)
+    np.savez(tmp_path / "d.npz", X=X, y=y, feature_names=np.array(["a", "b", "c"]))
+    r = caviar("train", "--data", tmp_path / "d.npz", "--epochs", "20", "--out", tmp_path / "run", "--quiet")
+    assert r.returncode == 0, r.stderr
+    write(pd.DataFrame(X[:20], columns=["a", "b", "c"])[["c", "a", "b"]].assign(note="x"), tmp_path / "new.csv")
+    r = caviar("predict", "--model", tmp_path / "run" / "model", "--data", tmp_path / "new.csv")
+    assert r.returncode == 0, r.stderr
+    assert np.mean([int(v.split(",")[0]) == t for v, t in zip(r.stdout.splitlines()[1:], y[:20])]) > 0.8
+    write(pd.DataFrame({"a": [1.0, None], "b": 1.0, "c": 1.0}), tmp_path / "gap.csv")
+    r = caviar("predict", "--model", tmp_path / "run" / "model", "--data", tmp_path / "gap.csv")
+    assert r.returncode == 2 and "column 'a' is missing or not finite at row 2" in r.stderr
