@@ -94,6 +94,8 @@ def _table_flags(g):
     g.add_argument("--test", type=float, help="test set: a ratio, a count, or 0 for none (default: the notes' rule)")
     g.add_argument("--dev-data", help="a separate dev set file (then no test set is split from --data)")
     g.add_argument("--test-data", help="a separate test set file")
+    g.add_argument("--class-weight", choices=["balanced"], help="weigh every class equally in the training cost "
+                   "(n / (C n_c) per example, as scikit-learn's)")
 
 
 def _model_flags():
@@ -112,8 +114,6 @@ def _train_flags():
     g = p.add_argument_group("training")
     _schema_flags(g, "training")
     g.add_argument("--epochs", type=_positive_int, default=40)
-    g.add_argument("--class-weight", choices=["balanced"], help="weigh every class equally in the training cost "
-                   "(n / (C n_c) per example, as scikit-learn's)")
     g.add_argument("--decay", help="learning-rate decay: inverse-time:RATE, exponential:BASE, inverse-sqrt:K, staircase:EVERY[:FACTOR]")
     g.add_argument("--early-stopping", type=int, default=10, metavar="PATIENCE",
                    help="stop after PATIENCE epochs without a better dev cost and keep the best epoch's weights "
@@ -333,7 +333,7 @@ def _tune(args):
         print(f"caviar watch: {dashboard.start()}", file=sys.stderr)
     study = tune(data=args.data, target=args.target, task=args.task, na_values=args.na_values,
                  categorical=args.categorical, numeric=args.numeric, drop=args.drop, dev_data=args.dev_data,
-                 test_data=args.test_data, dev=args.dev, test=args.test, space=args.space, strategy=args.strategy, trials=args.trials,
+                 test_data=args.test_data, class_weight=args.class_weight, dev=args.dev, test=args.test, space=args.space, strategy=args.strategy, trials=args.trials,
                  rounds=args.rounds, epochs=args.epochs, eta=args.eta, workers=args.workers, executor=args.executor,
                  address=args.address, study=study_path, seed=args.seed, group_size=args.group_size,
                  population=args.population, max_population=args.max_population,

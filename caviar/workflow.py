@@ -104,20 +104,9 @@ def network_shape(cfg, ds):
     return [ds.n_x, *cfg.hidden, heads.get(output).n_y(ds.n_classes)], output
 
 
-def class_weight(cfg, ds, y_train):
-    """The training cost's class weights for ``--class-weight balanced``, else None."""
-    if cfg.class_weight is None:
-        return None
-    if cfg.class_weight != "balanced":
-        raise UsageError(f"--class-weight takes 'balanced', got {cfg.class_weight!r}")
-    if ds.class_names is None:
-        raise UsageError("--class-weight needs classes; the target is numeric")
-    return heads.balanced_class_weight(y_train, len(ds.class_names))
-
-
-def build_network(cfg, ds, seed, dtype="float32", weights=None):
+def build_network(cfg, ds, seed, dtype="float32"):
     sizes, output = network_shape(cfg, ds)
-    return Network(sizes, output=output, seed=seed, dtype=dtype, class_weight=weights,
+    return Network(sizes, output=output, seed=seed, dtype=dtype, class_weight=ds.class_weight,
                    **H.network_options(hyperparameters(cfg)))
 
 
@@ -145,7 +134,7 @@ def train_job(cfg, verbose=True, log=None, on_start=None):
     ds, parts, normalizer, sets = prepare_data(cfg)
     if hasattr(normalizer, "roles_"):
         log(D.format_roles(normalizer.roles_))
-    weights = class_weight(cfg, ds, sets["train"][1])
+    weights = ds.class_weight
     if ds.class_names is not None:
         counts = numpy.bincount(sets["train"][1], minlength=len(ds.class_names))
         log("training classes: " + ", ".join(f"{c} {n}" + (f" (weight {w:.3g})" if weights else "")
@@ -172,7 +161,7 @@ def train_job(cfg, verbose=True, log=None, on_start=None):
     if on_start is not None:
         on_start(out)
     if cfg.ensemble == 1:
-        net = build_network(cfg, ds, cfg.seed, weights=weights)
+        net = build_network(cfg, ds, cfg.seed)
         histories = [fit(net, X_train, y_train, optimizer=H.optimizer(params, strict=True), epochs=cfg.epochs,
                          batch_size=cfg.batch_size, schedule=H.schedule(params), validation_data=sets["dev"],
                          callbacks=callbacks, verbose=verbose, seed=cfg.seed, shuffle_seed=cfg.seed, augment=augment)]

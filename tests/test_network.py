@@ -250,7 +250,7 @@ def test_two_class_metrics_match_scikit_learn(output, n_y):
 
 
 def test_class_weights_weigh_each_example_s_loss_and_pass_a_gradient_check():
-    from caviar.nn.heads import balanced_class_weight
+    from caviar.data.prepare import balanced_class_weight
 
     X = RNG.standard_normal((30, 3))
     y = np.array([0] * 20 + [1] * 7 + [2] * 3)

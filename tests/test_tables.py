@@ -297,7 +297,7 @@ def test_a_real_table_with_dates_ids_and_missing_cells_trains_and_predicts(tmp_p
 
 def test_tune_takes_the_same_tables_and_options(tmp_path):
     path = write(messy(300), tmp_path / "customers.csv")
-    r = caviar("tune", "--data", path, "--target", "churn", "--drop", "joined", "--trials", "4", "--epochs", "3",
+    r = caviar("tune", "--data", path, "--target", "churn", "--drop", "joined", "--class-weight", "balanced", "--trials", "4", "--epochs", "3",
                "--out", tmp_path / "tune", "--json")
     assert r.returncode == 0, r.stderr
     best = json.loads(r.stdout)["best"]

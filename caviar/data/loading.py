@@ -33,6 +33,7 @@ class Dataset:
     lines: bool = False  # a text file: positions are reported as its lines (the header is line 1)
     inputs: list | None = None  # the network's input columns once prepared (one-hot levels...)
     target_scale: tuple | None = None  # a regression target's training (mean, std), once prepared
+    class_weight: list | None = None  # the training cost's weight of each class, once prepared
 
     @property
     def n_x(self):

@@ -15,7 +15,16 @@ from .table import is_table, read_table
 
 
 # how the data is read: the same for caviar train, gradcheck and tune
-TABLE_OPTIONS = ("target", "task", "na_values", "categorical", "numeric", "drop", "dev_data", "test_data")
+TABLE_OPTIONS = ("target", "task", "na_values", "categorical", "numeric", "drop", "dev_data", "test_data",
+                 "class_weight")
+
+
+def balanced_class_weight(y, n_classes):
+    """scikit-learn's 'balanced' weights, n / (C n_c): every class weighs as much in the cost."""
+    counts = numpy.bincount(numpy.asarray(y, dtype=numpy.int64), minlength=n_classes)
+    if (counts == 0).any():
+        raise DataError(f"class {int(numpy.argmin(counts))} has no training example; it cannot be weighted")
+    return [float(len(y) / (n_classes * c)) for c in counts]
 
 
 def in_target_units(figures, target_scale):
@@ -44,7 +53,7 @@ def _class_codes(ds, other, label):
 
 
 def prepare(data, target=None, seed=0, dev=None, test=None, dev_data=None, test_data=None, image_shape=None,
-            task=None, na_values=None, categorical=(), numeric=(), drop=()):
+            task=None, na_values=None, categorical=(), numeric=(), drop=(), class_weight=None):
     """(dataset, split, preprocessing, sets): ``sets`` maps 'train', 'dev' and 'test' (if any) to
     float32 (X, y) ready for a network; ``preprocessing`` (a ``Normalizer`` for numeric arrays,
     a ``Preprocessor`` for a table) was fitted on the training rows only and is what a model
@@ -56,7 +65,10 @@ def prepare(data, target=None, seed=0, dev=None, test=None, dev_data=None, test_
     ``drop`` override them) and its preprocessing imputes, encodes and standardizes them. A
     regression target is standardized with its training mean and standard deviation
     (``ds.target_scale``); a model's outputs times the std plus the mean are in its units.
+    ``class_weight='balanced'`` sets ``ds.class_weight`` from the training classes' counts.
     """
+    if class_weight not in (None, "balanced"):
+        raise DataError(f"class_weight takes 'balanced', got {class_weight!r}")
     ds = load(data, target=target, seed=seed, task=task, na_values=na_values)
     given = {}
     for name, path in (("dev", dev_data), ("test", test_data)):
@@ -106,6 +118,10 @@ def prepare(data, target=None, seed=0, dev=None, test=None, dev_data=None, test_
         mean, std = float(y.mean()), float(y.std()) or 1.0
         ds.target_scale = (mean, std)
         sets = {k: (X, (t - mean) / std) for k, (X, t) in sets.items()}
+    if class_weight is not None:
+        if ds.class_names is None:
+            raise DataError("class weights need classes; the target is numeric")
+        ds.class_weight = balanced_class_weight(sets["train"][1], len(ds.class_names))
     parts.train, parts.dev, parts.test = sets["train"], sets["dev"], sets.get("test")
     ds.inputs = getattr(prep, "output_names", None) or ds.feature_names
     return ds, parts, prep, sets

@@ -290,13 +290,6 @@ class Linear(Head):
 HEADS = {head.name: head for head in (Softmax(), Sigmoid(), Linear())}
 
 
-def balanced_class_weight(y, n_classes):
-    """scikit-learn's 'balanced' weights, n / (C n_c): every class weighs as much in the cost."""
-    counts = numpy.bincount(numpy.asarray(y, dtype=numpy.int64), minlength=n_classes)
-    if (counts == 0).any():
-        raise ValueError(f"class {int(numpy.argmin(counts))} has no training example; it cannot be weighted")
-    return [float(len(y) / (n_classes * c)) for c in counts]
-
 
 def get(output):
     if output not in HEADS:

@@ -43,7 +43,8 @@ def network_and_options(params, ds, seed, dtype="float32"):
     """The Network and ``fit`` options a parameter set describes: the schema's translation
     (``caviar.train.hyperparameters``), the same as ``caviar train``'s and a population's."""
     sizes, output = shape_of(params, ds)
-    net = Network(sizes, output=output, seed=seed, dtype=dtype, **H.network_options(params))
+    net = Network(sizes, output=output, seed=seed, dtype=dtype, class_weight=ds.class_weight,
+                  **H.network_options(params))
     return net, {"optimizer": H.optimizer(params), "batch_size": H.value(params, "batch_size"),
                  "schedule": H.schedule(params)}
 
@@ -101,7 +102,7 @@ def population_for(trials, ds):
         raise ValueError("a population has no per-member L1 term")
     return Population(sizes, members, activation=H.value(params, "activation"), output=output,
                       init=H.value(params, "init"), batchnorm=H.value(params, "batchnorm"),
-                      optimizer=H.value(params, "optimizer"))
+                      optimizer=H.value(params, "optimizer"), class_weight=ds.class_weight)
 
 
 def train_population(settings, trials, on_epoch=None):

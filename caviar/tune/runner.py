@@ -51,7 +51,7 @@ def plan(trials, ds, population=True, max_population=None, workers=1):
 
 
 def tune(data="digits", target=None, task=None, na_values=None, categorical=(), numeric=(), drop=(), dev_data=None,
-         test_data=None, space=None, strategy="random", trials=20, rounds=3, epochs=10, eta=3,
+         test_data=None, class_weight=None, space=None, strategy="random", trials=20, rounds=3, epochs=10, eta=3,
          min_epochs=1, workers=None, executor="local", address=None, study=None, seed=0, dev=None, test=None,
          group_size=1, population=True, max_population=None, log=None, on_start=None):
     """Run (or resume) a hyperparameter search; return the open ``Study``.
@@ -73,7 +73,7 @@ def tune(data="digits", target=None, task=None, na_values=None, categorical=(), 
             raise ValueError(f"unknown strategy {strategy!r}; expected one of {', '.join(STRATEGIES)}")
         sp = _space(space)
         settings = {"data": data, "target": target, "task": task, "na_values": na_values, "categorical": list(categorical),
-                    "numeric": list(numeric), "drop": list(drop), "dev_data": dev_data, "test_data": test_data, "split_seed": seed, "dev": dev, "test": test, "seed": seed,
+                    "numeric": list(numeric), "drop": list(drop), "dev_data": dev_data, "test_data": test_data, "class_weight": class_weight, "split_seed": seed, "dev": dev, "test": test, "seed": seed,
                     "strategy": strategy, "trials": trials, "rounds": rounds, "epochs": epochs, "eta": eta,
                     "min_epochs": min_epochs, "group_size": group_size, "space": sp.to_dict()}
         ds, _, _ = study_data(settings)  # fail on bad data now, not in every worker
