@@ -8,7 +8,9 @@ needs a little more first, all of it learned from the training rows and nothing 
 - date columns: three numbers (days since 1970-01-01, month, weekday), then as numeric;
 - categorical columns: one-hot. A missing cell is a level of its own; levels seen fewer than
   ``min_count`` times in training, beyond the ``max_levels`` most frequent, or never seen, go to
-  one "other" column, so a 3,000-level column cannot explode the input.
+  one "other" column, so a 3,000-level column cannot explode the input. Values a column never
+  had in training are counted in a warning (where training grouped rare levels into "other",
+  a new value cannot be told from a rare one, and goes there silently).
 
 What a fitted preprocessing remembers is a handful of lists and numbers: ``to_dict`` is JSON and
 ``from_dict`` rebuilds it without executing anything. ``transform`` matches columns by name in
