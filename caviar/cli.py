@@ -24,6 +24,8 @@ def _int_list(text):
         values = [int(v) for v in text.split(",") if v.strip()]
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected comma-separated layer sizes like 20,7,5, got {text!r}") from None
+    if not values:
+        raise argparse.ArgumentTypeError(f"expected at least one hidden layer size like 20,7,5, got {text!r}")
     if any(v < 1 for v in values):
         raise argparse.ArgumentTypeError(f"layer sizes must be positive, got {text!r}")
     return values
@@ -52,6 +54,38 @@ def _rate(text):
     return value
 
 
+def _port(text):
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a port number, got {text!r}") from None
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"a port is 0 to 65535 (0: any free port), got {text!r}")
+    return value
+
+
+def _positive_float(text):
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a positive finite number, got {text!r}")
+    return value
+
+
+def _ratio_or_count(text):
+    """A ratio (0.2) or a number of examples (5000), as the split takes them."""
+    try:
+        return int(text)
+    except ValueError:
+        pass
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a ratio like 0.2 or a number of examples, got {text!r}") from None
+
+
 def _positive_int(text):
     try:
         value = int(text)
@@ -73,7 +107,7 @@ def _schema_flags(g, group):
         elif h.choices is not None:
             g.add_argument(h.flag, default=h.default, choices=list(h.choices), help=h.help)
         else:
-            kind = _positive_int if h.name == "batch_size" else h.type
+            kind = {"batch_size": _positive_int, "lr": _positive_float}.get(h.name, h.type)
             g.add_argument(h.flag, type=kind, default=h.default, help=h.help)
 
 
@@ -90,8 +124,8 @@ def _table_flags(g):
                    "(integer codes, say)")
     g.add_argument("--numeric", type=_word_list, default=[], metavar="COLS", help="columns to treat as numbers")
     g.add_argument("--drop", type=_word_list, default=[], metavar="COLS", help="columns to leave out")
-    g.add_argument("--dev", type=float, help="dev set: a ratio (0.2) or a count (default: the notes' rule)")
-    g.add_argument("--test", type=float, help="test set: a ratio, a count, or 0 for none (default: the notes' rule)")
+    g.add_argument("--dev", type=_ratio_or_count, help="dev set: a ratio (0.2) or a count (default: the notes' rule)")
+    g.add_argument("--test", type=_ratio_or_count, help="test set: a ratio, a count, or 0 for none (default: the notes' rule)")
     g.add_argument("--dev-data", help="a separate dev set file (then no test set is split from --data)")
     g.add_argument("--test-data", help="a separate test set file")
     g.add_argument("--class-weight", choices=["balanced"], help="weigh every class equally in the training cost "
@@ -139,11 +173,18 @@ def _backend_flag(g):
 
 def _watch_flags(g):
     g.add_argument("--watch", action="store_true", help="serve the live dashboard beside the run and print its address")
-    g.add_argument("--port", type=int, default=8765, help="the dashboard's port (0: any free port)")
+    g.add_argument("--port", type=_port, default=8765, help="the dashboard's port (0: any free port)")
+
+
+class _Parser(argparse.ArgumentParser):
+    """Bad options are one line, as every other error: no usage block before it."""
+
+    def error(self, message):
+        self.exit(2, f"caviar: error: {message} (see {self.prog} --help)\n")
 
 
 def build_parser():
-    parser = argparse.ArgumentParser(prog="caviar", description="Deep networks that train well.")
+    parser = _Parser(prog="caviar", description="Deep networks that train well.")
     sub = parser.add_subparsers(dest="command", required=True)
     model, training = _model_flags(), _train_flags()
     sub.add_parser("train", parents=[model, training], help="split, normalize, train, evaluate, diagnose",
@@ -193,7 +234,7 @@ def build_parser():
                        description="Serve a local page with live curves and babysitting controls for training runs "
                        "(directories written by caviar train) and studies (files written by caviar tune).")
     p.add_argument("targets", nargs="*", help="run directories or study files (default: ./caviar-run and ./caviar-tune/*.sqlite)")
-    p.add_argument("--port", type=int, default=8765)
+    p.add_argument("--port", type=_port, default=8765)
     p.add_argument("--host", default="127.0.0.1", help="the address to bind (default 127.0.0.1: this machine only)")
     p.add_argument("--allow-remote", action="store_true", help="allow binding another address; controls then need the token")
     p.add_argument("--token", help="the token controls must present (default: a random one when remote)")

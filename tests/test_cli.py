@@ -140,6 +140,13 @@ def test_gradcheck_command():
     assert set(result["params"]) == {"W1", "gamma1", "beta1", "W2", "gamma2", "beta2", "W3", "b3"}
 
 
+def _truncated(tmp_path):
+    np.savez(tmp_path / "full.npz", X=np.zeros((50, 3)), y=np.zeros(50))
+    data = (tmp_path / "full.npz").read_bytes()
+    (tmp_path / "cut.npz").write_bytes(data[: len(data) // 2])
+    return tmp_path / "cut.npz"
+
+
 def _bad(tmp_path, name, text):
     path = tmp_path / name
     path.write_text(text)
@@ -164,11 +171,21 @@ def _bad(tmp_path, name, text):
         (lambda t: ["train", "--data", _bad(t, "f.csv", "x,label\n1,a\n2,b\n")], "too few"),
         (lambda t: ["train", "--data", "moons", "--out", "/proc/caviar-cannot-write"], "cannot write to --out"),
         (lambda t: ["train", "--data", "moons", "--keep-prob", "1.5"], r"keep_prob must be in \(0, 1\], got 1.5"),
-        (lambda t: ["train", "--data", "moons", "--lr", "-1"], "lr must be a non-negative number, got -1.0"),
+        (lambda t: ["train", "--data", "moons", "--lr", "-1"], "--lr: expected a positive finite number, got .-1."),
         (lambda t: ["train", "--data", "moons", "--decay", "cosine:1"], "unknown schedule 'cosine'"),
         (lambda t: ["train", "--data", "moons", "--augment", "flip"], "--augment needs images"),
         (lambda t: ["predict", "--model", t / "nomodel", "--data", "moons"], "no model directory"),
         (lambda t: ["gradcheck", "--data", "moons", "--keep-prob", "0.5"], "dropout with keep_prob=0.5"),
+        (lambda t: ["train", "--port", "99999"], "a port is 0 to 65535"),
+        (lambda t: ["train", "--lr", "inf"], "--lr: expected a positive finite number, got 'inf'"),
+        (lambda t: ["train", "--lr", "0"], "--lr: expected a positive finite number, got '0'"),
+        (lambda t: ["train", "--hidden", ""], "expected at least one hidden layer size"),
+        (lambda t: ["train", "--data", _bad(t, "h.csv", "x,y\n" + "1,a\n2,b\n" * 5), "--dev", "5000"],
+         "10 examples are too few for a split with 5000 dev"),
+        (lambda t: ["train", "--data", _truncated(t)], "cut.npz: not a readable .npz file"),
+        (lambda t: ["tune", "--data", _bad(t, "i.csv", "x,y\n" + "".join(f"{i},a\n" for i in range(10))), "--trials", "2",
+                    "--out", t / "tune"],
+         "the target has a single class"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_code_2(tmp_path, make_args, pattern):
@@ -184,6 +201,7 @@ def test_bad_input_is_one_line_and_exit_code_2(tmp_path, make_args, pattern):
 def test_usage_errors_exit_2():
     r = caviar("train", "--epochs", "zero")
     assert r.returncode == 2 and "expected a positive integer" in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1 and "(see caviar train --help)" in r.stderr  # no usage block
     r = caviar("diagnose", "--train-error", "150%", "--dev-error", "0.1")
     assert r.returncode == 2 and "between 0 and 1" in r.stderr
 

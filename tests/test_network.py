@@ -210,7 +210,7 @@ def test_bad_configuration_names_the_value(kwargs, pattern):
         (np.zeros((5, 4)), np.zeros(5, dtype=int), {}, "X has 4 columns but the network was built for n_x = 3"),
         (np.zeros(5), np.zeros(5, dtype=int), {}, r"2-D array.*\(5,\)"),
         (np.full((5, 3), np.nan), np.zeros(5, dtype=int), {}, "NaN or inf"),
-        (np.zeros((5, 3)), np.zeros(5, dtype=int), dict(lr=-0.01), "lr must be a non-negative number, got -0.01"),
+        (np.zeros((5, 3)), np.zeros(5, dtype=int), dict(lr=-0.01), "lr must be a non-negative finite number, got -0.01"),
         (np.zeros((5, 3)), np.zeros(5, dtype=int), dict(batch_size=0), "batch_size must be a positive integer, got 0"),
         (np.zeros((5, 3)), np.zeros(5, dtype=int), dict(batch_size=2.5), "got 2.5"),
         (np.zeros((5, 3)), np.zeros(5, dtype=int), dict(epochs=-1), "epochs must be a non-negative integer, got -1"),

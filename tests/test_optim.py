@@ -155,9 +155,9 @@ def test_optimizers_converge(opt, problem, start, target, steps, tol):
     np.testing.assert_allclose(p.data, target, atol=tol)
 
 
-@pytest.mark.parametrize("bad", [dict(lr=-1.0), dict(lr="fast")])
+@pytest.mark.parametrize("bad", [dict(lr=-1.0), dict(lr="fast"), dict(lr=float("inf")), dict(lr=float("nan"))])
 def test_optimizer_rejects_bad_learning_rate(bad):
-    with pytest.raises(ValueError, match="lr must be a non-negative number"):
+    with pytest.raises(ValueError, match="lr must be a non-negative finite number"):
         optim.Adam(**bad)
 
 

@@ -268,3 +268,78 @@ def test_a_population_s_run_takes_the_controls_that_fit_it(tmp_path):
     assert done["multiply-lr"]["ok"] and not done["checkpoint"]["ok"]
     assert "single network" in done["checkpoint"]["message"]
     assert read(run_dir / "state.json")["status"] == "stopped"
+
+
+def _post(url, body, headers=None):
+    request = urllib.request.Request(url, data=body, headers={"Content-Type": "text/plain", **(headers or {})})
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return response.status, response.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode()
+
+
+def test_the_dashboard_refuses_cross_site_posts_and_bodies_that_are_not_objects(live_run):
+    out, proc = live_run
+    dashboard = Dashboard([out], port=0)
+    base = dashboard.start().split("?")[0]
+    url = base + "api/run/run/control"
+    try:
+        code, body = _post(url, b'{"action": "checkpoint"}', {"Origin": "http://evil.example"})
+        assert code == 403 and "own page" in body
+        code, body = _post(url, b'{"action": "multiply-lr", "value": 2}', {"Host": "evil.example"})
+        assert code == 403
+        for bad in (b"[1]", b'"x"', b"null"):
+            code, body = _post(url, bad)
+            assert code == 400 and "a control is a JSON object" in body
+        time.sleep(0.3)
+        assert not os.listdir(out / "control" / "pending") and not os.path.isdir(out / "checkpoints")
+        code, body = _post(url, b'{"action": "checkpoint"}', {"Origin": base.rstrip("/")})  # the page's own origin
+        assert code == 200 and json.loads(body)["ok"]
+        assert proc.poll() is None  # the run went on through all of it
+    finally:
+        dashboard.stop()
+
+
+def test_a_control_for_a_dead_run_is_refused_and_a_new_run_drops_stale_commands(tmp_path):
+    out = tmp_path / "run"
+    proc = subprocess.Popen([sys.executable, "-m", "caviar", "train", "--data", "digits", "--epochs", "5000",
+                             "--no-early-stopping", "--quiet", "--out", str(out)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, env=ENV)
+    wait_for(lambda: read(out / "state.json")["iteration"] > 10)
+    proc.kill()
+    proc.wait()
+    r = caviar("control", out, "pause")
+    assert r.returncode == 2 and "is not running" in r.stderr
+    os.makedirs(out / "control" / "pending", exist_ok=True)
+    (out / "control" / "pending" / "0-stale.json").write_text(json.dumps({"id": "0-stale", "action": "stop"}))
+    r = caviar("train", "--data", "digits", "--epochs", "2", "--no-early-stopping", "--out", out, "--json")
+    assert r.returncode == 0, r.stderr
+    assert "dropped 1 control command(s) left by an earlier run" in r.stderr
+    report = json.loads(r.stdout)
+    assert report["test"]["accuracy"] > 0.5  # it trained (a stale stop ended it at iteration 0: about 0.1)
+    assert read(out / "state.json")["status"] == "finished"
+
+
+def test_a_rollback_that_cannot_be_applied_is_answered_and_the_run_goes_on(tmp_path):
+    import caviar  # the package (the module's caviar() runs the command line)
+    from caviar.train import LambdaCallback
+    from caviar.watch import Controller
+
+    rng = np.random.default_rng(0)
+    X, y = rng.standard_normal((200, 4)), rng.integers(0, 2, 200)
+    net = caviar.Network([4, 8, 2], seed=0)
+    run_dir = tmp_path / "run"
+    os.makedirs(run_dir / "checkpoints" / "iter-000003")  # an empty checkpoint folder
+    answers = {}
+
+    def ask(run, epoch, logs):
+        if epoch == 2:
+            answers["rollback"] = send(run_dir, "rollback", {"iteration": 3}, wait=0)
+
+    history = caviar.fit(net, X, y, epochs=6, batch_size=50, callbacks=[Controller(run_dir), LambdaCallback(on_epoch_end=ask)],
+                         verbose=False)
+    assert len(history) == 6 and read(run_dir / "state.json")["status"] == "finished"
+    done = [read(p) for p in (run_dir / "control" / "done").glob("*.json")]
+    assert len(done) == 1 and done[0]["action"] == "rollback" and not done[0]["ok"]
+    assert "no model.json" in done[0]["message"]

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 import os
+import zipfile
 from dataclasses import dataclass, field
 
 import numpy
@@ -157,7 +158,7 @@ def load_npz(path):
                 raise DataError(f"{path}: an .npz dataset needs arrays 'X' and 'y'; it has {data.files}")
             X, y = data["X"], data["y"]
             names = [str(n) for n in data["feature_names"]] if "feature_names" in data.files else None
-    except (ValueError, OSError) as exc:
+    except (ValueError, OSError, zipfile.BadZipFile, EOFError) as exc:
         if isinstance(exc, DataError):
             raise
         raise DataError(f"{path}: not a readable .npz file ({exc})") from None

@@ -34,9 +34,9 @@ def check_lr(lr):
     if callable(lr):
         return lr
     if isinstance(lr, numpy.ndarray):
-        return _per_member("learning rate lr", lr, lambda a: a >= 0, "a non-negative number")
-    if isinstance(lr, bool) or not isinstance(lr, numbers.Real) or not lr >= 0:
-        raise ValueError(f"learning rate lr must be a non-negative number, got {lr!r}")
+        return _per_member("learning rate lr", lr, lambda a: (a >= 0) & numpy.isfinite(a), "a non-negative finite number")
+    if isinstance(lr, bool) or not isinstance(lr, numbers.Real) or not 0 <= lr < float("inf"):
+        raise ValueError(f"learning rate lr must be a non-negative finite number, got {lr!r}")
     return float(lr)
 
 

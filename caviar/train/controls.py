@@ -20,6 +20,7 @@ import json
 import os
 import tempfile
 import time
+import warnings
 
 import numpy
 
@@ -48,6 +49,20 @@ def read_json(path, default=None):
             return json.load(f)
     except (OSError, json.JSONDecodeError):
         return default
+
+
+def owner_alive(state):
+    """Whether the process that wrote a run's state.json still runs (this machine's pids)."""
+    pid = state.get("pid")
+    if not isinstance(pid, int) or pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, another user's
+        return True
+    return True
 
 
 def is_run(path):
@@ -129,6 +144,11 @@ class Controller(Callback):
     def on_train_begin(self, run):
         for folder in self._paths():
             os.makedirs(folder, exist_ok=True)
+        stale = [n for n in os.listdir(self._paths()[0]) if n.endswith(".json")]
+        for name in stale:  # commands sent to an earlier run of this directory are not this run's
+            os.remove(os.path.join(self._paths()[0], name))
+        if stale:
+            warnings.warn(f"{self.run_dir}: dropped {len(stale)} control command(s) left by an earlier run", stacklevel=2)
         self.lrs = []
         self._write_state(run, "running")
         self._write_live(run)
@@ -184,7 +204,7 @@ class Controller(Callback):
             try:
                 message = self._apply(run, command["action"], command.get("value"))
                 result = {"ok": True, "message": message}
-            except ControlError as exc:
+            except (CaviarError, ValueError, OSError) as exc:  # refused or failed: the run goes on unharmed
                 result = {"ok": False, "message": str(exc)}
             result.update({"id": command.get("id"), "action": command.get("action"), "value": command.get("value"),
                            "iteration": run.iteration, "applied": time.time()})
@@ -233,8 +253,11 @@ class Controller(Callback):
         path = os.path.join(self.run_dir, "checkpoints", f"iter-{iteration:06d}")
         if not os.path.isdir(path):
             raise ControlError(f"no checkpoint at iteration {iteration}; the run has {checkpoints(self.run_dir) or 'none'}")
-        saved = load(path)
+        saved = load(path)  # a broken checkpoint raises here, before anything of the run is touched
         net, opt = run.net, run.optimizer
+        if saved.config["layer_sizes"] != net.config["layer_sizes"]:
+            raise ControlError(f"the checkpoint of iteration {iteration} holds another network "
+                               f"({saved.config['layer_sizes']} against {net.config['layer_sizes']})")
         for name, p in net.params.items():
             p.data[...] = saved.params[name].data
         for name, b in net.buffers.items():

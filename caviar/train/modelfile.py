@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+import zipfile
 
 import numpy
 
@@ -112,7 +113,7 @@ def load(path):
     try:
         with numpy.load(arrays_path, allow_pickle=False) as data:
             arrays = {k: data[k] for k in data.files}
-    except (ValueError, OSError) as exc:  # object arrays need pickle, which is never allowed
+    except (ValueError, OSError, zipfile.BadZipFile, EOFError) as exc:  # object arrays need pickle: never allowed
         raise ModelFileError(f"{arrays_path} cannot be read safely: {exc}") from None
     for k, p in net.params.items():
         p.data = backend.xp.asarray(_required(arrays, f"param:{k}", path))

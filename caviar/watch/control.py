@@ -8,7 +8,7 @@ import os
 import time
 import uuid
 
-from ..train.controls import (ACTIONS, ControlError, check_request, checkpoints, is_run, read_json,
+from ..train.controls import (ACTIONS, ControlError, check_request, checkpoints, is_run, owner_alive, read_json,
                               write_json)
 
 __all__ = ["ACTIONS", "ControlError", "checkpoints", "is_run", "read_json", "send", "write_json"]
@@ -24,6 +24,8 @@ def send(run_dir, action, value=None, wait=10.0):
     state = read_json(os.path.join(run_dir, "state.json"), {})
     if state.get("status") in ("finished", "stopped", "failed", "diverged"):
         raise ControlError(f"the run at {run_dir!r} is {state['status']}; only a live run takes controls")
+    if not owner_alive(state):  # killed: a command queued now would reach the next run instead
+        raise ControlError(f"the run at {run_dir!r} is not running (its process {state.get('pid')} is gone)")
     pending = os.path.join(run_dir, "control", "pending")
     os.makedirs(pending, exist_ok=True)
     command_id = f"{time.time_ns():020d}-{uuid.uuid4().hex[:8]}"

@@ -9,6 +9,7 @@ wrong or missing token changes nothing and gets 403.
 
 from __future__ import annotations
 
+import errno
 import hmac
 import json
 import math
@@ -102,7 +103,11 @@ class Dashboard:
     def start(self):
         """Serve in a background thread; return the page's address."""
         handler = type("Handler", (_Handler,), {"dashboard": self})
-        self.server = ThreadingHTTPServer((self.host, self.port), handler)
+        try:
+            self.server = ThreadingHTTPServer((self.host, self.port), handler)
+        except OSError as exc:
+            hint = "; choose another with --port (0: any free port)" if exc.errno == errno.EADDRINUSE else ""
+            raise WatchError(f"cannot serve the dashboard on {self.host}:{self.port}: {exc.strerror or exc}{hint}") from None
         self.server.daemon_threads = True
         self.port = self.server.server_address[1]
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
@@ -165,10 +170,31 @@ class _Handler(BaseHTTPRequestHandler):
             return self._send(200, payload)
         return self._send(404, {"error": f"no such page: {url.path}"})
 
+    def _same_site(self):
+        """The request names this server (Host) and, when a browser says where it comes from
+        (Origin), comes from this server's own page: a page elsewhere, or a name rebound to this
+        address, cannot drive the controls."""
+        port, host = self.dashboard.port, self.headers.get("Host", "")
+        if self.dashboard.host in LOCAL_HOSTS:  # bound remotely, the token guards the controls
+            allowed = {f"{n}:{port}" if ":" not in n else f"[{n}]:{port}" for n in LOCAL_HOSTS}
+            if host not in allowed:
+                return False
+        origin = self.headers.get("Origin")
+        return origin is None or urlparse(origin).netloc == host
+
     def do_POST(self):
+        try:
+            self._post()
+        except Exception as exc:  # an answer, never a traceback in the training terminal
+            self._send(500, {"error": f"{type(exc).__name__}: {exc}"})
+
+    def _post(self):
         parts = [unquote(p) for p in urlparse(self.path).path.strip("/").split("/") if p]
         if not (len(parts) == 4 and parts[:2] == ["api", "run"] and parts[3] == "control"):
             return self._send(404, {"error": "controls are posted to /api/run/NAME/control"})
+        if not self._same_site():
+            return self._send(403, {"error": "controls are taken only from this server's own page (Host and Origin "
+                                             "checked); nothing was changed"})
         token = self.dashboard.token
         given = self.headers.get("X-Caviar-Token", "")
         if token is not None and not hmac.compare_digest(given.encode(), token.encode()):
@@ -179,6 +205,9 @@ class _Handler(BaseHTTPRequestHandler):
         try:
             length = int(self.headers.get("Content-Length", "0"))
             body = json.loads(self.rfile.read(min(length, 65536)) or b"{}")
+            if not isinstance(body, dict):
+                return self._send(400, {"error": f"a control is a JSON object like {{\"action\": \"pause\"}}, got "
+                                                 f"{type(body).__name__}"})
             result = control.send(target["path"], body.get("action"), body.get("value"), wait=float(body.get("wait", 5)))
         except (ValueError, json.JSONDecodeError) as exc:
             return self._send(400, {"error": str(exc)})
