@@ -186,6 +186,7 @@ class _Parser(argparse.ArgumentParser):
 def build_parser():
     parser = _Parser(prog="caviar", description="Deep networks that train well.")
     sub = parser.add_subparsers(dest="command", required=True)
+    parser._caviar_commands = sub.choices  # command -> its parser (which options were typed)
     model, training = _model_flags(), _train_flags()
     sub.add_parser("train", parents=[model, training], help="split, normalize, train, evaluate, diagnose",
                    description="Train a network the way the notes teach: split, normalize, check dev/test "
@@ -377,7 +378,7 @@ def _tune(args):
                  test_data=args.test_data, class_weight=args.class_weight, dev=args.dev, test=args.test, space=args.space, strategy=args.strategy, trials=args.trials,
                  rounds=args.rounds, epochs=args.epochs, eta=args.eta, workers=args.workers, executor=args.executor,
                  address=args.address, study=study_path, seed=args.seed, group_size=args.group_size,
-                 population=args.population, max_population=args.max_population,
+                 population=args.population, max_population=args.max_population, given=args.given,
                  on_start=(lambda st: dashboard.add(st.path)) if dashboard else None)
     try:
         best = retrain_best(study, out)
@@ -478,10 +479,19 @@ def _show_warning(message, category, filename, lineno, file=None, line=None):
 _python_show_warning = warnings.showwarning
 
 
+def _given(parser, args, argv):
+    """The options a person typed (not left to their defaults), by their names in ``args``."""
+    sub = parser._caviar_commands[args.command]
+    words = sys.argv[1:] if argv is None else [str(w) for w in argv]
+    flags = {w.split("=", 1)[0] for w in words if w.startswith("--")}
+    return {a.dest for a in sub._actions if any(o in flags for o in a.option_strings)}
+
+
 def main(argv=None):
     warnings.showwarning = _show_warning
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.given = _given(parser, args, argv)
     try:
         _select_backend(getattr(args, "backend", None))
         return COMMANDS[args.command](args)

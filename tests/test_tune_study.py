@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from caviar.tune import Space, Study, choice, retrain_best, tune
+from caviar.tune import Space, Study, StudyError, choice, retrain_best, tune
 
 ENV = {**os.environ, "CAVIAR_NO_PROGRESS": "1"}
 QUIET = dict(log=lambda line: None)
@@ -209,3 +209,32 @@ def test_progress_lines_count_trials_and_keep_the_study_s_best(tmp_path, higher)
     assert lines[-1].endswith(f"best {best['value']:.4f} (trial {best['number']})")
     assert best["number"] == (3 if higher else 4)  # a tie keeps the lower trial number
     assert "trial 2 failed: dev_metric -;" in lines[1]
+
+
+def test_resuming_with_other_settings_is_refused_and_more_random_trials_extend(tmp_path):
+    path = tmp_path / "s.sqlite"
+    lines = []
+    tune(data="iris", trials=3, epochs=2, workers=1, study=path, log=lines.append)
+    assert f"new study {path}" in lines
+    with pytest.raises(StudyError, match=r"--data was 'iris', now 'wine'; --epochs was 2, now 3"):
+        tune(data="wine", epochs=3, workers=1, study=path, given={"data", "epochs"}, **QUIET)
+    lines.clear()
+    study = tune(data="iris", trials=5, epochs=2, workers=1, study=path, given={"trials", "data"}, log=lines.append)
+    assert any("from 3 to 5 trials" in line for line in lines) and len(study.trials()) == 5
+    assert len(tune(study=path, workers=1, trials=40, **QUIET).trials()) == 5  # not given: the stored settings
+
+
+def test_a_second_driver_is_refused_while_the_first_runs(tmp_path):
+    path = tmp_path / "s.sqlite"
+    tune(data="iris", trials=2, epochs=1, workers=1, study=path, **QUIET).close()
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        study = Study.open(path)
+        study.set_setting("driver", {"pid": other.pid, "host": __import__("socket").gethostname(), "started": 0})
+        study.close()
+        with pytest.raises(StudyError, match=f"being run by process {other.pid}"):
+            tune(study=path, workers=1, **QUIET)
+    finally:
+        other.kill()
+        other.wait()
+    assert len(tune(study=path, workers=1, **QUIET).trials()) == 2  # its driver gone, the study runs again

@@ -285,16 +285,22 @@ def test_the_dashboard_refuses_cross_site_posts_and_bodies_that_are_not_objects(
     base = dashboard.start().split("?")[0]
     url = base + "api/run/run/control"
     try:
-        code, body = _post(url, b'{"action": "checkpoint"}', {"Origin": "http://evil.example"})
-        assert code == 403 and "own page" in body
+        code, body = _post(url, b'{"action": "checkpoint"}', {"Origin": "http://evil.example",
+                                                              "X-Caviar-Token": dashboard.token})
+        assert code == 403 and "own page" in body  # even a stolen token is no use from another site
         code, body = _post(url, b'{"action": "multiply-lr", "value": 2}', {"Host": "evil.example"})
         assert code == 403
         for bad in (b"[1]", b'"x"', b"null"):
-            code, body = _post(url, bad)
+            code, body = _post(url, bad, {"X-Caviar-Token": dashboard.token})
             assert code == 400 and "a control is a JSON object" in body
         time.sleep(0.3)
         assert not os.listdir(out / "control" / "pending") and not os.path.isdir(out / "checkpoints")
-        code, body = _post(url, b'{"action": "checkpoint"}', {"Origin": base.rstrip("/")})  # the page's own origin
+        code, body = _post(url, b'{"action": "checkpoint"}', {"Origin": base.rstrip("/")})
+        assert code == 403 and "token" in body  # bound locally, the token is still required
+        with urllib.request.urlopen(base, timeout=30) as page:  # the page hands its own requests the token
+            cookie = page.headers["Set-Cookie"]
+        assert "SameSite=Strict" in cookie and "HttpOnly" in cookie
+        code, body = _post(url, b'{"action": "checkpoint"}', {"Origin": base.rstrip("/"), "Cookie": cookie.split(";")[0]})
         assert code == 200 and json.loads(body)["ok"]
         assert proc.poll() is None  # the run went on through all of it
     finally:

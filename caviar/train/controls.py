@@ -25,6 +25,7 @@ import warnings
 import numpy
 
 from ..errors import CaviarError
+from ..processes import alive
 from .callbacks import Callback, restore, snapshot
 
 ACTIONS = ("set-lr", "multiply-lr", "pause", "resume", "checkpoint", "rollback", "stop")
@@ -53,16 +54,7 @@ def read_json(path, default=None):
 
 def owner_alive(state):
     """Whether the process that wrote a run's state.json still runs (this machine's pids)."""
-    pid = state.get("pid")
-    if not isinstance(pid, int) or pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # alive, another user's
-        return True
-    return True
+    return alive(state.get("pid"))
 
 
 def is_run(path):

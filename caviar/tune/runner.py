@@ -3,6 +3,7 @@ repeat until a proposal leaves nothing to run."""
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 import time
@@ -53,7 +54,7 @@ def plan(trials, ds, population=True, max_population=None, workers=1):
 def tune(data="digits", target=None, task=None, na_values=None, categorical=(), numeric=(), drop=(), dev_data=None,
          test_data=None, class_weight=None, space=None, strategy="random", trials=20, rounds=3, epochs=10, eta=3,
          min_epochs=1, workers=None, executor="local", address=None, study=None, seed=0, dev=None, test=None,
-         group_size=1, population=True, max_population=None, log=None, on_start=None):
+         group_size=1, population=True, max_population=None, log=None, on_start=None, given=None):
     """Run (or resume) a hyperparameter search; return the open ``Study``.
 
     A study file that exists is resumed with the settings stored in it: finished trials are
@@ -61,12 +62,21 @@ def tune(data="digits", target=None, task=None, na_values=None, categorical=(), 
     ``group_size`` > 1 draws the shape hyperparameters once per group of trials (see
     ``strategies.sample``); ``population`` trains trials of one shape as one population (caviar
     training), at most ``max_population`` at a time, and never changes a trial's result.
+    ``given`` names the settings a person set explicitly (the command line's): resuming a study
+    with any of them different from the stored ones is refused, naming them; only more
+    ``trials`` for a random search extend the study. A study has one live driver: a second
+    ``tune`` on a study whose driver still runs is refused.
     """
     log = log or (lambda line: print(line, file=sys.stderr))
     path = study or default_study_path()
+    asked = {"data": data, "target": target, "task": task, "na_values": na_values, "categorical": list(categorical),
+             "numeric": list(numeric), "drop": list(drop), "dev_data": dev_data, "test_data": test_data,
+             "class_weight": class_weight, "strategy": strategy, "trials": trials, "rounds": rounds, "epochs": epochs,
+             "eta": eta, "min_epochs": min_epochs, "group_size": group_size, "seed": seed, "dev": dev, "test": test}
     if os.path.exists(path):
         st = Study.open(path)
-        settings = st.settings
+        st.claim_driver()
+        settings = _resume_settings(st, asked, space, given or (), log)
         log(f"resuming study {path}")
     else:
         if strategy not in STRATEGIES:
@@ -80,6 +90,8 @@ def tune(data="digits", target=None, task=None, na_values=None, categorical=(), 
         settings["metric"] = "dev_" + heads.get(H.output_for(ds.n_classes)).metric
         make_strategy(settings, sp)  # validates trials/rounds/eta before a file is written
         st = Study.create(path, settings)
+        st.claim_driver()
+        log(f"new study {path}")
     strat = make_strategy(settings, Space(settings["space"]))
     if on_start is not None:  # e.g. the dashboard, watching the study from its first trial
         on_start(st)
@@ -89,15 +101,38 @@ def tune(data="digits", target=None, task=None, na_values=None, categorical=(), 
     metric, higher = metric_for(settings)
     progress = _Progress(st, metric, higher, log)
     ds, _, _ = study_data(settings)
-    with make_executor(executor, workers, address) as ex:
-        while True:
-            st.add_trials(strat.propose(st))
-            pending = st.trials("pending")
-            if not pending:
-                break
-            progress.refresh()
-            ex.run(st, plan(pending, ds, population, max_population, getattr(ex, "workers", None) or 1), progress)
+    try:
+        with make_executor(executor, workers, address) as ex:
+            while True:
+                st.add_trials(strat.propose(st))
+                pending = st.trials("pending")
+                if not pending:
+                    break
+                progress.refresh()
+                ex.run(st, plan(pending, ds, population, max_population, getattr(ex, "workers", None) or 1), progress)
+    finally:
+        st.release_driver()
     return st
+
+
+def _resume_settings(st, asked, space, given, log):
+    """The stored settings, after checking the ones a person gave against them."""
+    settings = st.settings
+    asked = json.loads(json.dumps(asked))  # lists and numbers as the study stores them
+    if "space" in given:
+        asked["space"] = _space(space).to_dict()
+    differ = [k for k in asked if k in given and settings.get(k) != asked[k]]  # in a fixed order
+    if differ == ["trials"] and settings["strategy"] == "random" and asked["trials"] > settings["trials"]:
+        log(f"extending study {st.path} from {settings['trials']} to {asked['trials']} trials")
+        st.set_setting("trials", asked["trials"])
+        return st.settings
+    if differ:
+        st.release_driver()
+        shown = "; ".join(f"--{k.replace('_', '-')} was {settings.get(k)!r}, now {asked[k]!r}" for k in differ)
+        raise StudyError(f"study {st.path!r} was made with other settings ({shown}); a study keeps its settings: "
+                         f"start a new study to change them" + (" (a random search takes more --trials)"
+                                                               if "trials" in differ else ""))
+    return settings
 
 
 class _Progress:

@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import sqlite3
 import time
 import uuid
 
 from ..errors import CaviarError
+from ..processes import alive
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -116,6 +118,28 @@ class Study:
     def settings(self):
         rows = self.conn.execute("SELECT key, value FROM meta").fetchall()
         return {r["key"]: json.loads(r["value"]) for r in rows}
+
+    def set_setting(self, key, value):
+        with self.transaction():
+            self.conn.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, json.dumps(value)))
+
+    # -- the one live driver ---------------------------------------------------------------------
+    def claim_driver(self):
+        """Make this process the study's driver; refuse while another live process is."""
+        me = {"pid": os.getpid(), "host": socket.gethostname(), "started": time.time()}
+        with self.transaction():
+            row = self.conn.execute("SELECT value FROM meta WHERE key = 'driver'").fetchone()
+            other = json.loads(row["value"]) if row is not None else None
+            if other and other.get("pid") != me["pid"] and other.get("host") == me["host"] and alive(other.get("pid")):
+                raise StudyError(f"study {self.path!r} is being run by process {other['pid']}; wait for it, or stop it, "
+                                 f"before running the study again")
+            self.conn.execute("INSERT OR REPLACE INTO meta VALUES ('driver', ?)", (json.dumps(me),))
+
+    def release_driver(self):
+        with self.transaction():
+            row = self.conn.execute("SELECT value FROM meta WHERE key = 'driver'").fetchone()
+            if row is not None and (json.loads(row["value"]) or {}).get("pid") == os.getpid():
+                self.conn.execute("INSERT OR REPLACE INTO meta VALUES ('driver', 'null')")
 
     # -- trials ------------------------------------------------------------------------------
     def add_trials(self, specs):

@@ -2,9 +2,10 @@
 state.json, a study's SQLite file), with the page and its script shipped in the package (it
 works offline). Controls go through ``control.send``, the same mechanism as ``caviar control``.
 
-Safety: it binds 127.0.0.1 unless told otherwise; another address needs ``allow_remote`` and a
-token, which every control request must present (header ``X-Caviar-Token``); a request with a
-wrong or missing token changes nothing and gets 403.
+Safety: it binds 127.0.0.1 unless told otherwise; another address needs ``allow_remote``. Every
+control request must present the server's token (header ``X-Caviar-Token``, or the same-site
+cookie the page is served with), come from the server's own page (``Host`` and ``Origin``
+checked) and hold a JSON object; anything else changes nothing and gets 403 or 400.
 """
 
 from __future__ import annotations
@@ -18,7 +19,8 @@ import secrets
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from importlib import resources
-from urllib.parse import unquote, urlparse
+from http.cookies import SimpleCookie
+from urllib.parse import parse_qs, unquote, urlparse
 
 from ..errors import CaviarError
 from . import control
@@ -79,7 +81,7 @@ class Dashboard:
     def __init__(self, targets, host="127.0.0.1", port=8765, allow_remote=False, token=None):
         if host not in LOCAL_HOSTS and not allow_remote:
             raise WatchError(f"binding {host!r} exposes the controls to the network; pass --allow-remote to do so")
-        self.token = token or (secrets.token_urlsafe(16) if host not in LOCAL_HOSTS else None)
+        self.token = token or secrets.token_urlsafe(16)  # controls always need it
         self.targets = {}
         for path in targets:
             self.add(path)
@@ -116,7 +118,8 @@ class Dashboard:
     @property
     def url(self):
         host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"http://{host}:{self.port}/" + (f"?token={self.token}" if self.token else "")
+        # bound locally, the page gets the token as a same-site cookie; remotely, from this address
+        return f"http://{host}:{self.port}/" + (f"?token={self.token}" if self.host not in LOCAL_HOSTS else "")
 
     def stop(self):
         if self.server is not None:
@@ -131,9 +134,11 @@ class _Handler(BaseHTTPRequestHandler):
     def log_message(self, format, *args):  # quiet: the terminal belongs to the training run
         pass
 
-    def _send(self, code, body, content_type="application/json"):
+    def _send(self, code, body, content_type="application/json", cookie=None):
         data = body if isinstance(body, bytes) else (json.dumps(body) if content_type == "application/json" else body).encode()
         self.send_response(code)
+        if cookie:
+            self.send_header("Set-Cookie", cookie)
         self.send_header("Content-Type", content_type + ("; charset=utf-8" if not content_type.startswith("image") else ""))
         self.send_header("Content-Length", str(len(data)))
         self.send_header("Cache-Control", "no-store")
@@ -150,7 +155,14 @@ class _Handler(BaseHTTPRequestHandler):
             if parts and self._target(parts[1] if len(parts) > 1 else "") is None:
                 return self._send(404, _error_page(f"nothing is watched under the name {parts[-1]!r}", self.dashboard),
                                   "text/html")
-            return self._send(200, _static("index.html"), "text/html")
+            # the page's own requests carry the token as a cookie that browsers never send with a
+            # request from another site (SameSite=Strict) and scripts cannot read (HttpOnly); bound
+            # remotely, only a visitor who has the token in the address gets it
+            given = parse_qs(url.query).get("token", [""])[0]
+            local = self.dashboard.host in LOCAL_HOSTS
+            cookie = f"caviar_token={self.dashboard.token}; Path=/; SameSite=Strict; HttpOnly" \
+                if local or hmac.compare_digest(given.encode(), self.dashboard.token.encode()) else None
+            return self._send(200, _static("index.html"), "text/html", cookie=cookie)
         if parts[0] == "static" and len(parts) == 2 and parts[1] in ("app.js", "style.css"):
             kind = "text/javascript" if parts[1].endswith(".js") else "text/css"
             return self._send(200, _static(parts[1]), kind)
@@ -158,7 +170,7 @@ class _Handler(BaseHTTPRequestHandler):
             return self._send(204, b"", "image/x-icon")
         if parts[:2] == ["api", "targets"]:
             return self._send(200, {"targets": list(self.dashboard.targets.values()),
-                                    "token_required": self.dashboard.token is not None})
+                                    "token_required": True})
         if len(parts) == 3 and parts[0] == "api" and parts[1] in ("run", "study"):
             target = self._target(parts[2])
             if target is None or target["kind"] != parts[1]:
@@ -196,8 +208,9 @@ class _Handler(BaseHTTPRequestHandler):
             return self._send(403, {"error": "controls are taken only from this server's own page (Host and Origin "
                                              "checked); nothing was changed"})
         token = self.dashboard.token
-        given = self.headers.get("X-Caviar-Token", "")
-        if token is not None and not hmac.compare_digest(given.encode(), token.encode()):
+        jar = SimpleCookie(self.headers.get("Cookie", ""))
+        given = self.headers.get("X-Caviar-Token") or (jar["caviar_token"].value if "caviar_token" in jar else "")
+        if not hmac.compare_digest(given.encode(), token.encode()):
             return self._send(403, {"error": "a valid token is required for controls; nothing was changed"})
         target = self._target(parts[2])
         if target is None or target["kind"] != "run":
