@@ -315,6 +315,8 @@ def test_a_control_for_a_dead_run_is_refused_and_a_new_run_drops_stale_commands(
     wait_for(lambda: read(out / "state.json")["iteration"] > 10)
     proc.kill()
     proc.wait()
+    state = read(out / "state.json")
+    assert state["pid"] == proc.pid and state["started"] <= time.time()  # the run's owner, recorded
     r = caviar("control", out, "pause")
     assert r.returncode == 2 and "is not running" in r.stderr
     os.makedirs(out / "control" / "pending", exist_ok=True)

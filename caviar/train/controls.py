@@ -116,7 +116,8 @@ class Controller(Callback):
 
     def _write_state(self, run, status):
         write_json(os.path.join(self.run_dir, "state.json"),
-                   {"status": status, "pid": os.getpid(), "iteration": run.iteration, "epoch": run.epoch,
+                   {"status": status, "pid": os.getpid(), "started": self.started, "iteration": run.iteration,
+                    "epoch": run.epoch,
                     "lr": self._lr(run), "updated": time.time(), "members": len(run.members) if run.population else None})
 
     def _write_live(self, run):
@@ -142,6 +143,7 @@ class Controller(Callback):
         if stale:
             warnings.warn(f"{self.run_dir}: dropped {len(stale)} control command(s) left by an earlier run", stacklevel=2)
         self.lrs = []
+        self.started = time.time()  # with the pid: which process owns the run directory
         self._write_state(run, "running")
         self._write_live(run)
 
