@@ -43,35 +43,28 @@ def _shape(text):
     return (h, w)
 
 
-def _rate(text):
-    """An error rate as a fraction (0.11) or a percentage (11%)."""
-    try:
-        value = float(text[:-1]) / 100 if text.endswith("%") else float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an error rate like 0.11 or 11%, got {text!r}") from None
-    if not 0 <= value <= 1:
-        raise argparse.ArgumentTypeError(f"an error rate must be between 0 and 1 (or 0% and 100%), got {text!r}")
-    return value
+def _checked(parse, ok, what, problem):
+    """An argparse type: ``parse(text)``, refused in one line unless ``ok(value)``."""
+    def convert(text):
+        try:
+            value = parse(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
+        if not ok(value):
+            raise argparse.ArgumentTypeError(f"{problem}, got {text!r}")
+        return value
+    return convert
 
 
-def _port(text):
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a port number, got {text!r}") from None
-    if not 0 <= value <= 65535:
-        raise argparse.ArgumentTypeError(f"a port is 0 to 65535 (0: any free port), got {text!r}")
-    return value
+def _percent_or_fraction(text):
+    return float(text[:-1]) / 100 if text.endswith("%") else float(text)
 
 
-def _positive_float(text):
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not 0 < value < float("inf"):
-        raise argparse.ArgumentTypeError(f"expected a positive finite number, got {text!r}")
-    return value
+_rate = _checked(_percent_or_fraction, lambda v: 0 <= v <= 1, "an error rate like 0.11 or 11%",
+                 "an error rate must be between 0 and 1 (or 0% and 100%)")
+_port = _checked(int, lambda v: 0 <= v <= 65535, "a port number", "a port is 0 to 65535 (0: any free port)")
+_positive_float = _checked(float, lambda v: 0 < v < float("inf"), "a number", "expected a positive finite number")
+_positive_int = _checked(int, lambda v: v >= 1, "a positive integer", "expected a positive integer")
 
 
 def _ratio_or_count(text):
@@ -84,16 +77,6 @@ def _ratio_or_count(text):
         return float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a ratio like 0.2 or a number of examples, got {text!r}") from None
-
-
-def _positive_int(text):
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return value
 
 
 def _schema_flags(g, group):

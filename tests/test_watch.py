@@ -121,11 +121,13 @@ def test_control_of_a_finished_run_is_refused(tmp_path):
     assert r.returncode == 2 and "is finished" in r.stderr
 
 
-def http(url, data=None, token=None):
-    headers = {"Content-Type": "application/json"}
+def http(url, data=None, token=None, raw=None, headers=None):
+    """(status, body) of a GET, or a POST of ``data`` as JSON (or of the bytes ``raw``)."""
+    headers = {"Content-Type": "application/json", **(headers or {})}
     if token is not None:
         headers["X-Caviar-Token"] = token
-    request = urllib.request.Request(url, data=json.dumps(data).encode() if data is not None else None, headers=headers)
+    body = raw if raw is not None else json.dumps(data).encode() if data is not None else None
+    request = urllib.request.Request(url, data=body, headers=headers)
     try:
         with urllib.request.urlopen(request, timeout=30) as response:
             return response.status, response.read().decode()
@@ -271,12 +273,8 @@ def test_a_population_s_run_takes_the_controls_that_fit_it(tmp_path):
 
 
 def _post(url, body, headers=None):
-    request = urllib.request.Request(url, data=body, headers={"Content-Type": "text/plain", **(headers or {})})
-    try:
-        with urllib.request.urlopen(request, timeout=30) as response:
-            return response.status, response.read().decode()
-    except urllib.error.HTTPError as exc:
-        return exc.code, exc.read().decode()
+    """A POST as a form or another site's script can send it: text/plain, any headers."""
+    return http(url, raw=body, headers={"Content-Type": "text/plain", **(headers or {})})
 
 
 def test_the_dashboard_refuses_cross_site_posts_and_bodies_that_are_not_objects(live_run):
