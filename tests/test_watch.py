@@ -349,3 +349,16 @@ def test_a_rollback_that_cannot_be_applied_is_answered_and_the_run_goes_on(tmp_p
     done = [read(p) for p in (run_dir / "control" / "done").glob("*.json")]
     assert len(done) == 1 and done[0]["action"] == "rollback" and not done[0]["ok"]
     assert "no model.json" in done[0]["message"]
+
+
+def test_a_port_in_use_is_one_line_with_a_hint(tmp_path):
+    import socket
+
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen(1)
+    try:
+        with pytest.raises(WatchError, match=r"cannot serve the dashboard on 127.0.0.1:\d+: .*choose another with --port"):
+            Dashboard([], port=taken.getsockname()[1]).start()
+    finally:
+        taken.close()
