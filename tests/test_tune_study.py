@@ -238,3 +238,33 @@ def test_a_second_driver_is_refused_while_the_first_runs(tmp_path):
         other.kill()
         other.wait()
     assert len(tune(study=path, workers=1, **QUIET).trials()) == 2  # its driver gone, the study runs again
+
+
+def test_trials_are_claimed_when_a_worker_starts_them_not_when_queued(tmp_path):
+    import threading
+
+    path = tmp_path / "s.sqlite"
+    most, done = [0], threading.Event()
+
+    def watch():  # what the dashboard reads: at most one trial per worker is running
+        while not done.is_set():
+            if os.path.exists(path):
+                try:
+                    study = Study.open(path)
+                    most[0] = max(most[0], len(study.trials("running")))
+                    study.close()
+                except Exception:  # the file being created
+                    pass
+            time.sleep(0.01)
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    try:
+        study = tune(data="digits", trials=10, epochs=2, workers=2, population=False, study=path, **QUIET)
+    finally:
+        done.set()
+        watcher.join()
+    assert 1 <= most[0] <= 2
+    trials = study.trials()
+    assert all(t["status"] == "complete" for t in trials)
+    assert [t["runs"] for t in trials] == [1] * 10

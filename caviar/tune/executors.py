@@ -12,6 +12,7 @@ import sys
 
 from .. import backend
 from .objective import run_population, run_population_detached, run_trial, run_trial_detached
+from .study import Study
 
 
 def _worker_init(single_thread):
@@ -33,6 +34,17 @@ def _worker_init(single_thread):
 def _claim(study, job):
     claimed = [(n, study.claim(n)) for n in job]
     return [n for n, t in claimed if t is not None], [t for n, t in claimed if t is not None]
+
+
+def _claim_and_run(study_path, job):
+    """In a worker: claim the job's trials as it starts them, so trials still queued behind it
+    stay pending (and show so) and a trial's run count counts real starts."""
+    study = Study.open(study_path)
+    try:
+        numbers, tokens = _claim(study, job)
+    finally:
+        study.close()
+    return _run_job(study_path, numbers, tokens) if numbers else []
 
 
 def _run_job(study_path, numbers, tokens):
@@ -89,24 +101,20 @@ class LocalExecutor:
         return False
 
     def run(self, study, jobs, on_done):
-        futures = {}
-        for job in jobs:
-            numbers, tokens = _claim(study, job)
-            if numbers:
-                futures[self.pool.submit(_run_job, study.path, numbers, tokens)] = (numbers, tokens)
+        futures = {self.pool.submit(_claim_and_run, study.path, job): job for job in jobs}
+        broken = False
         for future in cf.as_completed(futures):
-            numbers, tokens = futures[future]
             try:
                 results = future.result()
-            except cf.process.BrokenProcessPool:  # a worker died (out of memory, a signal)
-                results = []
-                for n, token in zip(numbers, tokens):
-                    study.finish(n, token, "failed", error="the worker process died")
-                    results.append({"number": n, "status": "failed", "value": None})
-                self.__exit__(None, None, None)
-                self.__enter__()
+            except cf.process.BrokenProcessPool:  # a worker died (out of memory, a signal): the trials
+                broken = True  # it had started fail; those never started stay pending and run again
+                results = [{"number": n, "status": "failed", "value": None}
+                           for n in study.fail_running(futures[future], "the worker process died")]
             for result in results:
                 on_done(result)
+        if broken:
+            self.__exit__(None, None, None)
+            self.__enter__()
 
 
 class RayExecutor:

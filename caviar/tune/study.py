@@ -188,6 +188,14 @@ class Study:
                 (token, time.time(), number))
         return token if cur.rowcount == 1 else None
 
+    def fail_running(self, numbers, error):
+        """Mark those of ``numbers`` still running failed (their worker died); return them."""
+        with self.transaction():
+            failed = [n for n in numbers if self.conn.execute(
+                "UPDATE trials SET status = 'failed', error = ?, finished = ? WHERE number = ? AND status = 'running'",
+                (error, time.time(), n)).rowcount == 1]
+        return failed
+
     def report_epoch(self, number, token, epoch, train_cost, dev_cost, dev_metric):
         with self.transaction():
             if self._holds(number, token):
