@@ -24,7 +24,6 @@ import tempfile
 import time
 import warnings
 
-import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 

@@ -6,7 +6,6 @@ How the results are printed lives with the command line (``caviar.cli``).
 from __future__ import annotations
 
 import csv
-import json
 import os
 import sys
 from dataclasses import dataclass, field

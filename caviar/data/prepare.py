@@ -3,14 +3,14 @@ training set's statistics only. ``caviar train``, ``caviar tune`` and ``gradchec
 
 from __future__ import annotations
 
-import numpy
-
 import os
+
+import numpy
 
 from .loading import DataError, load
 from .normalize import Normalizer
 from .preprocess import Preprocessor, numbers
-from .split import split
+from .split import Split, split_indices
 from .table import is_table, read_table
 
 
@@ -80,9 +80,7 @@ def prepare(data, target=None, seed=0, dev=None, test=None, dev_data=None, test_
     # dev file: dev and test must come from the same distribution.
     dev = 0 if "dev" in given else dev
     test = 0 if ("test" in given or "dev" in given) else test
-    rows = numpy.arange(len(ds.y)).reshape(-1, 1)
-    parts = split(rows, ds.y, dev=dev, test=test, seed=seed, stratify=ds.class_names is not None,
-                  class_names=ds.class_names)
+    parts = Split(*split_indices(ds.y, dev, test, seed, ds.class_names is not None, ds.class_names))
     if "dev" not in given and not len(parts.dev_index):
         raise DataError("no dev set: give --dev-data or let caviar split one from --data")
     if ds.frame is not None:
@@ -156,7 +154,7 @@ def features_for(extras, data):
         if missing:
             shown = ", ".join(missing[:8]) + (f" and {len(missing) - 8} more" if len(missing) > 8 else "")
             raise DataError(f"{name}: lacks {len(missing)} of the model's {len(features)} feature columns: {shown}")
-        X = numpy.column_stack([numbers(frame[c], c, name) for c in features]) if features else None
+        X = numpy.column_stack([numbers(frame[c], c, name) for c in features])
         bad = ~numpy.isfinite(X)
         if bad.any():
             row, col = (int(i) for i in numpy.argwhere(bad)[0])

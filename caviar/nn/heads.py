@@ -83,7 +83,7 @@ class Head:
     def member_losses(self, logits, y, weights=None):
         """Each member's mean loss (K,) for population logits (K, m, n_y); ``weights`` (m,)
         weigh the examples (class weights)."""
-        K, m = logits.shape[0], logits.shape[1]
+        m = logits.shape[1]
         target = backend.get_array_module(y).broadcast_to(y.reshape(m, -1), logits.shape)
         losses = self._loss_fn(logits, target, reduction="none")
         if weights is not None:
@@ -171,11 +171,9 @@ class Softmax(Head):
 
     def metrics(self, z, y):
         """Accuracy, and for two classes ROC AUC, F1 and balanced accuracy (class 1 positive)."""
-        predicted, labels = z.argmax(axis=-1), self._classes(y)
-        hits = (predicted == labels).mean(axis=-1)
-        out = {"accuracy": float(hits) if hits.ndim == 0 else hits}
+        out = {"accuracy": self.primary(z, y)}
         if z.shape[-1] == 2:  # the score z1 - z0 ranks examples as p(class 1) does
-            out.update(_binary(z[..., 1] - z[..., 0], predicted, labels))
+            out.update(_binary(z[..., 1] - z[..., 0], z.argmax(axis=-1), self._classes(y)))
         return out
 
     def primary(self, z, y):
@@ -219,10 +217,9 @@ class Sigmoid(Head):
 
     def metrics(self, z, y):
         """Accuracy, and for one output (two classes) ROC AUC, F1 and balanced accuracy."""
-        truth = y.reshape(z.shape[-2:]) > 0.5
-        out = {"accuracy": _mean_rows((z > 0) == truth)}
+        out = {"accuracy": self.primary(z, y)}
         if z.shape[-1] == 1:
-            out.update(_binary(z[..., 0], z[..., 0] > 0, truth[:, 0]))
+            out.update(_binary(z[..., 0], z[..., 0] > 0, y.reshape(-1) > 0.5))
         return out
 
     def primary(self, z, y):

@@ -10,7 +10,6 @@ population of one; ``Population`` implements it for K members stacked on a model
 
 from __future__ import annotations
 
-import math
 import numbers
 import time
 

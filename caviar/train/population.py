@@ -171,7 +171,7 @@ class Population:
 
     def evaluate(self, X, y):
         """Per-member {'cost', and the head's metrics} with dropout off and running statistics."""
-        X = as_features(self.net, X, "X")
+        X = self.net.check_X(X).astype(self.net.params["W1"].dtype, copy=False)  # fit checked it once already
         y = self.net.check_y(y, len(X))
         chunk = max(1, 8192 // max(self.size, 1))
         with no_grad():
