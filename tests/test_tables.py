@@ -176,6 +176,28 @@ def test_the_preprocessing_is_fitted_on_training_rows_only_and_saved_as_json():
     assert abs(standardized.mean()) < 1e-5 and abs(standardized.std() - 1) < 1e-4  # the notes' normalization
 
 
+def test_fit_transform_on_rows_equals_fit_then_transform():
+    frame = messy().drop(columns=["churn", "id"])
+    rows = np.random.default_rng(1).permutation(len(frame))
+    train, dev = rows[:170], rows[170:]
+    fused = D.Preprocessor()
+    X_train, X_dev = fused.fit_transform(frame, train, [train, dev])
+    apart = D.Preprocessor().fit(frame, train)
+    assert fused.columns_ == apart.columns_
+    np.testing.assert_array_equal(X_train, apart.transform(frame, train))
+    np.testing.assert_array_equal(X_dev, apart.transform(frame.iloc[dev]))
+
+
+@pytest.mark.parametrize("m", [7, 8, 1002, 1000])  # 5, 6, 801 and 800 filled cells
+def test_medians_means_and_stds_are_numpys(m):
+    values = np.random.default_rng(m).standard_normal(m) * 50 + 3
+    values[::5] = np.nan
+    c = D.Preprocessor().fit(pd.DataFrame({"x": values})).columns_[0]
+    assert c["median"] == np.nanmedian(values)  # an even count of filled cells averages the middle two
+    imputed = np.where(np.isnan(values), c["median"], values)
+    assert c["mean"] == pytest.approx(imputed.mean(), rel=1e-13) and c["std"] == pytest.approx(imputed.std(), rel=1e-13)
+
+
 def test_rare_levels_are_grouped_and_the_width_is_capped():
     frame = pd.DataFrame({"code": [f"k{i % 3000}" for i in range(6000)] + ["common"] * 400, "x": 1.0})
     prep = D.Preprocessor(max_levels=32).fit(frame[["code"]])

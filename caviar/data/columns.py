@@ -96,15 +96,16 @@ def infer_roles(frame, categorical=(), numeric=(), drop=()):
         number = pandas.api.types.is_numeric_dtype(whole) and not pandas.api.types.is_bool_dtype(whole)
         if number and name not in named["categorical"]:  # numbers: only whether they vary matters
             values = whole.to_numpy(dtype=numpy.float64, na_value=numpy.nan)
-            values = frame.take(values)
-            filled = values[~numpy.isnan(values)]
-            levels = None if len(filled) and filled.min() != filled.max() else min(len(filled), 1)
+            n_filled = len(values) - int(numpy.count_nonzero(numpy.isnan(values)))
+            # fmin and fmax skip missing cells: one pass each, no copy
+            varies = n_filled and numpy.fmin.reduce(values) != numpy.fmax.reduce(values)
+            levels = None if varies else min(n_filled, 1)
             s = whole
         else:
             s = frame[name]
             filled = s.dropna()
-            levels = int(filled.nunique())
-        missing = float(1 - len(filled) / m) if m else 0.0
+            n_filled, levels = len(filled), int(filled.nunique())
+        missing = float(1 - n_filled / m) if m else 0.0
         if name in named["drop"]:
             role = "drop"
         elif name in named["categorical"]:
@@ -122,7 +123,7 @@ def infer_roles(frame, categorical=(), numeric=(), drop=()):
             role = "numeric"
         elif pandas.api.types.is_datetime64_any_dtype(s) or (_is_text(s) and _looks_like_dates(filled)):
             role = "date"
-        elif levels == len(filled) and len(filled) > 20:
+        elif levels == n_filled and n_filled > 20:
             role = "id"
         else:
             role = "categorical"

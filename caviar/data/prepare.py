@@ -83,34 +83,33 @@ def prepare(data, target=None, seed=0, dev=None, test=None, dev_data=None, test_
     parts = Split(*split_indices(ds.y, dev, test, seed, ds.class_names is not None, ds.class_names))
     if "dev" not in given and not len(parts.dev_index):
         raise DataError("no dev set: give --dev-data or let caviar split one from --data")
+    # the sets carved from ``data``: their features in one pass; a file's set is transformed on its own
+    own = {k: v for k, v in (("train", parts.train_index), ("dev", parts.dev_index), ("test", parts.test_index))
+           if k == "train" or (k not in given and len(v))}
     if ds.frame is not None:
-        where = "line" if ds.lines else "row"
-        prep = Preprocessor(categorical, numeric, drop).fit(ds.frame, parts.train_index, source=ds.name,
-                                                            position=where)
-        every_row = prep.transform(ds.frame, source=ds.name, position=where)  # once, then split by rows
+        prep = Preprocessor(categorical, numeric, drop)
+        matrices = prep.fit_transform(ds.frame, parts.train_index, list(own.values()), source=ds.name,
+                                      position="line" if ds.lines else "row")
 
-        def features(d, index=None, label=None):
-            if d is ds:
-                return every_row[index]
-            return prep.transform(d.frame, index, source=label or d.name, position="line" if d.lines else "row")
+        def features(d, label):
+            return prep.transform(d.frame, source=label, position="line" if d.lines else "row")
     else:
         if ds.X is None or any(o.frame is not None for o, _ in given.values()):
             raise DataError("a separate dev or test file must be of the same kind as --data (a table or an .npz)")
         # image rows get one mean and std over all pixels, so augmented images stay in range
         prep = Normalizer(per_feature=(image_shape or ds.image_shape) is None).fit(ds.X[parts.train_index])
 
-        def features(d, index=None, label=None):
+        def features(d, label, index=None):
             X = d.X if index is None else d.X[index]
             if X.shape[1] != ds.X.shape[1]:
                 raise DataError(f"{label} has {X.shape[1]} features but the training data has {ds.X.shape[1]}")
             return prep.transform(X).astype(numpy.float32)
-    sets = {"train": (features(ds, parts.train_index), ds.y[parts.train_index])}
-    sets["dev"] = (features(given["dev"][0], label=f"--dev-data {dev_data}"), given["dev"][1]) if "dev" in given \
-        else (features(ds, parts.dev_index), ds.y[parts.dev_index])
-    if "test" in given:
-        sets["test"] = (features(given["test"][0], label=f"--test-data {test_data}"), given["test"][1])
-    elif len(parts.test_index):
-        sets["test"] = (features(ds, parts.test_index), ds.y[parts.test_index])
+
+        matrices = [features(ds, ds.name, index) for index in own.values()]
+    sets = {k: (X, ds.y[index]) for (k, index), X in zip(own.items(), matrices)}
+    for k, path in (("dev", dev_data), ("test", test_data)):
+        if k in given:
+            sets[k] = (features(given[k][0], f"--{k}-data {path}"), given[k][1])
     if ds.class_names is None:  # a regression target in the network's units: the training mean and std
         y = sets["train"][1]
         mean, std = float(y.mean()), float(y.std()) or 1.0

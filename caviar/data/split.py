@@ -80,7 +80,13 @@ def split_indices(y, dev=None, test=None, seed=0, stratify=True, class_names=Non
     perm = rng.permutation(m)
     if not stratify:
         return perm[n_dev + n_test :], perm[:n_dev], perm[n_dev : n_dev + n_test]
-    classes, inverse, counts = numpy.unique(y, return_inverse=True, return_counts=True)
+    if y.dtype.kind in "iu" and len(y) and 0 <= y.min() and y.max() < 65536:  # class indices: counted, not sorted
+        counts = numpy.bincount(y)
+        classes = numpy.flatnonzero(counts)
+        inverse = numpy.cumsum(counts > 0).astype(numpy.uint16)[y] - numpy.uint16(1)
+        counts = counts[classes]
+    else:
+        classes, inverse, counts = numpy.unique(y, return_inverse=True, return_counts=True)
     single = numpy.flatnonzero(counts < 2)
     if single.size:
         c = classes[single[0]]
