@@ -67,6 +67,18 @@ _positive_float = _checked(float, lambda v: 0 < v < float("inf"), "a number", "e
 _positive_int = _checked(int, lambda v: v >= 1, "a positive integer", "expected a positive integer")
 
 
+def _parse_time(text):
+    from .tune.runner import parse_time
+
+    return parse_time(text)
+
+
+_time = _checked(_parse_time, lambda v: 0 < v < float("inf"), "a time like 90, 90s, 5m or 1h",
+                 "a time budget must be positive and finite")
+TIMED_TRIALS = 10_000  # a timed random search without --trials: the time decides, this only bounds the study
+DEFAULT_TIME = 100.0  # seconds: `caviar tune` on a 10,000-row table ends within 2 minutes (README, "Tuning")
+
+
 def _ratio_or_count(text):
     """A ratio (0.2) or a number of examples (5000), as the split takes them."""
     try:
@@ -190,9 +202,18 @@ def build_parser():
     _table_flags(p)
     p.add_argument("--space", help="a YAML or TOML space file (default: the notes' hyperparameters)")
     p.add_argument("--strategy", default="random", choices=list(STRATEGIES))
-    p.add_argument("--trials", type=_positive_int, default=40)
+    p.add_argument("--trials", type=_positive_int, help="how many trials (a random search with a time budget: as "
+                   "many as the time allows; otherwise 40)")
+    p.add_argument("--time", type=_time, help=f"a time budget for the whole search, like 90, 5m or 1h: no trial starts "
+                   f"after it, training members stop at an epoch boundary keeping their best epoch, and the command "
+                   f"ends within it plus 10%% (default {DEFAULT_TIME:g} s unless --trials is given)")
+    p.add_argument("--patience", type=_positive_int, default=10, help="stop a trial after this many epochs without a "
+                   "better dev metric (default 10); its best epoch is kept")
+    p.add_argument("--ensemble-size", type=_positive_int, help="steps of greedy ensemble selection (default 50; "
+                   "the step with the lowest dev loss is kept)")
     p.add_argument("--rounds", type=_positive_int, default=3, help="coarse-to-fine rounds")
-    p.add_argument("--epochs", type=_positive_int, default=10, help="epochs per trial (the largest budget for halving)")
+    p.add_argument("--epochs", type=_positive_int, default=100, help="the most epochs per trial (the largest budget "
+                   "for halving; default 100, early stopping ends most trials sooner)")
     p.add_argument("--eta", type=int, default=3, help="successive halving: keep the best 1/eta at each rung")
     p.add_argument("--group-size", type=_positive_int, default=10,
                    help="trials per architecture: the shape hyperparameters are drawn once per group, the others "
@@ -275,6 +296,11 @@ def format_leaderboard(study, top=10):
         value = f"{t['value']:.4f}" if t["value"] is not None else "-"
         params = ", ".join(f"{k}={_fmt(t['params'][k])}" for k in names if k in t["params"])
         lines.append(f"{t['number']:>5} {t['status']:<9} {value:>12}" + (f" {t['rung']:>4}" if halving else "") + f"  {params}")
+    ensemble = settings.get("ensemble")
+    if ensemble:  # the greedy ensemble of the kept trials, beside them (its dev figure is the one it was selected on)
+        members = ", ".join(f"{n}" + (f" x{c}" if c > 1 else "") for n, c in zip(ensemble["members"], ensemble["counts"]))
+        lines.append(f"{'ens.':>5} {'ensemble':<9} {ensemble[metric]:>12.4f}" + (" " * 5 if halving else "")
+                     + f"  {len(ensemble['members'])} of {ensemble['candidates']} trials: {members}")
     return "\n".join(lines)
 
 
@@ -343,11 +369,23 @@ def _gradcheck(args):
     return 1 if result.verdict == "bug" else 0
 
 
+def _figures(result, prefix):
+    """The headline figures of a set for --json: accuracy for classes; MSE and R² for numbers."""
+    figures = result.get(prefix) or {}
+    keys = ("accuracy",) if "accuracy" in figures else ("mse", "r2")
+    return {f"{prefix}_{k}": figures.get(k) for k in keys}
+
+
 def _tune(args):
-    from .tune import plot_study, retrain_best, tune
+    import time
+
+    from .tune import evaluate_best, evaluate_ensemble, plot_study, tune
     from .tune.runner import default_study_path
     from .workflow import prepare_out
 
+    from .processes import started_at
+
+    started = started_at()  # the budget counts the interpreter's start and the imports
     out = prepare_out(args.out)
     study_path = args.study or default_study_path(out)
     dashboard = None
@@ -356,23 +394,32 @@ def _tune(args):
 
         dashboard = Dashboard([], port=args.port)
         print(f"caviar watch: {dashboard.start()}", file=sys.stderr)
+    budget = args.time if args.time is not None or args.trials is not None else DEFAULT_TIME
+    trials = args.trials or (TIMED_TRIALS if budget is not None and args.strategy == "random" else 40)
     study = tune(data=args.data, target=args.target, task=args.task, na_values=args.na_values,
                  categorical=args.categorical, numeric=args.numeric, drop=args.drop, dev_data=args.dev_data,
-                 test_data=args.test_data, class_weight=args.class_weight, dev=args.dev, test=args.test, space=args.space, strategy=args.strategy, trials=args.trials,
-                 rounds=args.rounds, epochs=args.epochs, eta=args.eta, workers=args.workers, executor=args.executor,
-                 address=args.address, study=study_path, seed=args.seed, group_size=args.group_size,
-                 population=args.population, max_population=args.max_population, given=args.given,
+                 test_data=args.test_data, class_weight=args.class_weight, dev=args.dev, test=args.test,
+                 space=args.space, strategy=args.strategy, trials=trials, rounds=args.rounds, epochs=args.epochs,
+                 eta=args.eta, workers=args.workers, executor=args.executor, address=args.address, study=study_path,
+                 seed=args.seed, group_size=args.group_size, population=args.population,
+                 max_population=args.max_population, given=args.given, patience=args.patience,
+                 ensemble_size=args.ensemble_size, time_budget=budget, started=started,
                  on_start=(lambda st: dashboard.add(st.path)) if dashboard else None)
     try:
-        best = retrain_best(study, out)
+        best = evaluate_best(study, out)
+        ensemble = evaluate_ensemble(study, out)
         plots = plot_study(study, out)
         n = len(study.trials())
         if args.json:
             write_json({"best": None if best is None else {
-                "params": best["params"], "dev_accuracy": best["dev"].get("accuracy"),
-                "test_accuracy": best.get("test", {}).get("accuracy"), "trial": best["trial"],
-                "dev": best["dev"], "test": best.get("test")},
-                "trials": n, "study": os.path.abspath(study.path), "plots": plots})
+                "params": best["params"], **_figures(best, "dev"), **_figures(best, "test"), "trial": best["trial"],
+                "dev": best["dev"], "test": best.get("test"), "model": best.get("model")},
+                "ensemble": None if ensemble is None else {
+                    "members": ensemble["members"], "weights": ensemble["weights"], "counts": ensemble["counts"],
+                    **_figures(ensemble, "dev"), **_figures(ensemble, "test"), "dev": ensemble["dev"],
+                    "test": ensemble.get("test"), "model": ensemble.get("model")},
+                "trials": n, "study": os.path.abspath(study.path), "plots": plots,
+                "seconds": round(time.time() - started, 2)})
             return 0
         print(format_leaderboard(study))
         if best is None:
@@ -383,7 +430,14 @@ def _tune(args):
         for name in ("dev", "test"):
             if name in best:
                 print(f"  {name}: " + ", ".join(f"{k} {v:.4f}" for k, v in best[name].items()))
-        print(f"study: {study.path}\nbest model: {best.get('model')}\nplots: {out}")
+        if ensemble is not None:
+            print(f"ensemble of {len(ensemble['members'])} trials (greedy selection on dev log loss"
+                  f"{'' if 'accuracy' in ensemble['dev'] else ' (MSE)'}): {ensemble['members']}")
+            for name in ("dev", "test"):
+                if name in ensemble:
+                    print(f"  {name}: " + ", ".join(f"{k} {v:.4f}" for k, v in ensemble[name].items()))
+        print(f"study: {study.path}\nbest model: {best.get('model')}\n"
+              f"ensemble model: {ensemble.get('model') if ensemble else None}\nplots: {out}")
         return 0
     finally:
         study.close()

@@ -66,8 +66,10 @@ def series(driver):
 
 def test_page_shows_a_finished_run_and_a_finished_study(browser, tmp_path):
     assert caviar("train", "--data", "digits", "--epochs", "8", "--quiet", "--out", tmp_path / "run").returncode == 0
+    (tmp_path / "space.yaml").write_text("lr: {log_uniform: [0.001, 0.03]}\nbeta1: {one_minus_log_uniform: [0.8, 0.99]}\n")
     r = caviar("tune", "--data", "iris", "--trials", "8", "--epochs", "4", "--strategy", "coarse-to-fine", "--rounds", "2",
-               "--group-size", "1", "--study", tmp_path / "study.sqlite", "--out", tmp_path / "tune", "--json")
+               "--group-size", "1", "--space", tmp_path / "space.yaml", "--study", tmp_path / "study.sqlite", "--out",
+               tmp_path / "tune", "--json")
     assert r.returncode == 0, r.stderr
     dashboard = Dashboard([tmp_path / "run", tmp_path / "study.sqlite"], port=0)
     base = dashboard.start()
@@ -81,7 +83,10 @@ def test_page_shows_a_finished_run_and_a_finished_study(browser, tmp_path):
         browser.save_screenshot(str(tmp_path / "dashboard-run.png"))
 
         browser.get(base + "study/study")
-        wait_for(lambda: len(browser.find_elements("css selector", "#leaderboard tr")) == 9)
+        wait_for(lambda: len(browser.find_elements("css selector", "#leaderboard tr")) == 10)  # 8 trials, the ensemble
+        ensemble = browser.find_element("id", "ensemble-row").text
+        members = json.loads(r.stdout)["ensemble"]["members"]
+        assert f"{len(members)} of 8 trials" in ensemble and str(members[0]) in ensemble
         titles = [e.get_attribute("data-title") for e in browser.find_elements("css selector", "svg")]
         assert any("1 - beta1" in t and "log scale" in t for t in titles)
         assert browser.find_elements("css selector", "svg rect")  # the round-1 boxes

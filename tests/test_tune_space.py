@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 from caviar.tune import (CoarseToFine, GridSearch, RandomSearch, Space, SpaceError, Study, SuccessiveHalving,
-                         choice, default_space, integer, load_space, log_uniform, one_minus_log_uniform, uniform)
+                         choice, default_space, integer, load_space, log_uniform, notes_space, one_minus_log_uniform,
+                         uniform)
 
 N = 20000
 
@@ -46,11 +47,19 @@ def test_integer_and_choice_cover_their_values_evenly():
     assert {v: c.count(v) / 3000 for v in (32, 64, 128)} == pytest.approx({32: 1 / 3, 64: 1 / 3, 128: 1 / 3}, abs=0.03)
 
 
-def test_default_space_lists_the_notes_hyperparameters_in_order_of_importance():
-    names = list(default_space().dims)
+def test_the_notes_space_lists_the_notes_hyperparameters_in_order_of_importance():
+    names = list(notes_space().dims)
     assert names[:4] == ["lr", "beta1", "batch_size", "hidden_units"]
     assert names.index("layers") < names.index("l2") < names.index("beta2")
-    assert default_space()["lr"].scale == "log" and default_space()["beta1"].scale == "one_minus_log"
+    assert notes_space()["lr"].scale == "log" and notes_space()["beta1"].scale == "one_minus_log"
+
+
+def test_the_default_space_searches_what_matters_on_tables_on_its_own_scale():
+    space = default_space()
+    assert list(space.dims) == ["lr", "batch_size", "hidden_units", "layers", "batchnorm", "keep_prob", "l2",
+                                "decay_rate"]
+    assert space["lr"].scale == space["l2"].scale == space["decay_rate"].scale == "log"
+    assert list(space["batchnorm"].options) == [False, True] and list(space["hidden_units"].options) == [32, 64, 128, 256]
 
 
 def test_space_files_in_yaml_and_toml(tmp_path):

@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from caviar.tune import Space, Study, StudyError, choice, retrain_best, tune
+from caviar.tune import Space, Study, StudyError, choice, evaluate_best, tune
 
 ENV = {**os.environ, "CAVIAR_NO_PROGRESS": "1"}
 QUIET = dict(log=lambda line: None)
@@ -52,7 +52,7 @@ def test_the_saved_best_model_has_the_leaderboard_s_best_dev_metric(tmp_path, st
     study = tune(data="digits", strategy=strategy, trials=9, rounds=3, epochs=9, group_size=3, workers=1,
                  study=tmp_path / "s.sqlite", **QUIET)
     top = leaderboard(study, top=1)[0]
-    best = retrain_best(study, tmp_path)
+    best = evaluate_best(study, tmp_path)
     assert best["trial"] == top["number"] and best["dev"]["accuracy"] == top["value"]
     _, _, sets = study_data(study.settings)
     assert caviar.load(best["model"]).evaluate(*sets["dev"])["accuracy"] == top["value"]
@@ -175,8 +175,8 @@ def test_tune_and_report_commands(tmp_path):
     r = caviar("report", out["study"], "--out", tmp_path / "rep")
     assert r.returncode == 0, r.stderr
     assert r.stdout.splitlines()[0].split()[:3] == ["trial", "status", "dev_accuracy"]
-    assert len(r.stdout.splitlines()) == 5
-    assert os.path.exists(tmp_path / "rep" / "dev_accuracy_vs_beta1.png")
+    assert len(r.stdout.splitlines()) == 6 and r.stdout.splitlines()[-1].split()[:2] == ["ens.", "ensemble"]
+    assert os.path.exists(tmp_path / "rep" / "dev_accuracy_vs_keep_prob.png")
 
 
 def test_tune_bad_input(tmp_path):

@@ -119,6 +119,15 @@ class Head:
         probabilities is that of their logits, and a linear head's outputs are its predictions."""
         return self.metrics(p, y)
 
+    def proba_cost(self, p, y):
+        """The loss of probabilities (m, n_y) (an ensemble's average): log loss, or the MSE of a
+        linear head's predictions."""
+        return float(self.proba_costs(p[None], y)[0])
+
+    def proba_costs(self, P, y):  # pragma: no cover - every head defines it
+        """``proba_cost`` of each of a stack of probabilities (n, m, n_y), as an array (n,)."""
+        raise NotImplementedError
+
 
 class Softmax(Head):
     """n_y >= 2 classes; labels are class indices (m,) or one-hot / soft targets (m, n_y)."""
@@ -180,9 +189,10 @@ class Softmax(Head):
         hits = (z.argmax(axis=-1) == self._classes(y)).mean(axis=-1)
         return float(hits) if hits.ndim == 0 else hits
 
-    def proba_cost(self, p, y):
-        labels = self._classes(y)
-        return float(-numpy.log(numpy.clip(p[numpy.arange(len(p)), labels], EPS, 1)).mean())
+    def proba_costs(self, P, y):
+        labels = numpy.asarray(self._classes(y)).reshape(1, -1, 1)
+        picked = numpy.take_along_axis(P, numpy.broadcast_to(labels, P.shape[:2] + (1,)), axis=-1)
+        return -numpy.log(numpy.clip(picked, EPS, 1)).mean(axis=(-2, -1))
 
 
 class Sigmoid(Head):
@@ -231,10 +241,10 @@ class Sigmoid(Head):
     def proba_metrics(self, p, y):
         return self.metrics(p - 0.5, y)  # p > 0.5 exactly where the logit is > 0
 
-    def proba_cost(self, p, y):
-        t = y.reshape(p.shape)
-        pc = numpy.clip(p, EPS, 1 - EPS)
-        return float(-(t * numpy.log(pc) + (1 - t) * numpy.log(1 - pc)).mean())
+    def proba_costs(self, P, y):
+        t = y.reshape(P.shape[-2:])
+        pc = numpy.clip(P, EPS, 1 - EPS)
+        return -(t * numpy.log(pc) + (1 - t) * numpy.log(1 - pc)).mean(axis=(-2, -1))
 
 
 class Linear(Head):
@@ -280,8 +290,8 @@ class Linear(Head):
         err = z - y.reshape(z.shape[-2:]).astype(z.dtype, copy=False)
         return _mean_rows(err * err)
 
-    def proba_cost(self, p, y):
-        return float(((p - y.reshape(p.shape)) ** 2).mean())
+    def proba_costs(self, P, y):
+        return ((P - y.reshape(P.shape[-2:])) ** 2).mean(axis=(-2, -1))
 
 
 HEADS = {head.name: head for head in (Softmax(), Sigmoid(), Linear())}

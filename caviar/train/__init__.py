@@ -3,7 +3,7 @@ training state, mini-batches, model files, ensembles and the hyperparameter sche
 
 from . import hyperparameters
 from .batches import minibatch_indices
-from .callbacks import Callback, Checkpoint, EarlyStopping, LambdaCallback, LearningRateSchedule, ProgressBar
+from .callbacks import Callback, Checkpoint, EarlyStopping, LambdaCallback, LearningRateSchedule, ProgressBar, TimeLimit
 from .controls import Controller
 from .ensemble import Ensemble, Snapshots, load_model
 from .history import History
@@ -12,5 +12,5 @@ from .modelfile import ModelFileError, load, save
 from .state import TrainingState, state_of
 
 __all__ = ["Callback", "Checkpoint", "Controller", "EarlyStopping", "Ensemble", "History", "Snapshots", "load_model",
-           "LambdaCallback", "LearningRateSchedule", "ModelFileError", "ProgressBar", "Run", "TrainingState", "fit",
+           "LambdaCallback", "LearningRateSchedule", "ModelFileError", "ProgressBar", "Run", "TimeLimit", "TrainingState", "fit",
            "hyperparameters", "load", "minibatch_indices", "save", "state_of"]

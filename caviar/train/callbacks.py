@@ -111,6 +111,23 @@ class EarlyStopping(Callback):
                                        "best_epoch": self.best_epoch[number]})
 
 
+class TimeLimit(Callback):
+    """End training at the first epoch boundary at or past ``deadline`` (a ``time.time()``):
+    every member leaves there, as if early stopping had stopped it, so early stopping still
+    restores each member's best epoch."""
+
+    def __init__(self, deadline):
+        self.deadline = float(deadline)
+
+    def on_epoch_end(self, run, epoch, logs):
+        import time
+
+        if time.time() >= self.deadline:
+            for number in run.members:
+                run.histories[number].events.append({"epoch": epoch, "event": "time_limit"})
+            run.stop_members(run.members)
+
+
 class Checkpoint(Callback):
     """Save the model to ``directory/epoch-NNNN`` every ``every`` epochs (and keep them all)."""
 

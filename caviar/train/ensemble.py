@@ -1,8 +1,10 @@
-"""Ensembles: average the predicted probabilities of several networks.
+"""Ensembles: average the predicted probabilities of several networks (weighted).
 
 ``Ensemble.train`` trains members that differ only in their seed (initialization, shuffling,
 dropout); ``Snapshots`` saves the weights along one run every few epochs, and
 ``Ensemble.from_snapshots`` turns them into members (a snapshot ensemble, almost free).
+``greedy_selection`` picks members from many candidates by their dev predictions (Caruana et
+al., 2004), as ``caviar tune`` does with its trials.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 
+import numpy
 
 from .. import backend
 from .callbacks import Callback, restore, snapshot
@@ -17,11 +20,48 @@ from .loop import fit
 from .modelfile import save
 
 
+def greedy_selection(P, y, head, size=50):
+    """Caruana et al. (2004), "Ensemble selection from libraries of models": start from nothing
+    and add, with replacement, the candidate whose addition most lowers the loss of the
+    average on the dev set (``head.proba_costs``: log loss, or the MSE of predictions), ``size``
+    times; keep the step with the lowest loss. ``P`` (n, m, n_y) holds the candidates' dev
+    probabilities (or predictions), ``y`` the dev labels.
+
+    Returns ``(counts, losses)``: how many times each candidate was chosen (the ensemble's
+    weights, up to their sum) and the loss after each step up to the kept one. Ties go to the
+    earlier candidate, so the selection is deterministic.
+    """
+    P = numpy.asarray(P, dtype=numpy.float64)
+    if P.ndim != 3 or not len(P):
+        raise ValueError(f"candidates' predictions must be a non-empty (n, m, n_y) stack, got shape {P.shape}")
+    counts = numpy.zeros(len(P), dtype=numpy.int64)
+    total = numpy.zeros(P.shape[1:])
+    chosen, losses = [], []
+    for step in range(1, int(size) + 1):
+        costs = head.proba_costs((total + P) / step, y)
+        j = int(numpy.argmin(numpy.where(numpy.isfinite(costs), costs, numpy.inf)))
+        total += P[j]
+        chosen.append(j)
+        losses.append(float(costs[j]))
+    best = int(numpy.argmin(losses))  # the first of equal losses: the smaller ensemble
+    for j in chosen[:best + 1]:
+        counts[j] += 1
+    return counts, losses[:best + 1]
+
+
 class Ensemble:
-    def __init__(self, members):
+    """Members' probabilities (or predictions) averaged with ``weights`` (default equal; any
+    non-negative numbers, normalized to sum to 1)."""
+
+    def __init__(self, members, weights=None):
         members = list(members)
         if not members:
             raise ValueError("an ensemble needs at least one member")
+        weights = numpy.ones(len(members)) if weights is None else numpy.asarray(weights, dtype=numpy.float64)
+        if weights.shape != (len(members),) or not numpy.isfinite(weights).all() or (weights < 0).any() \
+                or weights.sum() <= 0:
+            raise ValueError(f"an ensemble needs one non-negative weight per member ({len(members)}), got {weights}")
+        self.weights = [float(w) for w in weights / weights.sum()]
         outputs = {m.output for m in members}
         if len(outputs) != 1 or len({tuple(m.config["layer_sizes"][:1] + m.config["layer_sizes"][-1:]) for m in members}) != 1:
             raise ValueError("ensemble members must share inputs, outputs and output type")
@@ -86,8 +126,10 @@ class Ensemble:
         return self.members[0].config
 
     def predict_proba(self, X):
-        """The mean of the members' probabilities (or of their outputs, for regression)."""
-        return sum(m.predict_proba(X) for m in self.members) / len(self.members)
+        """The weighted mean of the members' probabilities (or of their outputs, for regression)."""
+        if len(set(self.weights)) == 1:
+            return sum(m.predict_proba(X) for m in self.members) / len(self.members)
+        return sum(w * m.predict_proba(X) for w, m in zip(self.weights, self.members))
 
     def predict(self, X):
         return self.head.predict(self.predict_proba(X))
@@ -109,7 +151,7 @@ class Ensemble:
         for i, m in enumerate(self.members):
             save(m, os.path.join(path, f"member-{i}"))
         with open(os.path.join(path, "ensemble.json"), "w") as f:
-            json.dump({"format": "caviar-ensemble", "members": len(self.members),
+            json.dump({"format": "caviar-ensemble", "members": len(self.members), "weights": self.weights,
                        "extras": extras if extras is not None else getattr(self.members[0], "extras", {})}, f, indent=1)
         return path
 
@@ -141,7 +183,7 @@ def load_model(path):
         except json.JSONDecodeError as exc:
             raise ModelFileError(f"{manifest} is not valid JSON: {exc}") from None
         members = [load(os.path.join(path, f"member-{i}")) for i in range(int(meta["members"]))]
-        ensemble = Ensemble(members)
+        ensemble = Ensemble(members, meta.get("weights"))
         ensemble.extras = meta.get("extras", {})
         return ensemble
     return load(path)

@@ -47,8 +47,7 @@ def save(net, path, extras=None):
     """
     path = os.fspath(path)
     os.makedirs(path, exist_ok=True)
-    arrays = {f"param:{k}": backend.to_numpy(p.data) for k, p in net.params.items()}
-    arrays.update({f"buffer:{k}": backend.to_numpy(b) for k, b in net.buffers.items()})
+    arrays = _weights(net)
     state = state_of(net)
     opt = state.optimizer
     opt_info = None
@@ -115,10 +114,7 @@ def load(path):
             arrays = {k: data[k] for k in data.files}
     except (ValueError, OSError, zipfile.BadZipFile, EOFError) as exc:  # object arrays need pickle: never allowed
         raise ModelFileError(f"{arrays_path} cannot be read safely: {exc}") from None
-    for k, p in net.params.items():
-        p.data = backend.xp.asarray(_required(arrays, f"param:{k}", path))
-    for k, b in net.buffers.items():
-        b[...] = backend.xp.asarray(_required(arrays, f"buffer:{k}", path))
+    _set_weights(net, arrays, path)
     state = net.train_state = TrainingState(net.config["seed"])
     info = meta.get("optimizer")
     if info is not None:
@@ -137,7 +133,47 @@ def load(path):
     return net
 
 
+def _weights(net):
+    arrays = {f"param:{k}": backend.to_numpy(p.data) for k, p in net.params.items()}
+    arrays.update({f"buffer:{k}": backend.to_numpy(b) for k, b in net.buffers.items()})
+    return arrays
+
+
+def _set_weights(net, arrays, path):
+    for k, p in net.params.items():
+        p.data = backend.xp.asarray(_required(arrays, f"param:{k}", path))
+    for k, b in net.buffers.items():
+        b[...] = backend.xp.asarray(_required(arrays, f"buffer:{k}", path))
+
+
 def _required(arrays, key, path):
     if key not in arrays:
         raise ModelFileError(f"model directory {path!r} lacks the array {key!r}")
     return arrays[key]
+
+
+def weights_bytes(net):
+    """A network's weights and running statistics as the bytes of an ``.npz`` (for a study,
+    which keeps every trial's best-epoch network; ``network_from_bytes`` reads them back)."""
+    import io
+
+    buffer = io.BytesIO()
+    numpy.savez(buffer, **_weights(net))
+    return buffer.getvalue()
+
+
+def network_from_bytes(config, data, source="the study"):
+    """The Network of ``config`` (``net.config``) with the weights of ``weights_bytes``; it
+    predicts (it has no optimizer state to continue training with)."""
+    import io
+
+    from ..nn.network import Network
+
+    net = Network(**config)
+    try:
+        with numpy.load(io.BytesIO(data), allow_pickle=False) as stored:
+            arrays = {k: stored[k] for k in stored.files}
+    except (ValueError, OSError, zipfile.BadZipFile, EOFError) as exc:
+        raise ModelFileError(f"{source}: stored weights cannot be read safely: {exc}") from None
+    _set_weights(net, arrays, source)
+    return net

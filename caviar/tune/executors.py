@@ -9,6 +9,7 @@ import concurrent.futures as cf
 import multiprocessing
 import os
 import sys
+import time
 
 from .. import backend
 from .objective import run_population, run_population_detached, run_trial, run_trial_detached
@@ -36,21 +37,28 @@ def _claim(study, job):
     return [n for n, t in claimed if t is not None], [t for n, t in claimed if t is not None]
 
 
-def _claim_and_run(study_path, job):
+def _late(deadline):
+    """True once the time budget is spent: work not started by then stays pending."""
+    return deadline is not None and time.time() >= deadline
+
+
+def _claim_and_run(study_path, job, deadline=None):
     """In a worker: claim the job's trials as it starts them, so trials still queued behind it
     stay pending (and show so) and a trial's run count counts real starts."""
+    if _late(deadline):
+        return []
     study = Study.open(study_path)
     try:
         numbers, tokens = _claim(study, job)
     finally:
         study.close()
-    return _run_job(study_path, numbers, tokens) if numbers else []
+    return _run_job(study_path, numbers, tokens, deadline) if numbers else []
 
 
-def _run_job(study_path, numbers, tokens):
+def _run_job(study_path, numbers, tokens, deadline=None):
     if len(numbers) == 1:
-        return [run_trial(study_path, numbers[0], tokens[0])]
-    return run_population(study_path, numbers, tokens)
+        return [run_trial(study_path, numbers[0], tokens[0], deadline)]
+    return run_population(study_path, numbers, tokens, deadline)
 
 
 class InlineExecutor:
@@ -64,11 +72,13 @@ class InlineExecutor:
     def __exit__(self, *exc):
         return False
 
-    def run(self, study, jobs, on_done):
+    def run(self, study, jobs, on_done, deadline=None):
         for job in jobs:
+            if _late(deadline):
+                break
             numbers, tokens = _claim(study, job)
             if numbers:
-                for result in _run_job(study.path, numbers, tokens):
+                for result in _run_job(study.path, numbers, tokens, deadline):
                     on_done(result)
 
 
@@ -100,8 +110,8 @@ class LocalExecutor:
         self.pool.shutdown(wait=True, cancel_futures=True)
         return False
 
-    def run(self, study, jobs, on_done):
-        futures = {self.pool.submit(_claim_and_run, study.path, job): job for job in jobs}
+    def run(self, study, jobs, on_done, deadline=None):
+        futures = {self.pool.submit(_claim_and_run, study.path, job, deadline): job for job in jobs}
         broken = False
         for future in cf.as_completed(futures):
             try:
@@ -142,16 +152,18 @@ class RayExecutor:
     def __exit__(self, *exc):
         return False
 
-    def run(self, study, jobs, on_done):
+    def run(self, study, jobs, on_done, deadline=None):
         settings = study.settings
         pending = {}
         for job in jobs:
+            if _late(deadline):
+                break
             numbers, tokens = _claim(study, job)
             if not numbers:
                 continue
             trials = [study.trial(n) for n in numbers]
-            ref = (self.single.remote(settings, trials[0]) if len(trials) == 1
-                   else self.population.remote(settings, trials))
+            ref = (self.single.remote(settings, trials[0], deadline) if len(trials) == 1
+                   else self.population.remote(settings, trials, deadline))
             pending[ref] = dict(zip(numbers, tokens))
         while pending:
             done, _ = self.ray.wait(list(pending), num_returns=1)
@@ -168,7 +180,7 @@ class RayExecutor:
                 n = result["number"]
                 study.report_epochs([(n, tokens[n], row) for row in result["epochs"]])
                 study.finish(n, tokens[n], result["status"], result["value"], result["last_value"], result["best_epoch"],
-                             result["error"], duration=result["seconds"])
+                             result["error"], duration=result["seconds"], model=result["model"])
                 on_done(result)
 
 

@@ -7,11 +7,13 @@ import math
 import time
 import traceback
 
+from .. import backend
 from .. import data as D
 from ..errors import DivergedError
 from ..nn import Network, heads
-from ..train import LambdaCallback, fit
+from ..train import EarlyStopping, LambdaCallback, TimeLimit, fit
 from ..train import hyperparameters as H
+from ..train.modelfile import weights_bytes
 
 _DATA_CACHE = {}
 
@@ -53,20 +55,37 @@ def _epoch_row(epoch, logs, metric):
     return {"epoch": epoch, "train_cost": logs["train_cost"], "dev_cost": logs["dev_cost"], "dev_metric": logs[metric]}
 
 
-def _outcome(status, epochs, higher, error=None):
-    """(status, value, last_value, best_epoch, error, epochs): the value is the best epoch's."""
+def _outcome(status, epochs, higher, error=None, net=None, dev_X=None):
+    """A trial's outcome: status, value (the best epoch's dev metric), last_value, best_epoch,
+    error, epochs (one row each) and model: for a complete trial, ``net`` (at its best epoch)
+    and its dev predictions, for the study to keep (``Study.finish``)."""
     finite = [e for e in epochs if e["dev_metric"] is not None and math.isfinite(e["dev_metric"])]
+    out = {"status": status, "value": None, "last_value": None, "best_epoch": None, "error": error, "epochs": epochs,
+           "model": None}
     if not finite:
         if status == "complete":
-            status, error = "diverged", "the dev metric was never finite"
-        return status, None, None, None, error, epochs
+            out.update(status="diverged", error="the dev metric was never finite")
+        return out
     top = (max if higher else min)(finite, key=lambda e: e["dev_metric"])
-    last = epochs[-1]["dev_metric"] if status != "failed" else None
-    return status, top["dev_metric"], last, top["epoch"], error, epochs
+    out.update(value=top["dev_metric"], best_epoch=top["epoch"],
+               last_value=epochs[-1]["dev_metric"] if status != "failed" else None)
+    if status == "complete" and net is not None:
+        out["model"] = {"epoch": top["epoch"], "config": net.config, "weights": weights_bytes(net),
+                        "dev": backend.to_numpy(net.predict_proba(dev_X))}
+    return out
 
 
-def train_trial(settings, trial, on_epoch=None):
-    """Train one trial; return (status, value, last_value, best_epoch, error, epochs).
+def callbacks_for(settings, trial, metric, deadline=None):
+    """What every trial trains with, alone or in a population: early stopping on the dev
+    metric with the study's ``patience`` (none: the whole budget), which restores each
+    member's best epoch, and the time budget's ``deadline``."""
+    patience = settings.get("patience")
+    stops = [EarlyStopping(patience=int(patience if patience is not None else trial["budget"]), monitor=metric)]
+    return stops + ([TimeLimit(deadline)] if deadline is not None else [])
+
+
+def train_trial(settings, trial, on_epoch=None, deadline=None):
+    """Train one trial; return its outcome (``_outcome``).
 
     Every trial of a study shares the study's mini-batch order (``shuffle_seed``), as the members
     of a population do, so a trial gives the same result alone or inside a population.
@@ -83,12 +102,14 @@ def train_trial(settings, trial, on_epoch=None):
     try:
         net, options = network_and_options(trial["params"], ds, trial["seed"])
         fit(net, *sets["train"], epochs=int(trial["budget"]), validation_data=sets["dev"], verbose=False,
-            seed=trial["seed"], shuffle_seed=settings["seed"], callbacks=[LambdaCallback(on_epoch_end=record)], **options)
+            seed=trial["seed"], shuffle_seed=settings["seed"],
+            callbacks=[LambdaCallback(on_epoch_end=record), *callbacks_for(settings, trial, metric, deadline)],
+            **options)
     except DivergedError as exc:
         return _outcome("diverged", epochs, higher, str(exc))
     except Exception as exc:  # a failed trial is recorded and the study goes on
         return _outcome("failed", epochs, higher, traceback.format_exception_only(type(exc), exc)[-1].strip())
-    return _outcome("complete", epochs, higher)
+    return _outcome("complete", epochs, higher, net=net, dev_X=sets["dev"][0])
 
 
 def population_for(trials, ds):
@@ -105,7 +126,7 @@ def population_for(trials, ds):
                       optimizer=H.value(params, "optimizer"), class_weight=ds.class_weight)
 
 
-def train_population(settings, trials, on_epoch=None):
+def train_population(settings, trials, on_epoch=None, deadline=None):
     """Train trials of one shape as one population; return {trial number: outcome} like
     ``train_trial``, or None if the population cannot be built (each trial then runs alone and
     records its own error)."""
@@ -128,22 +149,29 @@ def train_population(settings, trials, on_epoch=None):
     params = trials[0]["params"]
     try:
         pop.fit(*sets["train"], epochs=int(trials[0]["budget"]), batch_size=H.value(params, "batch_size"),
-                validation_data=sets["dev"], shuffle_seed=settings["seed"], on_epoch=record)
+                validation_data=sets["dev"], shuffle_seed=settings["seed"], on_epoch=record,
+                callbacks=callbacks_for(settings, trials[0], metric, deadline))
     except Exception as exc:
         detail = traceback.format_exception_only(type(exc), exc)[-1].strip()
         return {t["number"]: _outcome("failed", epochs[i], higher, detail) for i, t in enumerate(trials)}
     outcomes = {}
     for i, t in enumerate(trials):
-        status, _, history = pop.results[i]
+        status, net, history = pop.results[i]
         error = None
         if status == "diverged":
             event = history.events[-1]
             error = str(DivergedError(event["iteration"], event["cost"], float(H.optimizer(t["params"]).lr)))
-        outcomes[t["number"]] = _outcome(status, epochs[i], higher, error)
+        outcomes[t["number"]] = _outcome(status, epochs[i], higher, error, net=net, dev_X=sets["dev"][0])
     return outcomes
 
 
-def run_trial(study_path, number, token):
+def _finish(study, number, token, outcome, seconds):
+    study.finish(number, token, outcome["status"], outcome["value"], outcome["last_value"], outcome["best_epoch"],
+                 outcome["error"], duration=seconds, model=outcome["model"])
+    return {"number": number, "status": outcome["status"], "value": outcome["value"], "seconds": seconds}
+
+
+def run_trial(study_path, number, token, deadline=None):
     """Worker entry point: train trial ``number`` and write its epochs and outcome to the study."""
     from .study import Study
 
@@ -151,16 +179,13 @@ def run_trial(study_path, number, token):
     try:
         settings, trial = study.settings, study.trial(number)
         started = time.time()
-        status, value, last, best_epoch, error, _ = train_trial(
-            settings, trial, lambda row: study.report_epoch(number, token, **row))
-        seconds = time.time() - started
-        study.finish(number, token, status, value, last, best_epoch, error, duration=seconds)
-        return {"number": number, "status": status, "value": value, "seconds": seconds}
+        outcome = train_trial(settings, trial, lambda row: study.report_epoch(number, token, **row), deadline)
+        return _finish(study, number, token, outcome, time.time() - started)
     finally:
         study.close()
 
 
-def run_population(study_path, numbers, tokens):
+def run_population(study_path, numbers, tokens, deadline=None):
     """Worker entry point for trials that share a shape: one population, every member's epochs
     written in one transaction per epoch, each outcome recorded on its own trial."""
     from .study import Study
@@ -172,36 +197,30 @@ def run_population(study_path, numbers, tokens):
         token = dict(zip(numbers, tokens))
         started = time.time()
         outcomes = train_population(settings, trials,
-                                    lambda batch: study.report_epochs([(n, token[n], row) for n, row in batch]))
+                                    lambda batch: study.report_epochs([(n, token[n], row) for n, row in batch]),
+                                    deadline)
         if outcomes is None:  # not buildable as a population: one by one, each with its own error
             study.close()
-            return [run_trial(study_path, n, token[n]) for n in numbers]
+            return [run_trial(study_path, n, token[n], deadline) for n in numbers]
         seconds = (time.time() - started) / len(numbers)
-        results = []
-        for n in numbers:
-            status, value, last, best_epoch, error, _ = outcomes[n]
-            study.finish(n, token[n], status, value, last, best_epoch, error, duration=seconds)
-            results.append({"number": n, "status": status, "value": value, "seconds": seconds})
-        return results
+        return [_finish(study, n, token[n], outcomes[n], seconds) for n in numbers]
     finally:
         study.close()
 
 
-def run_population_detached(settings, trials):
+def run_population_detached(settings, trials, deadline=None):
     """``run_population`` for workers that cannot reach the study file (a cluster)."""
     started = time.time()
-    outcomes = train_population(settings, trials)
+    outcomes = train_population(settings, trials, deadline=deadline)
     if outcomes is None:
-        return [run_trial_detached(settings, t) for t in trials]
+        return [run_trial_detached(settings, t, deadline) for t in trials]
     seconds = (time.time() - started) / len(trials)
-    return [{"number": n, "status": o[0], "value": o[1], "last_value": o[2], "best_epoch": o[3], "error": o[4],
-             "epochs": o[5], "seconds": seconds} for n, o in outcomes.items()]
+    return [{"number": n, **o, "seconds": seconds} for n, o in outcomes.items()]
 
 
-def run_trial_detached(settings, trial):
+def run_trial_detached(settings, trial, deadline=None):
     """Worker entry point where the study file is not reachable (a cluster): return everything
     and let the driver write it."""
     started = time.time()
-    status, value, last, best_epoch, error, epochs = train_trial(settings, trial)
-    return {"number": trial["number"], "status": status, "value": value, "last_value": last,
-            "best_epoch": best_epoch, "error": error, "epochs": epochs, "seconds": time.time() - started}
+    outcome = train_trial(settings, trial, deadline=deadline)
+    return {"number": trial["number"], **outcome, "seconds": time.time() - started}

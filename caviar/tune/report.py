@@ -40,19 +40,23 @@ def best_trial(study):
     return best[0] if best else None
 
 
-def retrain_best(study, out=None):
-    """Retrain the best configuration with its seed on the training set up to its best epoch
-    (training is deterministic, so this is the trial's own model at the epoch where its dev
-    metric peaked, as early stopping would keep), then evaluate it on dev and, once, on test."""
+def evaluate_best(study, out=None):
+    """The best trial's network at its best epoch, evaluated on dev and, once, on test, and
+    saved to ``out``/best-model. It is the network the study kept; a study that kept none
+    (written before studies kept networks) has it retrained with the trial's seed to its best
+    epoch (training is deterministic, so this is the same network)."""
     settings = study.settings
     best = best_trial(study)
     if best is None:
         return None
     ds, normalizer, sets = study_data(settings)
-    net, options = network_and_options(best["params"], ds, best["seed"])
-    # the trial's own run: its seed and the study's batch order (every trial shares it)
-    fit(net, *sets["train"], epochs=best["best_epoch"] or best["budget"], verbose=False, seed=best["seed"],
-        shuffle_seed=settings["seed"], **options)
+    if best["number"] in study.kept_trials():
+        net = study.network(best["number"])
+    else:
+        net, options = network_and_options(best["params"], ds, best["seed"])
+        # the trial's own run: its seed and the study's batch order (every trial shares it)
+        fit(net, *sets["train"], epochs=best["best_epoch"] or best["budget"], verbose=False, seed=best["seed"],
+            shuffle_seed=settings["seed"], **options)
     result = {"trial": best["number"], "params": best["params"],
               "dev": D.in_target_units(net.evaluate(*sets["dev"]), ds.target_scale)}
     if "test" in sets:
@@ -60,6 +64,31 @@ def retrain_best(study, out=None):
     if out is not None:
         net.extras = D.model_extras(ds, normalizer, settings["data"])
         result["model"] = save(net, os.path.join(out, "best-model"))
+    return result
+
+
+def evaluate_ensemble(study, out=None):
+    """The greedy ensemble of the study's kept trials (``caviar.tune.ensemble``), evaluated on
+    dev and, once, on test, and saved to ``out``/ensemble-model; None while no trial is kept."""
+    from .ensemble import StudyEnsemble
+
+    chosen = StudyEnsemble(study)
+    ensemble = chosen.build()
+    if ensemble is None:
+        return None
+    settings = study.settings
+    ds, normalizer, sets = study_data(settings)
+    selection = chosen.result
+    result = {"members": selection["members"], "counts": selection["counts"], "weights": selection["weights"],
+              "candidates": selection["candidates"]}
+    for name in ("dev", "test"):
+        if name in sets:
+            figures = ensemble.evaluate(*sets[name])
+            figures.pop("members")
+            result[name] = D.in_target_units(figures, ds.target_scale)
+    if out is not None:
+        result["model"] = ensemble.save(os.path.join(out, "ensemble-model"), D.model_extras(ds, normalizer,
+                                                                                            settings["data"]))
     return result
 
 
@@ -75,6 +104,8 @@ def plot_study(study, out):
     space = Space(settings["space"])
     trials = [t for t in study.trials() if t["value"] is not None and math.isfinite(t["value"])]
     boxes = {r: Space(b) for r, b in study.boxes().items()}
+    ensemble = settings.get("ensemble")  # the greedy ensemble's dev metric, beside the best trial's
+    best = best_trial(study)
     os.makedirs(out, exist_ok=True)
     paths = []
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
@@ -96,11 +127,16 @@ def plot_study(study, out):
             b = box[dim.name]
             lo, hi = sorted((_axis_value(dim, b.low), _axis_value(dim, b.high)))
             ax.axvspan(lo, hi, color=colors[r % len(colors)], alpha=0.12, label=f"round {r} box")
+        if best is not None:
+            ax.axhline(best["value"], color="0.4", linestyle=":", linewidth=1, label=f"best trial ({best['number']})")
+        if ensemble:
+            ax.axhline(ensemble[metric], color="black", linestyle="--", linewidth=1,
+                       label=f"ensemble of {len(ensemble['members'])} trials")
         label = {"one_minus_log": f"1 - {dim.name} (log scale)", "log": f"{dim.name} (log scale)"}.get(dim.scale, dim.name)
         ax.set_xlabel(label)
         ax.set_ylabel(metric)
         ax.set_title(f"{metric} against {dim.name}")
-        if boxes and len(boxes) > 1:
+        if ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize="small")
         fig.tight_layout()
         path = os.path.join(out, f"{metric}_vs_{dim.name}.png")

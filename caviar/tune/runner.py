@@ -4,6 +4,7 @@ repeat until a proposal leaves nothing to run."""
 from __future__ import annotations
 
 import json
+import math
 import os
 import sys
 import time
@@ -51,14 +52,43 @@ def plan(trials, ds, population=True, max_population=None, workers=1):
     return jobs
 
 
+def parse_time(text):
+    """Seconds from '90', '90s', '5m', '1.5h'."""
+    units = {"s": 1, "m": 60, "h": 3600}
+    raw = str(text).strip().lower()
+    number, unit = (raw[:-1], raw[-1]) if raw[-1:] in units else (raw, "s")
+    try:
+        seconds = float(number) * units[unit]
+    except ValueError:
+        raise ValueError(f"a time budget is a number of seconds or like 5m or 1h, got {text!r}") from None
+    if math.isnan(seconds):
+        raise ValueError(f"a time budget is a number of seconds or like 5m or 1h, got {text!r}")
+    return seconds
+
+
+def training_deadline(started, budget):
+    """When training stops (members at their next epoch boundary) so that the whole command,
+    the ensemble, its test evaluation, the models and the plots included, ends within the
+    budget plus 10%: 8% of the budget (at least 1.5 s) is kept for that last part."""
+    return started + budget - max(1.5, 0.08 * budget)
+
+
 def tune(data="digits", target=None, task=None, na_values=None, categorical=(), numeric=(), drop=(), dev_data=None,
          test_data=None, class_weight=None, space=None, strategy="random", trials=20, rounds=3, epochs=10, eta=3,
          min_epochs=1, workers=None, executor="local", address=None, study=None, seed=0, dev=None, test=None,
-         group_size=1, population=True, max_population=None, log=None, on_start=None, given=None):
+         group_size=1, population=True, max_population=None, log=None, on_start=None, given=None, patience=None,
+         ensemble_size=None, time_budget=None, started=None):
     """Run (or resume) a hyperparameter search; return the open ``Study``.
 
     A study file that exists is resumed with the settings stored in it: finished trials are
     kept, interrupted ones run again, none twice. ``log(line)`` receives progress lines.
+    Every trial stops early after ``patience`` epochs without a better dev metric (None: it
+    trains its whole budget) and the study keeps its network at its best epoch; the progress
+    line shows the greedy ensemble of those (``ensemble_size`` steps, ``caviar.tune.ensemble``)
+    beside the best trial. ``time_budget`` (seconds from ``started``, default now) stops
+    proposing trials and stops training members at an epoch boundary in time for the whole
+    search to end within the budget plus 10% (``training_deadline``); trials not started by
+    then stay pending, and a resumed study runs them.
     ``group_size`` > 1 draws the shape hyperparameters once per group of trials (see
     ``strategies.sample``); ``population`` trains trials of one shape as one population (caviar
     training), at most ``max_population`` at a time, and never changes a trial's result.
@@ -67,12 +97,17 @@ def tune(data="digits", target=None, task=None, na_values=None, categorical=(), 
     ``trials`` for a random search extend the study. A study has one live driver: a second
     ``tune`` on a study whose driver still runs is refused.
     """
+    started = time.time() if started is None else started
+    if time_budget is not None and not 0 < time_budget < math.inf:
+        raise ValueError(f"a time budget must be a positive number of seconds, got {time_budget!r}")
+    deadline = None if time_budget is None else training_deadline(started, time_budget)
     log = log or (lambda line: print(line, file=sys.stderr))
     path = study or default_study_path()
     asked = {"data": data, "target": target, "task": task, "na_values": na_values, "categorical": list(categorical),
              "numeric": list(numeric), "drop": list(drop), "dev_data": dev_data, "test_data": test_data,
              "class_weight": class_weight, "strategy": strategy, "trials": trials, "rounds": rounds, "epochs": epochs,
-             "eta": eta, "min_epochs": min_epochs, "group_size": group_size, "seed": seed, "dev": dev, "test": test}
+             "eta": eta, "min_epochs": min_epochs, "group_size": group_size, "seed": seed, "dev": dev, "test": test,
+             "patience": patience, "ensemble_size": ensemble_size}
     if os.path.exists(path):
         st = Study.open(path)
         st.claim_driver()
@@ -85,7 +120,8 @@ def tune(data="digits", target=None, task=None, na_values=None, categorical=(), 
         settings = {"data": data, "target": target, "task": task, "na_values": na_values, "categorical": list(categorical),
                     "numeric": list(numeric), "drop": list(drop), "dev_data": dev_data, "test_data": test_data, "class_weight": class_weight, "split_seed": seed, "dev": dev, "test": test, "seed": seed,
                     "strategy": strategy, "trials": trials, "rounds": rounds, "epochs": epochs, "eta": eta,
-                    "min_epochs": min_epochs, "group_size": group_size, "space": sp.to_dict()}
+                    "min_epochs": min_epochs, "group_size": group_size, "space": sp.to_dict(), "patience": patience,
+                    "ensemble_size": ensemble_size}
         ds, _, _ = study_data(settings)  # fail on bad data now, not in every worker
         settings["metric"] = "dev_" + heads.get(H.output_for(ds.n_classes)).metric
         make_strategy(settings, sp)  # validates trials/rounds/eta before a file is written
@@ -99,20 +135,41 @@ def tune(data="digits", target=None, task=None, na_values=None, categorical=(), 
     if interrupted:
         log(f"{len(interrupted)} interrupted trial(s) will run again: {interrupted}")
     metric, higher = metric_for(settings)
-    progress = _Progress(st, metric, higher, log)
+    from .ensemble import StudyEnsemble
+
+    progress = _Progress(st, metric, higher, log, StudyEnsemble(st))
     ds, _, _ = study_data(settings)
     try:
         with make_executor(executor, workers, address) as ex:
+            n_workers = getattr(ex, "workers", None) or 1
+            # with a time budget, trials are added a wave at a time (enough for every worker to
+            # train full populations) so that no more are proposed than the time can train
+            wave = n_workers * max(1, int(settings.get("group_size") or 1)) if deadline is not None else None
             while True:
-                st.add_trials(strat.propose(st))
+                if deadline is not None and time.time() >= deadline:
+                    left = len(st.trials("pending"))
+                    log(f"time budget spent" + (f"; {left} trial(s) not started stay pending" if left else ""))
+                    break
+                st.add_trials(_proposals(strat, st, wave))
                 pending = st.trials("pending")
                 if not pending:
                     break
                 progress.refresh()
-                ex.run(st, plan(pending, ds, population, max_population, getattr(ex, "workers", None) or 1), progress)
+                ex.run(st, plan(pending, ds, population, max_population, n_workers), progress, deadline)
     finally:
         st.release_driver()
+    progress.ensemble.update()
     return st
+
+
+def _proposals(strategy, study, wave=None):
+    """What the strategy proposes now; with a ``wave``, only that many trials beyond those in
+    the study."""
+    if wave is None:
+        return strategy.propose(study)
+    known = {t["key"] for t in study.trials()}
+    proposals = strategy.propose(study, horizon=len(known) + wave)
+    return [p for p in proposals if p["key"] in known] + [p for p in proposals if p["key"] not in known][:wave]
 
 
 def _resume_settings(st, asked, space, given, log):
@@ -140,8 +197,9 @@ class _Progress:
     are read from the study once per round of proposals and then kept up from the results,
     so the driver does not reread every trial for every result while workers compute."""
 
-    def __init__(self, study, metric, higher, log):
-        self.study, self.metric, self.higher, self.log = study, metric, higher, log
+    def __init__(self, study, metric, higher, log, ensemble=None):
+        self.study, self.metric, self.higher, self.log, self.ensemble = study, metric, higher, log, ensemble
+        self.selected = 0.0  # when the ensemble was last selected
 
     def refresh(self):
         trials = self.study.trials()
@@ -160,7 +218,21 @@ class _Progress:
         value_text = f"{value:.4f}" if value is not None else "-"
         best_text = f"{self.best[0]:.4f} (trial {self.best[1]})" if self.best else "-"
         self.log(f"[{self.finished}/{self.total}] trial {result['number']} {result['status']}: "
-                 f"{self.metric} {value_text}; best {best_text}")
+                 f"{self.metric} {value_text}; best {best_text}{self._ensemble_text()}")
+
+    def _ensemble_text(self):
+        """The ensemble's dev metric, selected again when a trial finished and the last
+        selection's time is small beside the time since (so it never slows the search)."""
+        if self.ensemble is None:
+            return ""
+        now = time.time()
+        if now - self.selected >= 20 * self.ensemble.seconds:
+            self.ensemble.update()
+            self.selected = time.time()
+        e = self.ensemble.result
+        if e is None:
+            return ""
+        return f"; ensemble {e[self.metric]:.4f} ({len(e['members'])} of {e['candidates']} trials)"
 
 
 __all__ = ["StudyError", "default_study_path", "tune"]

@@ -308,8 +308,9 @@ class Space:
         return f"Space({self.to_dict()})"
 
 
-def default_space():
-    """The notes' hyperparameters in their order of importance, with ranges that train well."""
+def notes_space():
+    """The notes' hyperparameters in their order of importance (week 3: lr; beta1, batch size,
+    hidden units; layers, decay; then the rest), with ranges that train well."""
     return Space({
         "lr": log_uniform(1e-4, 3e-2),
         "beta1": one_minus_log_uniform(0.8, 0.99),
@@ -322,6 +323,26 @@ def default_space():
         "beta2": one_minus_log_uniform(0.99, 0.9999),
         "epsilon": log_uniform(1e-9, 1e-6),
     })
+
+
+def default_space():
+    """``caviar tune``'s space: what matters on tables, each on its own scale. Adam's betas and
+    epsilon stay at their defaults (the notes rank them last). Widths and depths stay moderate:
+    in a fixed time, more and smaller trials make a better ensemble (the README's "Hyperparameter
+    search" has the measurements, ``benchmarks/tune_defaults.py``)."""
+    return Space(dict(DEFAULT_SPACE))
+
+
+DEFAULT_SPACE = {
+    "lr": log_uniform(3e-4, 1e-2),
+    "batch_size": choice([32, 64, 128]),
+    "hidden_units": choice([32, 64, 128, 256]),
+    "layers": integer(1, 3),
+    "batchnorm": choice([False, True]),
+    "keep_prob": uniform(0.5, 1.0),
+    "l2": log_uniform(1e-4, 1.0),
+    "decay_rate": log_uniform(1e-3, 0.1),
+}
 
 
 def load_space(path):

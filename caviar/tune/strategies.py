@@ -76,17 +76,19 @@ class Strategy:
     def _spec(self, key, index, params, budget=None, **extra):
         return {"key": key, "params": params, "seed": trial_seed(self.seed, index), "budget": budget or self.epochs, **extra}
 
-    def propose(self, study):  # pragma: no cover - abstract
+    def propose(self, study, horizon=None):  # pragma: no cover - abstract
         """Every trial that can be specified now (those already in the study included). The
-        search ends when a proposal leaves nothing pending."""
+        search ends when a proposal leaves nothing pending. ``horizon`` (a time-budgeted search)
+        says how many trials in all are wanted now; a strategy may propose fewer than it would."""
         raise NotImplementedError
 
 
 class RandomSearch(Strategy):
     name = "random"
 
-    def propose(self, study):
-        return [self._spec(f"t{i}", i, sample(self.space, self.seed, i, self.group_size)) for i in range(self.n)]
+    def propose(self, study, horizon=None):
+        n = self.n if horizon is None else min(self.n, horizon)
+        return [self._spec(f"t{i}", i, sample(self.space, self.seed, i, self.group_size)) for i in range(n)]
 
 
 class GridSearch(Strategy):
@@ -100,7 +102,7 @@ class GridSearch(Strategy):
         axes = [d.grid(per_dim) if not isinstance(d, Choice) else list(d.options) for d in dims]
         return [dict(zip([d.name for d in dims], combo)) for combo in itertools.islice(itertools.product(*axes), self.n)]
 
-    def propose(self, study):
+    def propose(self, study, horizon=None):
         return [self._spec(f"g{i}", i, p) for i, p in enumerate(self.points())]
 
 
@@ -129,7 +131,7 @@ class CoarseToFine(Strategy):
             dims[d.name] = d.narrowed(lo, hi)
         return Space(dims)
 
-    def propose(self, study):
+    def propose(self, study, horizon=None):
         trials = study.trials()
         boxes = study.boxes()
         if 0 not in boxes:
@@ -169,7 +171,7 @@ class SuccessiveHalving(Strategy):
         if self.budgets[-1] < epochs:
             self.budgets.append(int(epochs))
 
-    def propose(self, study):
+    def propose(self, study, horizon=None):
         specs = [self._spec(f"h0-{i}", i, sample(self.space, self.seed, i, self.group_size),
                             budget=self.budgets[0], rung=0) for i in range(self.n)]
         trials = study.trials()

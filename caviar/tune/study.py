@@ -9,6 +9,7 @@ orphaned by a killed driver can never overwrite the trial's re-run.
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import socket
@@ -47,6 +48,15 @@ CREATE TABLE IF NOT EXISTS epochs (
 );
 CREATE TABLE IF NOT EXISTS boxes (round INTEGER PRIMARY KEY, box TEXT NOT NULL);
 """
+# every complete trial's network at its best epoch and its dev predictions there, so the
+# ensemble is built from what the search trained (nothing retrained), and nothing of it is lost
+# when a study is interrupted; written in the same transaction as the trial's outcome
+MODELS = """
+CREATE TABLE IF NOT EXISTS models (
+    trial INTEGER PRIMARY KEY, epoch INTEGER NOT NULL, config TEXT NOT NULL, weights BLOB NOT NULL,
+    dev BLOB NOT NULL                   -- .npy bytes: float32 (m_dev, n_y) probabilities or predictions
+);
+"""
 
 FINISHED = ("complete", "diverged", "failed")
 
@@ -82,7 +92,7 @@ class Study:
             conn = connect(path)
         except (OSError, sqlite3.Error) as exc:
             raise StudyError(f"cannot create a study at {path!r}: {exc}") from None
-        conn.executescript(SCHEMA)
+        conn.executescript(SCHEMA + MODELS)
         study = cls(path, conn)
         with study.transaction():
             for key, value in {**settings, "format": "caviar-study", "version": 1, "created": time.time()}.items():
@@ -102,6 +112,7 @@ class Study:
         meta = {r["key"]: json.loads(r["value"]) for r in rows}
         if meta.get("format") != "caviar-study":
             raise StudyError(f"{path!r} is not a caviar study")
+        conn.executescript(MODELS)  # a study written before trials kept their networks
         return cls(path, conn)
 
     def close(self):
@@ -210,10 +221,13 @@ class Study:
                     self.conn.execute("INSERT OR REPLACE INTO epochs VALUES (?, ?, ?, ?, ?)",
                                       (number, row["epoch"], row["train_cost"], row["dev_cost"], row["dev_metric"]))
 
-    def finish(self, number, token, status, value=None, last_value=None, best_epoch=None, error=None, duration=None):
+    def finish(self, number, token, status, value=None, last_value=None, best_epoch=None, error=None, duration=None,
+               model=None):
         """Record a trial's outcome; False (and nothing written) if the token is stale.
 
-        ``duration`` is the training time in seconds (default: since the claim)."""
+        ``duration`` is the training time in seconds (default: since the claim). ``model``
+        (``{"epoch", "config", "weights", "dev"}``: the network's config, ``weights_bytes``, the
+        dev predictions as an array) is the trial's network at its best epoch."""
         if status not in FINISHED:
             raise ValueError(f"unknown final status {status!r}")
         now = time.time()
@@ -224,7 +238,36 @@ class Study:
                 "UPDATE trials SET status = ?, value = ?, last_value = ?, best_epoch = ?, error = ?, finished = ?, "
                 "duration = COALESCE(?, ? - started), claim = NULL WHERE number = ?",
                 (status, value, last_value, best_epoch, error, now, duration, now, number))
+            if model is not None:
+                self.conn.execute("INSERT OR REPLACE INTO models VALUES (?, ?, ?, ?, ?)",
+                                  (number, model["epoch"], json.dumps(model["config"]), model["weights"],
+                                   _npy(model["dev"])))
         return True
+
+    def dev_predictions(self, known=()):
+        """{trial number: dev predictions (m_dev, n_y)} of the kept networks, leaving out the
+        trials in ``known`` (the driver reads only what is new)."""
+        import numpy
+
+        new = [n for n in self.kept_trials() if n not in known]
+        out = {}
+        for n in new:
+            row = self.conn.execute("SELECT dev FROM models WHERE trial = ?", (n,)).fetchone()
+            out[n] = numpy.load(io.BytesIO(row["dev"]), allow_pickle=False)
+        return out
+
+    def kept_trials(self):
+        """Numbers of the trials whose best-epoch network the study keeps."""
+        return [r[0] for r in self.conn.execute("SELECT trial FROM models ORDER BY trial")]
+
+    def network(self, number):
+        """Trial ``number``'s network at its best epoch (see ``finish``)."""
+        from ..train.modelfile import network_from_bytes
+
+        row = self.conn.execute("SELECT config, weights FROM models WHERE trial = ?", (number,)).fetchone()
+        if row is None:
+            raise StudyError(f"study {self.path!r} keeps no network of trial {number}")
+        return network_from_bytes(json.loads(row["config"]), row["weights"], f"{self.path} trial {number}")
 
     def _holds(self, number, token):
         row = self.conn.execute("SELECT claim, status FROM trials WHERE number = ?", (number,)).fetchone()
@@ -241,6 +284,14 @@ class Study:
 
     def boxes(self):
         return {r["round"]: json.loads(r["box"]) for r in self.conn.execute("SELECT * FROM boxes ORDER BY round")}
+
+
+def _npy(array):
+    import numpy
+
+    buffer = io.BytesIO()
+    numpy.save(buffer, numpy.asarray(array, dtype=numpy.float32), allow_pickle=False)
+    return buffer.getvalue()
 
 
 def _trial(row):

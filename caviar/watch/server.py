@@ -70,9 +70,18 @@ def study_payload(path):
         board = [t["number"] for t in leaderboard(study, top=20)]
         return {"kind": "study", "path": path, "metric": metric, "higher": higher, "space": settings["space"],
                 "strategy": settings["strategy"], "trials": trials, "leaderboard": board,
-                "boxes": {str(k): v for k, v in study.boxes().items()}}
+                "boxes": {str(k): v for k, v in study.boxes().items()}, "ensemble": _ensemble(settings, metric)}
     finally:
         study.close()
+
+
+def _ensemble(settings, metric):
+    """The greedy ensemble the driver last selected (``caviar.tune.ensemble``), for the page."""
+    e = settings.get("ensemble")
+    if not e:
+        return None
+    return {"members": e["members"], "counts": e["counts"], "value": _finite(e.get(metric)),
+            "candidates": e.get("candidates")}
 
 
 class Dashboard:

@@ -153,8 +153,11 @@ function renderStudy(name, d) {
     return chart(`${d.metric} against ${oneMinus ? "1 - " + k : k}${log ? " (log scale)" : ""}`,
       [{name: k, points: trials.filter((t) => t.value !== null && k in t.params).map((t) => [x(t.params[k]), t.value])}], {scatter: true, xlog: log, spans});
   }).join("");
+  // the greedy ensemble of the kept trials, beside the best trial (its dev figure is the one it was selected on)
+  const e = d.ensemble;
+  const ensembleRow = e ? `<tr id="ensemble-row"><td></td><td>ensemble</td><td>${e.members.length} of ${e.candidates} trials</td><td>${fmt(e.value)}</td><td></td><td>${esc(e.members.map((n, i) => n + (e.counts[i] > 1 ? " x" + e.counts[i] : "")).join(", "))}</td></tr>` : "";
   $("main").innerHTML = `<div class="status"><b>${esc(name)}</b> — ${esc(d.strategy)} search, ${trials.filter((t) => ["complete", "diverged", "failed"].includes(t.status)).length} of ${trials.length} trials finished</div>
-    <div class="card"><h3>leaderboard</h3><table id="leaderboard"><tr><th>#</th><th>trial</th><th>status</th><th>${esc(d.metric)}</th><th>rung</th><th>parameters</th></tr>${board}</table></div>
+    <div class="card"><h3>leaderboard</h3><table id="leaderboard"><tr><th>#</th><th>trial</th><th>status</th><th>${esc(d.metric)}</th><th>rung</th><th>parameters</th></tr>${board}${ensembleRow}</table></div>
     <div class="grid" id="charts">${curves}${scatters}</div>`;
 }
 
