@@ -154,6 +154,10 @@ def _train_flags():
     g.add_argument("--ensemble", type=_positive_int, default=1, metavar="K", help="train K networks as one population and average them")
     g.add_argument("--human-error", type=_rate, default=0.0, help="human-level error for the diagnosis (0.01 or 1%%)")
     g.add_argument("--out", default="caviar-run", help="directory for the model, history.csv and plots")
+    g.add_argument("--checkpoint-every", type=_positive_int, default=10, metavar="N",
+                   help="write a resume point every N epochs (and every epoch where it is cheap); default 10")
+    g.add_argument("--resume", metavar="DIR", help="continue the run in DIR (killed or stopped) from its last resume "
+                   "point, with its own settings, to the epochs it was asked for")
     g.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
     g.add_argument("--quiet", action="store_true", help="no progress bar")
     _backend_flag(g)
@@ -330,7 +334,18 @@ def _train(args):
     from .workflow import train_job
 
     on_start = (lambda out: _start_dashboard(args, out)) if args.watch else None
-    report = train_job(_config(args), verbose=not (args.quiet or args.json), on_start=on_start)
+    if args.resume is not None:
+        from .workflow import resume_config
+
+        # the run keeps the settings it was started with; only how it reports may change
+        other = sorted(args.given - {"resume", "json", "quiet", "watch", "port", "backend"})
+        if other:
+            raise ValueError(f"--resume continues a run with its own settings; drop "
+                             f"{', '.join('--' + o.replace('_', '-') for o in other)}")
+        cfg, net, point = resume_config(args.resume)
+        report = train_job(cfg, verbose=not (args.quiet or args.json), on_start=on_start, resume=(net, point))
+    else:
+        report = train_job(_config(args), verbose=not (args.quiet or args.json), on_start=on_start)
     if args.json:
         write_json(report)
     else:

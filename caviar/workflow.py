@@ -8,7 +8,7 @@ from __future__ import annotations
 import csv
 import os
 import sys
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 
 import numpy
 
@@ -18,8 +18,9 @@ from .diagnose import GradientNorms, check_network, diagnose
 from .diagnose import plots
 from .errors import CaviarError
 from .nn import Network, heads
-from .train import Controller, EarlyStopping, Ensemble, fit, load_model, save
+from .train import Controller, EarlyStopping, Ensemble, fit, load_model, save, state_of
 from .train import hyperparameters as H
+from .train.resume import Ended, ResumePoints
 
 
 class UsageError(CaviarError, ValueError):
@@ -64,6 +65,7 @@ class TrainConfig:
     numeric: list = field(default_factory=list)
     drop: list = field(default_factory=list)
     class_weight: str | None = None  # 'balanced': every class weighs as much in the training cost
+    checkpoint_every: int = 10  # resume points: every N epochs, and every epoch where writing one is cheap
 
 
 def hyperparameters(cfg):
@@ -124,8 +126,22 @@ def _error_rate(result):
     return 1.0 - result["accuracy"] if "accuracy" in result else None
 
 
-def train_job(cfg, verbose=True, log=None, on_start=None):
-    """Run the whole workflow; return the report that ``caviar train --json`` prints."""
+def resume_config(run_dir):
+    """(TrainConfig, network, point): a run directory's last resume point and the settings the
+    run was started with (``caviar train --resume``)."""
+    from .train.resume import load_point
+
+    net, point = load_point(os.path.join(run_dir, "resume"))
+    cfg = TrainConfig(**{k: v for k, v in point["meta"]["config"].items() if k in TrainConfig.__dataclass_fields__})
+    cfg.out = os.fspath(run_dir)
+    return cfg, net, point
+
+
+def train_job(cfg, verbose=True, log=None, on_start=None, resume=None):
+    """Run the whole workflow; return the report that ``caviar train --json`` prints.
+
+    ``resume`` (network, point) from ``resume_config`` continues an interrupted run from its
+    last resume point, bit for bit as if it had not been interrupted, to ``cfg.epochs``."""
     log = log or (lambda *a: print(*a, file=sys.stderr))
     if cfg.ensemble < 1:
         raise UsageError(f"--ensemble must be at least 1, got {cfg.ensemble}")
@@ -154,12 +170,40 @@ def train_job(cfg, verbose=True, log=None, on_start=None):
     X_train, y_train = sets["train"]
     iterations = cfg.epochs * max(1, -(-len(X_train) // cfg.batch_size))
     callbacks = [GradientNorms(every=max(1, iterations // 300))]
+    stopper = None
     if cfg.early_stopping is not None:
-        callbacks.append(EarlyStopping(patience=cfg.early_stopping, monitor="dev_cost"))
+        stopper = EarlyStopping(patience=cfg.early_stopping, monitor="dev_cost")
+        callbacks.append(stopper)
     callbacks.append(Controller(out))  # the live record and the babysitting controls
+    if cfg.ensemble == 1:  # last: a point holds what every callback did at its epoch
+        callbacks.append(ResumePoints(os.path.join(out, "resume"), every=cfg.checkpoint_every,
+                                      meta={"config": asdict(cfg)}, callbacks=callbacks))
     if on_start is not None:
         on_start(out)
-    if cfg.ensemble == 1:
+    resumed_from = None
+    if resume is not None:
+        if cfg.ensemble != 1:
+            raise UsageError("--resume continues a single network's run; an ensemble's run has no resume point")
+        net, point = resume
+        resumed_from = point["epoch"]
+        log(f"resuming {out} from epoch {resumed_from} of {cfg.epochs}")
+        if stopper is not None and point["early_stopping"]:
+            stopper.carry(*point["early_stopping"][0])
+        left = cfg.epochs - state_of(net).epochs_trained
+        if point["finished"] or left <= 0:  # it had ended; only its last steps were lost
+            if stopper is not None:  # its best epoch's weights, as the run's end would have restored
+                ended = Ended(net, state_of(net).history)
+                stopper.on_train_begin(ended)
+                stopper.on_train_end(ended)
+        else:
+            schedule = H.schedule(params) if point["schedule"] is not None else None  # else set by hand
+            if schedule is not None and point["schedule"]["lr0"] is not None:
+                schedule = schedule.with_lr0(point["schedule"]["lr0"])
+            fit(net, X_train, y_train, epochs=left, batch_size=cfg.batch_size, schedule=schedule,
+                validation_data=sets["dev"], callbacks=callbacks, verbose=verbose, augment=augment)
+        histories = [state_of(net).history]  # the whole run's
+        model = net
+    elif cfg.ensemble == 1:
         net = build_network(cfg, ds, cfg.seed)
         histories = [fit(net, X_train, y_train, optimizer=H.optimizer(params, strict=True), epochs=cfg.epochs,
                          batch_size=cfg.batch_size, schedule=H.schedule(params), validation_data=sets["dev"],
@@ -196,6 +240,8 @@ def train_job(cfg, verbose=True, log=None, on_start=None):
     else:
         model.save(model_path, extras)
     report["model"] = model_path
+    report["epochs"] = max(state_of(m).epochs_trained for m in members)
+    report["resumed_from_epoch"] = resumed_from
     report["files"] = _write_artifacts(out, histories[0])
     return report
 

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 
+import numpy as np
 import pytest
 
 from caviar.tune import Space, Study, StudyError, choice, evaluate_best, tune
@@ -158,6 +159,21 @@ def test_ray_executor_runs_the_same_study_on_a_local_ray_instance(tmp_path):
     assert [t["value"] for t in local.trials()] == [t["value"] for t in trials]  # same trials, same results
 
 
+def test_ray_trials_are_claimed_when_sent_not_all_at_once(tmp_path):
+    pytest.importorskip("ray")
+    import ray
+
+    try:
+        study = tune(data="iris", trials=3, epochs=2, executor="ray", workers=1, population=False,
+                     study=tmp_path / "s.sqlite", **QUIET)
+    finally:
+        ray.shutdown()
+    trials = sorted(study.trials(), key=lambda t: t["started"])
+    assert [t["status"] for t in trials] == ["complete"] * 3 and all(t["runs"] == 1 for t in trials)
+    for before, after in zip(trials, trials[1:]):  # one slot: the next is claimed once the last is recorded
+        assert after["started"] >= before["finished"]
+
+
 def caviar(*args, cwd=None):
     return subprocess.run([sys.executable, "-m", "caviar", *map(str, args)], capture_output=True, text=True,
                           cwd=cwd, env=ENV, timeout=300)
@@ -268,3 +284,65 @@ def test_trials_are_claimed_when_a_worker_starts_them_not_when_queued(tmp_path):
     trials = study.trials()
     assert all(t["status"] == "complete" for t in trials)
     assert [t["runs"] for t in trials] == [1] * 10
+
+
+def _trials_of(path):
+    conn = sqlite3.connect(path, timeout=30)
+    rows = conn.execute("SELECT number, status, value, best_epoch FROM trials ORDER BY number").fetchall()
+    conn.close()
+    return rows
+
+
+@pytest.mark.parametrize("group_size", [1, 3], ids=["alone", "populations"])
+def test_sigkill_during_a_study_resumes_trials_from_their_points_with_equal_values(tmp_path, group_size):
+    """Trials interrupted mid-training go on from their last resume point (a population's
+    members too, each alone), not from epoch 0, and end with the values an uninterrupted
+    study gets."""
+    from caviar.tune.objective import point_epoch, points_dir
+
+    common = ["--data", "digits", "--trials", "6", "--epochs", "40", "--patience", "6", "--workers", "1",
+              "--group-size", str(group_size), "--json"]
+    whole = str(tmp_path / "whole.sqlite")
+    r = subprocess.run([sys.executable, "-m", "caviar", "tune", *common, "--study", whole, "--out",
+                        str(tmp_path / "w")], capture_output=True, text=True, env=ENV, timeout=600)
+    assert r.returncode == 0, r.stderr
+    path = str(tmp_path / "killed.sqlite")
+    cmd = [sys.executable, "-m", "caviar", "tune", *common, "--study", path, "--out", str(tmp_path / "k")]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=ENV,
+                            start_new_session=True)
+    reached = {}
+    deadline = time.time() + 300
+    while time.time() < deadline and not reached:
+        time.sleep(0.02)
+        if os.path.exists(path):
+            try:
+                running = [row[0] for row in _trials_of(path) if row[1] == "running"]
+            except sqlite3.OperationalError:
+                continue
+            reached = {n: e for n in running if (e := point_epoch(points_dir(path, n))) is not None and e >= 2}
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert reached, "no trial wrote a resume point in time"
+    time.sleep(1.0)
+    conn = sqlite3.connect(path, timeout=30)  # mark epoch 1 of the interrupted trials: a trial run
+    conn.executemany("UPDATE epochs SET train_cost = -1 WHERE trial = ? AND epoch = 1", [(n,) for n in reached])
+    conn.commit()  # again from epoch 0 would write it afresh; one that goes on keeps it
+    conn.close()
+    r = subprocess.run(cmd, capture_output=True, text=True, env=ENV, timeout=600)
+    assert r.returncode == 0, r.stderr
+    assert "from their resume points: trial" in r.stderr
+    assert _trials_of(path) == _trials_of(whole)  # the same values and best epochs, trial by trial
+    killed, uninterrupted = Study.open(path), Study.open(whole)
+    try:
+        for n in reached:
+            assert killed.trial(n)["runs"] == 2
+            rows, expected = killed.epochs(n), uninterrupted.epochs(n)
+            assert rows[0]["train_cost"] == -1  # not trained again
+            rows[0]["train_cost"] = expected[0]["train_cost"]
+            assert rows == expected  # the kept epochs and the new ones
+        for n, p in uninterrupted.dev_predictions().items():
+            np.testing.assert_array_equal(killed.dev_predictions()[n], p)
+    finally:
+        killed.close()
+        uninterrupted.close()
+    assert not os.path.exists(path + ".points")  # resume points go once their trials are recorded

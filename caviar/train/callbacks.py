@@ -69,6 +69,32 @@ class EarlyStopping(Callback):
 
     def on_train_begin(self, run):
         self.best, self.best_epoch, self.wait, self.best_weights = {}, {}, {}, {}
+        carried, self._carried = getattr(self, "_carried", None), None
+        if carried is not None:  # a resumed run goes on from where it was interrupted
+            self.best, self.best_epoch, self.wait, self.best_weights = carried
+
+    def state(self, member=None):
+        """(figures, weights): what it has seen, as JSON and as arrays, for a resume point;
+        with ``member``, that population member's alone, as member 0 (its network alone)."""
+        numbers = list(self.best) if member is None else [n for n in self.best if n == member]
+        label = (lambda n: n) if member is None else (lambda n: 0)
+        figures = {str(label(n)): {"best": self.best[n], "best_epoch": self.best_epoch[n],
+                                   "wait": self.wait.get(n, 0)} for n in numbers}
+        weights = {f"{label(n)}/{kind}/{k}": v for n in numbers if n in self.best_weights
+                   for kind, arrays in zip(("param", "buffer"), self.best_weights[n]) for k, v in arrays.items()}
+        return figures, weights
+
+    def carry(self, figures, weights):
+        """Continue from ``state()`` in the next fit (a resumed run)."""
+        best, best_epoch, wait, best_weights = {}, {}, {}, {}
+        for key, f in figures.items():
+            n = int(key)
+            best[n], best_epoch[n], wait[n] = f["best"], f["best_epoch"], f["wait"]
+        for key, v in weights.items():
+            n, kind, name = key.split("/", 2)
+            entry = best_weights.setdefault(int(n), ({}, {}))
+            entry[0 if kind == "param" else 1][name] = v
+        self._carried = (best, best_epoch, wait, best_weights)
 
     def _improved(self, number, value):
         best = self.best.get(number)

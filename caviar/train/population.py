@@ -194,6 +194,44 @@ class Population:
         net.rng = self.rngs[slot]
         return net
 
+    def member_alone(self, number, opt, epoch):
+        """(network, optimizer): active member ``number`` after ``epoch`` epochs as the network
+        it would be alone (``fit(seed=s, shuffle_seed=...)``): its weights, running statistics
+        and dropout generator, an optimizer with its hyperparameters, schedule, counters and
+        state, the shared mini-batch order, and its history (``net.train_state``). It can go on
+        alone exactly (a resume point)."""
+        from ..optim.base import _FLAT
+        from .state import TrainingState
+
+        slot = self.index.index(number)
+        net = self.member_network(slot)
+        member = self.members[number]
+        cls = optim.lookup(self.optimizer_name)
+        solo = optim.build(self.optimizer_name, strict=False, **{k: member.get(k) for k in cls.defaults})
+        plan = H.schedule(member)
+        if plan is not None:
+            solo.set_schedule(plan)  # from the member's own initial rate, as in the population
+        solo.lr = float(numpy.asarray(opt.lr, dtype=numpy.float64).reshape(-1)[slot] if numpy.ndim(opt.lr)
+                        else opt.lr)
+        solo.iterations = opt.iterations
+        flat, flat_state = opt._flat, opt.state.get(_FLAT)
+        if flat is not None and flat_state is not None:
+            arrays, start = {}, 0
+            for p in flat.params:
+                stop = start + p.data[0].size
+                for key, value in flat_state.items():
+                    if key.startswith("_"):
+                        continue
+                    arrays[f"{p.name}.{key}"] = value if isinstance(value, int) else _unstack(
+                        value[slot:slot + 1, start:stop].reshape(p.data.shape[1:]), p.name)
+                start = stop
+            solo.load_state_arrays(net.params, arrays)
+        state = net.train_state = TrainingState(member.get("seed"))
+        state.optimizer, state.epochs_trained = solo, epoch
+        state.history.extend(self.histories[number])
+        state.shuffle_rng.bit_generator.state = self.shuffle_rng.bit_generator.state
+        return net, solo
+
     def keep(self, slots):
         """Keep only the members in ``slots`` (active positions): the population shrinks."""
         slots = list(slots)
@@ -238,9 +276,11 @@ class Population:
             if isinstance(layer, PopulationDropout):
                 layer.rngs = self.rngs
         self.optimizer = self._make_optimizer()
-        callbacks = list(callbacks) + ([_OnEpoch(on_epoch)] if on_epoch is not None else [])
+        # on_epoch first: what it records (a study's epoch rows) is there before a resume point is written
+        callbacks = ([_OnEpoch(on_epoch)] if on_epoch is not None else []) + list(callbacks)
+        self.shuffle_rng = backend.shuffle_rng(shuffle_seed)
         run_epochs(self, self.optimizer, X, y, epochs, batch_size, validation, callbacks, verbose, True,
-                   backend.shuffle_rng(shuffle_seed), augment, min_last=2 if self.shared["batchnorm"] else 1)
+                   self.shuffle_rng, augment, min_last=2 if self.shared["batchnorm"] else 1)
         return [self.histories[i] for i in range(len(self.members)) if i in self.histories]
 
     # -- the training loop's trainee protocol (see caviar.train.loop) ------------------------

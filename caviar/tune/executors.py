@@ -153,18 +153,24 @@ class RayExecutor:
         return False
 
     def run(self, study, jobs, on_done, deadline=None):
+        """Jobs go out as the cluster can start them (one per CPU): a trial is claimed when it
+        is sent, so trials still queued stay pending and a run count counts real starts."""
         settings = study.settings
+        slots = int(self.workers or self.ray.cluster_resources().get("CPU", 1)) or 1
+        queue = list(jobs)
         pending = {}
-        for job in jobs:
-            if _late(deadline):
-                break
-            numbers, tokens = _claim(study, job)
-            if not numbers:
-                continue
-            trials = [study.trial(n) for n in numbers]
-            ref = (self.single.remote(settings, trials[0], deadline) if len(trials) == 1
-                   else self.population.remote(settings, trials, deadline))
-            pending[ref] = dict(zip(numbers, tokens))
+
+        def send():
+            while queue and len(pending) < slots and not _late(deadline):
+                numbers, tokens = _claim(study, queue.pop(0))
+                if not numbers:
+                    continue
+                trials = [study.trial(n) for n in numbers]
+                ref = (self.single.remote(settings, trials[0], deadline) if len(trials) == 1
+                       else self.population.remote(settings, trials, deadline))
+                pending[ref] = dict(zip(numbers, tokens))
+
+        send()
         while pending:
             done, _ = self.ray.wait(list(pending), num_returns=1)
             ref = done[0]
@@ -175,6 +181,7 @@ class RayExecutor:
                 for n, token in tokens.items():
                     study.finish(n, token, "failed", error=f"ray task failed: {exc}")
                     on_done({"number": n, "status": "failed", "value": None})
+                send()
                 continue
             for result in results if isinstance(results, list) else [results]:
                 n = result["number"]
@@ -182,6 +189,7 @@ class RayExecutor:
                 study.finish(n, tokens[n], result["status"], result["value"], result["last_value"], result["best_epoch"],
                              result["error"], duration=result["seconds"], model=result["model"])
                 on_done(result)
+            send()
 
 
 def make_executor(kind="local", workers=None, address=None):

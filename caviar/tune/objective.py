@@ -3,7 +3,10 @@ split, report the dev metric after every epoch. The test set is never touched he
 
 from __future__ import annotations
 
+import json
 import math
+import os
+import shutil
 import time
 import traceback
 
@@ -11,9 +14,10 @@ from .. import backend
 from .. import data as D
 from ..errors import DivergedError
 from ..nn import Network, heads
-from ..train import EarlyStopping, LambdaCallback, TimeLimit, fit
+from ..train import EarlyStopping, LambdaCallback, TimeLimit, fit, state_of
 from ..train import hyperparameters as H
 from ..train.modelfile import weights_bytes
+from ..train.resume import POINTER, Ended, MemberPoints, ResumePoints, load_point
 
 _DATA_CACHE = {}
 
@@ -84,11 +88,28 @@ def callbacks_for(settings, trial, metric, deadline=None):
     return stops + ([TimeLimit(deadline)] if deadline is not None else [])
 
 
-def train_trial(settings, trial, on_epoch=None, deadline=None):
+def points_dir(study_path, number):
+    """Where trial ``number`` of a study keeps its resume point while it trains."""
+    return f"{os.fspath(study_path)}.points/trial-{number}"
+
+
+def point_epoch(directory):
+    """The epoch of the resume point in ``directory``, or None."""
+    try:
+        with open(os.path.join(directory, POINTER)) as f:
+            return int(json.load(f)["epoch"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def train_trial(settings, trial, on_epoch=None, deadline=None, points=None, earlier=()):
     """Train one trial; return its outcome (``_outcome``).
 
     Every trial of a study shares the study's mini-batch order (``shuffle_seed``), as the members
-    of a population do, so a trial gives the same result alone or inside a population.
+    of a population do, so a trial gives the same result alone or inside a population. With
+    ``points`` (a directory), it writes resume points there (``caviar.train.resume``) and, if
+    one is there already (an interrupted trial, alone or a population's member), goes on from
+    it exactly; ``earlier`` are the epoch rows up to that point.
     """
     metric, higher = metric_for(settings)
     ds, normalizer, sets = study_data(settings)
@@ -99,12 +120,35 @@ def train_trial(settings, trial, on_epoch=None, deadline=None):
         if on_epoch is not None:
             on_epoch(epochs[-1])
 
+    callbacks = callbacks_for(settings, trial, metric, deadline)
+    if points is not None:
+        callbacks.append(ResumePoints(points, meta={"trial": trial["number"]}, callbacks=callbacks))
     try:
-        net, options = network_and_options(trial["params"], ds, trial["seed"])
-        fit(net, *sets["train"], epochs=int(trial["budget"]), validation_data=sets["dev"], verbose=False,
-            seed=trial["seed"], shuffle_seed=settings["seed"],
-            callbacks=[LambdaCallback(on_epoch_end=record), *callbacks_for(settings, trial, metric, deadline)],
-            **options)
+        point = load_point(points) if points is not None and point_epoch(points) is not None else None
+        if point is None:
+            net, options = network_and_options(trial["params"], ds, trial["seed"])
+            fit(net, *sets["train"], epochs=int(trial["budget"]), validation_data=sets["dev"], verbose=False,
+                seed=trial["seed"], shuffle_seed=settings["seed"],
+                callbacks=[LambdaCallback(on_epoch_end=record), *callbacks], **options)
+        else:
+            net, point = point
+            epochs += [dict(e) for e in earlier if e["epoch"] <= point["epoch"]]
+            for stopper, state in zip([c for c in callbacks if isinstance(c, EarlyStopping)], point["early_stopping"]):
+                stopper.carry(*state)
+            left = int(trial["budget"]) - state_of(net).epochs_trained
+            schedule = H.schedule(trial["params"]) if point["schedule"] is not None else None
+            if schedule is not None:
+                schedule = schedule.with_lr0(point["schedule"]["lr0"])
+            if point["finished"] or left <= 0:  # it had ended: its best epoch, as its end restores it
+                ended = Ended(net, state_of(net).history)
+                for c in callbacks:
+                    if isinstance(c, EarlyStopping):
+                        c.on_train_begin(ended)
+                        c.on_train_end(ended)
+            else:
+                fit(net, *sets["train"], epochs=left, validation_data=sets["dev"], verbose=False,
+                    batch_size=H.value(trial["params"], "batch_size"), schedule=schedule,
+                    callbacks=[LambdaCallback(on_epoch_end=record), *callbacks])
     except DivergedError as exc:
         return _outcome("diverged", epochs, higher, str(exc))
     except Exception as exc:  # a failed trial is recorded and the study goes on
@@ -126,10 +170,11 @@ def population_for(trials, ds):
                       optimizer=H.value(params, "optimizer"), class_weight=ds.class_weight)
 
 
-def train_population(settings, trials, on_epoch=None, deadline=None):
+def train_population(settings, trials, on_epoch=None, deadline=None, points=None):
     """Train trials of one shape as one population; return {trial number: outcome} like
     ``train_trial``, or None if the population cannot be built (each trial then runs alone and
-    records its own error)."""
+    records its own error). ``points`` (trial number -> directory) receives each member's
+    resume points, as its network alone's: an interrupted member goes on alone."""
     metric, higher = metric_for(settings)
     ds, normalizer, sets = study_data(settings)
     try:
@@ -147,10 +192,12 @@ def train_population(settings, trials, on_epoch=None, deadline=None):
             on_epoch(batch)
 
     params = trials[0]["params"]
+    callbacks = callbacks_for(settings, trials[0], metric, deadline)
+    if points is not None:
+        callbacks.append(MemberPoints({i: points[t["number"]] for i, t in enumerate(trials)}, callbacks=callbacks))
     try:
         pop.fit(*sets["train"], epochs=int(trials[0]["budget"]), batch_size=H.value(params, "batch_size"),
-                validation_data=sets["dev"], shuffle_seed=settings["seed"], on_epoch=record,
-                callbacks=callbacks_for(settings, trials[0], metric, deadline))
+                validation_data=sets["dev"], shuffle_seed=settings["seed"], on_epoch=record, callbacks=callbacks)
     except Exception as exc:
         detail = traceback.format_exception_only(type(exc), exc)[-1].strip()
         return {t["number"]: _outcome("failed", epochs[i], higher, detail) for i, t in enumerate(trials)}
@@ -166,20 +213,23 @@ def train_population(settings, trials, on_epoch=None, deadline=None):
 
 
 def _finish(study, number, token, outcome, seconds):
-    study.finish(number, token, outcome["status"], outcome["value"], outcome["last_value"], outcome["best_epoch"],
-                 outcome["error"], duration=seconds, model=outcome["model"])
+    if study.finish(number, token, outcome["status"], outcome["value"], outcome["last_value"], outcome["best_epoch"],
+                    outcome["error"], duration=seconds, model=outcome["model"]):
+        shutil.rmtree(points_dir(study.path, number), ignore_errors=True)  # the study holds its outcome now
     return {"number": number, "status": outcome["status"], "value": outcome["value"], "seconds": seconds}
 
 
 def run_trial(study_path, number, token, deadline=None):
-    """Worker entry point: train trial ``number`` and write its epochs and outcome to the study."""
+    """Worker entry point: train trial ``number`` (from its resume point, if an interruption
+    left one) and write its epochs and outcome to the study."""
     from .study import Study
 
     study = Study.open(study_path)
     try:
         settings, trial = study.settings, study.trial(number)
         started = time.time()
-        outcome = train_trial(settings, trial, lambda row: study.report_epoch(number, token, **row), deadline)
+        outcome = train_trial(settings, trial, lambda row: study.report_epoch(number, token, **row), deadline,
+                              points=points_dir(study_path, number), earlier=study.epochs(number))
         return _finish(study, number, token, outcome, time.time() - started)
     finally:
         study.close()
@@ -187,23 +237,32 @@ def run_trial(study_path, number, token, deadline=None):
 
 def run_population(study_path, numbers, tokens, deadline=None):
     """Worker entry point for trials that share a shape: one population, every member's epochs
-    written in one transaction per epoch, each outcome recorded on its own trial."""
+    written in one transaction per epoch, each outcome recorded on its own trial. Trials an
+    interruption left with a resume point go on from it alone (a member trains exactly as its
+    network alone)."""
     from .study import Study
 
+    token = dict(zip(numbers, tokens))
+    resumed = [n for n in numbers if point_epoch(points_dir(study_path, n)) is not None]
+    fresh = [n for n in numbers if n not in resumed]
+    results = [run_trial(study_path, n, token[n], deadline) for n in resumed]
+    if not fresh:
+        return results
+    if len(fresh) == 1:
+        return results + [run_trial(study_path, fresh[0], token[fresh[0]], deadline)]
     study = Study.open(study_path)
     try:
         settings = study.settings
-        trials = [study.trial(n) for n in numbers]
-        token = dict(zip(numbers, tokens))
+        trials = [study.trial(n) for n in fresh]
         started = time.time()
         outcomes = train_population(settings, trials,
                                     lambda batch: study.report_epochs([(n, token[n], row) for n, row in batch]),
-                                    deadline)
+                                    deadline, points={n: points_dir(study_path, n) for n in fresh})
         if outcomes is None:  # not buildable as a population: one by one, each with its own error
             study.close()
-            return [run_trial(study_path, n, token[n], deadline) for n in numbers]
-        seconds = (time.time() - started) / len(numbers)
-        return [_finish(study, n, token[n], outcomes[n], seconds) for n in numbers]
+            return results + [run_trial(study_path, n, token[n], deadline) for n in fresh]
+        seconds = (time.time() - started) / len(fresh)
+        return results + [_finish(study, n, token[n], outcomes[n], seconds) for n in fresh]
     finally:
         study.close()
 

@@ -12,7 +12,7 @@ import time
 from ..nn import heads
 from ..train import hyperparameters as H
 from .executors import make_executor
-from .objective import metric_for, shape_of, study_data
+from .objective import metric_for, point_epoch, points_dir, shape_of, study_data
 from .space import Space, default_space, load_space
 from ..train.population import chunks
 from ..train.population import max_population as max_population_for
@@ -131,9 +131,13 @@ def tune(data="digits", target=None, task=None, na_values=None, categorical=(), 
     strat = make_strategy(settings, Space(settings["space"]))
     if on_start is not None:  # e.g. the dashboard, watching the study from its first trial
         on_start(st)
-    interrupted = st.reset_interrupted()
+    points = {n: point_epoch(points_dir(st.path, n)) for n in st.running()}
+    points = {n: e for n, e in points.items() if e is not None}  # where interrupted trials go on from
+    interrupted = st.reset_interrupted(points)
     if interrupted:
-        log(f"{len(interrupted)} interrupted trial(s) will run again: {interrupted}")
+        log(f"{len(interrupted)} interrupted trial(s) will run again: {interrupted}"
+            + (f"; from their resume points: " + ", ".join(f"trial {n} after epoch {e}" for n, e in points.items())
+               if points else ""))
     metric, higher = metric_for(settings)
     from .ensemble import StudyEnsemble
 
@@ -158,8 +162,27 @@ def tune(data="digits", target=None, task=None, na_values=None, categorical=(), 
                 ex.run(st, plan(pending, ds, population, max_population, n_workers), progress, deadline)
     finally:
         st.release_driver()
+    _clean_points(st)
     progress.ensemble.update()
     return st
+
+
+def _clean_points(study):
+    """Remove the resume points of finished trials (a worker killed between recording a trial
+    and removing its point leaves one), and their folder once empty."""
+    import shutil
+
+    folder = f"{study.path}.points"
+    if not os.path.isdir(folder):
+        return
+    finished = {t["number"] for t in study.trials(FINISHED)}
+    for name in os.listdir(folder):
+        if name.startswith("trial-") and name[6:].isdigit() and int(name[6:]) in finished:
+            shutil.rmtree(os.path.join(folder, name), ignore_errors=True)
+    try:
+        os.rmdir(folder)
+    except OSError:  # trials not started, or interrupted ones, keep theirs
+        pass
 
 
 def _proposals(strategy, study, wave=None):

@@ -180,13 +180,19 @@ class Study:
             raise StudyError(f"study {self.path!r} has no trial {number}")
         return _trial(row)
 
-    def reset_interrupted(self):
-        """Trials left 'running' by a killed driver go back to 'pending' (their partial epochs
-        are dropped), so they run again from the start; finished trials are kept."""
+    def running(self):
+        """Numbers of the trials marked running."""
+        return [r[0] for r in self.conn.execute("SELECT number FROM trials WHERE status = 'running' ORDER BY number")]
+
+    def reset_interrupted(self, kept=None):
+        """Trials left 'running' by a killed driver go back to 'pending', so they run again;
+        finished trials are kept. ``kept`` maps a trial to the epoch of its resume point: its
+        epochs up to there are kept (it goes on from there), the rest are dropped."""
+        kept = kept or {}
         with self.transaction():
             numbers = [r[0] for r in self.conn.execute("SELECT number FROM trials WHERE status = 'running'")]
             for n in numbers:
-                self.conn.execute("DELETE FROM epochs WHERE trial = ?", (n,))
+                self.conn.execute("DELETE FROM epochs WHERE trial = ? AND epoch > ?", (n, kept.get(n, 0)))
             self.conn.execute("UPDATE trials SET status = 'pending', claim = NULL, started = NULL WHERE status = 'running'")
         return numbers
 

@@ -1,0 +1,173 @@
+"""Resume points: a run that can be continued after a crash or a ``kill -9``, bit for bit.
+
+``ResumePoints`` writes, at the end of an epoch, everything the rest of the run depends on: the
+network (weights, running statistics), the optimizer's state and learning rate (with its
+schedule's initial rate, so a decay goes on where it was), both random generators (dropout and
+mini-batch order), the history so far, early stopping's best epoch and weights, and the run's
+own settings (``meta``). A point is written into a temporary directory and renamed into place,
+then ``resume.json`` is replaced to point at it, so a crash at any moment leaves the last
+complete point; older points are removed.
+
+It writes every ``every`` epochs, and at the end of every epoch where writing is cheap (the
+last write took at most ``cheap`` of the epoch's time). ``load_point`` reads the last point
+back; ``caviar train --resume DIR`` uses it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+import time
+
+import numpy
+
+from ..errors import CaviarError
+from .callbacks import Callback, EarlyStopping
+from .history import History
+from .modelfile import load, save
+from .state import state_of
+
+POINTER = "resume.json"
+
+
+class ResumeError(CaviarError, ValueError):
+    """A run directory with no usable resume point."""
+
+
+class ResumePoints(Callback):
+    def __init__(self, directory, every=10, cheap=0.05, meta=None, callbacks=()):
+        if not isinstance(every, int) or every < 1:
+            raise ValueError(f"every must be a positive number of epochs, got {every!r}")
+        self.directory, self.every, self.cheap = os.fspath(directory), every, cheap
+        self.meta = meta or {}
+        self.stoppers = [c for c in callbacks if isinstance(c, EarlyStopping)]
+        self.write_seconds = None
+
+    def on_train_begin(self, run):
+        if run.population:
+            raise ValueError("resume points save a single network")
+        os.makedirs(self.directory, exist_ok=True)
+        for name in os.listdir(self.directory):  # what a killed write left behind
+            if name.startswith(".tmp-"):
+                shutil.rmtree(os.path.join(self.directory, name), ignore_errors=True)
+
+    def on_epoch_end(self, run, epoch, logs):
+        # the run ends here: its last epoch, or early stopping's (a run stopped by hand can go on)
+        finished = epoch == run.epoch_target or any(s.wait.get(n, 0) > s.patience for s in self.stoppers for n in s.wait)
+        cheap = self.write_seconds is not None and self.write_seconds <= self.cheap * logs.get("seconds", 0.0)
+        if epoch % self.every == 0 or cheap or finished or self.write_seconds is None:
+            started = time.perf_counter()
+            self.write(run, epoch, finished)
+            self.write_seconds = time.perf_counter() - started
+
+    def write(self, run, epoch, finished=False):
+        whole = History()
+        whole.extend(state_of(run.net).history)
+        whole.extend(run.history)  # the epochs of this fit so far
+        write_point(self.directory, run.net, whole, epoch, finished, self.meta,
+                    [stopper.state() for stopper in self.stoppers], run.optimizer.schedule)
+
+
+class MemberPoints(Callback):
+    """Resume points of a population's members, each as its own network's (``ResumePoints``'
+    format: a member trains exactly as its network alone would, so it can go on alone):
+    ``directories`` maps member numbers to where their points go. Written like
+    ``ResumePoints``, and for a member at the epoch it leaves (early stopping, a time limit)."""
+
+    def __init__(self, directories, every=10, cheap=0.05, meta=None, callbacks=()):
+        self.directories = {n: os.fspath(d) for n, d in directories.items()}
+        self.every, self.cheap, self.meta = every, cheap, meta or {}
+        self.stoppers = [c for c in callbacks if isinstance(c, EarlyStopping)]
+        self.write_seconds = None
+
+    def on_epoch_end(self, run, epoch, logs):
+        pop = run.trainee
+        seconds = next(iter(logs.values()), {}).get("seconds", 0.0) if logs else 0.0
+        cheap = self.write_seconds is not None and self.write_seconds <= self.cheap * seconds
+        due = epoch % self.every == 0 or cheap or self.write_seconds is None or epoch == run.epoch_target
+        numbers = [n for n in pop.numbers if n in self.directories and (due or n in run.leaving)]
+        started = time.perf_counter()
+        for number in numbers:
+            net, optimizer = pop.member_alone(number, run.optimizer, epoch)
+            figures = [s.state(number) for s in self.stoppers]
+            finished = epoch == run.epoch_target or number in run.leaving
+            write_point(self.directories[number], net, state_of(net).history, epoch, finished,
+                        {**self.meta, "member": number}, figures, optimizer.schedule)
+        if due and numbers:
+            self.write_seconds = time.perf_counter() - started
+
+
+def write_point(directory, net, history, epoch, finished, meta, stoppers, schedule):
+    """Write a resume point of ``net`` (its training state: optimizer, generators, epochs)
+    at ``epoch`` under ``directory``, atomically, and remove older ones. ``history`` is the
+    whole run's; ``stoppers`` are early stopping states (``EarlyStopping.state``)."""
+    os.makedirs(directory, exist_ok=True)
+    tmp = tempfile.mkdtemp(dir=directory, prefix=".tmp-")
+    state = state_of(net)
+    kept, state.history = state.history, history
+    try:
+        save(net, os.path.join(tmp, "model"))
+    finally:
+        state.history = kept
+    for i, (figures, weights) in enumerate(stoppers):
+        numpy.savez(os.path.join(tmp, f"early-stopping-{i}.npz"), **weights)
+    point = {"format": "caviar-resume", "epoch": epoch, "finished": finished, "meta": meta,
+             "early_stopping": [figures for figures, _ in stoppers],
+             "schedule": None if schedule is None else {"lr0": getattr(schedule, "lr0", None)},
+             "written": time.time()}
+    with open(os.path.join(tmp, "point.json"), "w") as f:
+        json.dump(point, f, indent=1)
+    name = f"epoch-{epoch:06d}"
+    final = os.path.join(directory, name)
+    if os.path.exists(final):  # a point of this epoch from an earlier, interrupted write
+        shutil.rmtree(final)
+    os.replace(tmp, final)
+    fd, pointer_tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=".json")
+    with os.fdopen(fd, "w") as f:
+        json.dump({"point": name, "epoch": epoch}, f)
+    os.replace(pointer_tmp, os.path.join(directory, POINTER))
+    for old in os.listdir(directory):
+        if (old.startswith("epoch-") and old != name) or (old.startswith(".tmp-") and old != name):
+            path = os.path.join(directory, old)
+            shutil.rmtree(path, ignore_errors=True) if os.path.isdir(path) else os.remove(path)
+
+
+class Ended:
+    """What early stopping's end (``on_train_end``) needs of a run that had ended before it was
+    interrupted: its history and network, so the best epoch's weights are restored as then."""
+
+    def __init__(self, net, history):
+        self.trainee = self
+        self.histories = {0: history}
+        self.net = net
+
+    def network(self, number):
+        return self.net
+
+
+def load_point(directory):
+    """(network, point): the last resume point under ``directory`` (see ``ResumePoints``);
+    ``point`` holds its epoch, whether the run had finished, its ``meta``, early stopping's
+    state (``carry`` it into the run's EarlyStopping) and its schedule's initial rate."""
+    directory = os.fspath(directory)
+    pointer = os.path.join(directory, POINTER)
+    if not os.path.isfile(pointer):
+        raise ResumeError(f"{directory!r} holds no resume point ({POINTER} is missing)")
+    try:
+        with open(pointer) as f:
+            where = os.path.join(directory, json.load(f)["point"])
+        with open(os.path.join(where, "point.json")) as f:
+            point = json.load(f)
+    except (OSError, ValueError, KeyError) as exc:
+        raise ResumeError(f"{directory!r}: the resume point cannot be read ({exc})") from None
+    if point.get("format") != "caviar-resume":
+        raise ResumeError(f"{where!r} is not a caviar resume point")
+    net = load(os.path.join(where, "model"))
+    states = []
+    for i, figures in enumerate(point["early_stopping"]):
+        with numpy.load(os.path.join(where, f"early-stopping-{i}.npz"), allow_pickle=False) as arrays:
+            states.append((figures, {k: arrays[k] for k in arrays.files}))
+    point["early_stopping"] = states
+    return net, point
