@@ -60,6 +60,7 @@ def test_sigkill_then_resume_matches_the_uninterrupted_run_exactly(tmp_path, epo
     killed_at = kill_after_point([sys.executable, "-m", "caviar", "train", *map(str, options), "--out",
                                   str(tmp_path / "killed")], tmp_path / "killed", kill_at)
     assert not os.path.exists(tmp_path / "killed" / "model")  # killed before the end
+    (tmp_path / "killed" / ".tmp-live.json").write_text("{")  # as a write cut short by the kill leaves it
     resumed = caviar_cli("train", "--resume", tmp_path / "killed", "--json")
     assert resumed.returncode == 0, resumed.stderr
     a, b = json.loads(whole.stdout), json.loads(resumed.stdout)
@@ -69,6 +70,7 @@ def test_sigkill_then_resume_matches_the_uninterrupted_run_exactly(tmp_path, epo
     assert final.keys() == again.keys()
     for k in final:
         np.testing.assert_array_equal(final[k], again[k], err_msg=k)
+    assert not [n for n in os.listdir(tmp_path / "killed") if n.startswith(".tmp-")]
     history = [line.split(",")[:4] for line in (tmp_path / "whole" / "history.csv").read_text().splitlines()]
     assert history == [line.split(",")[:4] for line in (tmp_path / "killed" / "history.csv").read_text().splitlines()]
 

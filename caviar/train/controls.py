@@ -142,6 +142,10 @@ class Controller(Callback):
             os.remove(os.path.join(self._paths()[0], name))
         if stale:
             warnings.warn(f"{self.run_dir}: dropped {len(stale)} control command(s) left by an earlier run", stacklevel=2)
+        for folder in (self.run_dir, *self._paths()):  # files a killed run was writing (never renamed into place)
+            for name in os.listdir(folder):
+                if name.startswith(".tmp-") and os.path.isfile(os.path.join(folder, name)):
+                    os.remove(os.path.join(folder, name))
         self.lrs = []
         self.started = time.time()  # with the pid: which process owns the run directory
         self._write_state(run, "running")
