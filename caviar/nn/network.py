@@ -192,11 +192,13 @@ class Network:
 
     __call__ = forward
 
-    def loss(self, logits, y):
+    def loss(self, logits, y, weights=None):
         """The data term of J: the mean loss over the examples, without regularization (each
-        example weighted by its class's ``class_weight``, if given)."""
+        example weighted by its class's ``class_weight``, if given, times its own ``weights``)."""
         cw = self.config["class_weight"]
-        return self.head.loss(logits, y, None if cw is None else self.head.example_weights(y, cw))
+        if cw is not None:
+            weights = self.head.example_weights(y, cw) * (1.0 if weights is None else weights)
+        return self.head.loss(logits, y, weights)
 
     def regularization(self, m):
         """lambd/(2m) sum ||W||^2 + lambd1/(2m) sum |W|, or None without regularization."""

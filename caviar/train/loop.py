@@ -69,10 +69,10 @@ class _Single:
         self.histories = {0: History()}
         self.params = net.parameters
 
-    def batch_cost(self, Xb, yb):
+    def batch_cost(self, Xb, yb, wb=None):
         net = self.net
         logits = net.forward(Xb, training=True)
-        J = net.loss(logits, yb)
+        J = net.loss(logits, yb, wb)
         reg = net.regularization(len(Xb))
         cost = J if reg is None else J + reg
         return cost, numpy.array([float(cost.data)]), logits
@@ -122,6 +122,19 @@ def check_epochs(epochs):
     return int(epochs)
 
 
+def check_sample_weight(sample_weight, m, X):
+    """Examples' weights as an array (m,) where X lives: finite, non-negative, not all zero."""
+    if sample_weight is None:
+        return None
+    w = numpy.asarray(backend.to_numpy(sample_weight) if hasattr(sample_weight, "shape") else sample_weight,
+                      dtype=numpy.float64)
+    if w.ndim != 1 or len(w) != m:
+        raise ValueError(f"sample_weight must hold one weight per example, shape ({m},), got shape {w.shape}")
+    if not numpy.isfinite(w).all() or (w < 0).any() or not w.any():
+        raise ValueError("sample_weight must be finite, non-negative and not all zero")
+    return backend.to_module_of(w, X)
+
+
 def check_validation(net, validation_data):
     if validation_data is None:
         return None
@@ -153,7 +166,7 @@ def _make_optimizer(state, optimizer, lr, optimizer_options):
 
 def fit(net, X, y, optimizer=None, lr=None, epochs=10, batch_size=64, schedule=None,
         validation_data=None, callbacks=(), verbose=True, seed=None, shuffle=True, augment=None,
-        shuffle_seed=None, **optimizer_options):
+        shuffle_seed=None, sample_weight=None, **optimizer_options):
     """Train ``net`` on X (m, n_x) and y with mini-batches; return the run's ``History``.
 
     Parameters
@@ -187,6 +200,9 @@ def fit(net, X, y, optimizer=None, lr=None, epochs=10, batch_size=64, schedule=N
     augment : callable, optional
         ``augment(X_batch, rng) -> X_batch`` (e.g. ``caviar.data.Augmenter``), applied to
         training mini-batches only, with the network's seeded generator.
+    sample_weight : array (m,), optional
+        Each example's weight in the training cost (times its class's ``class_weight``): a
+        mini-batch's loss is the mean of its examples' weighted losses, as scikit-learn's.
 
     Raises
     ------
@@ -201,6 +217,7 @@ def fit(net, X, y, optimizer=None, lr=None, epochs=10, batch_size=64, schedule=N
     epochs = check_epochs(epochs)
     check_batch_size(batch_size)
     validation = check_validation(net, validation_data)
+    weights = check_sample_weight(sample_weight, len(X), X)
     state = state_of(net)
     opt = _make_optimizer(state, optimizer, lr, optimizer_options)
     schedule = schedules.get(schedule)
@@ -215,14 +232,14 @@ def fit(net, X, y, optimizer=None, lr=None, epochs=10, batch_size=64, schedule=N
     try:
         run_epochs(trainee, opt, X, y, epochs, batch_size, validation, callbacks, verbose, shuffle,
                    state.shuffle_rng, augment, state.epochs_trained, min_last=2 if net.config["batchnorm"] else 1,
-                   on_epoch=lambda epoch: setattr(state, "epochs_trained", epoch))
+                   on_epoch=lambda epoch: setattr(state, "epochs_trained", epoch), weights=weights)
     finally:
         state.history.extend(trainee.histories[0])
     return trainee.histories[0]
 
 
 def run_epochs(trainee, opt, X, y, epochs, batch_size, validation, callbacks, verbose, shuffle, shuffle_rng,
-               augment, first_epoch=0, min_last=1, on_epoch=None):
+               augment, first_epoch=0, min_last=1, on_epoch=None, weights=None):
     """Train ``trainee`` for ``epochs`` epochs after ``first_epoch``; members whose cost becomes
     NaN or inf leave as 'diverged' (a single network raises ``DivergedError``), members that
     callbacks stop leave as 'complete', and so does everyone at the last epoch."""
@@ -246,7 +263,7 @@ def run_epochs(trainee, opt, X, y, epochs, batch_size, validation, callbacks, ve
                     break
                 started = time.perf_counter()
                 figures = _train_epoch(trainee, opt, X, y, batch_size, shuffle, shuffle_rng, min_last, run,
-                                       callbacks, augment)
+                                       callbacks, augment, weights)
                 if figures is None:  # every member diverged
                     break
                 if on_epoch is not None:
@@ -260,7 +277,8 @@ def run_epochs(trainee, opt, X, y, epochs, batch_size, validation, callbacks, ve
     return run
 
 
-def _train_epoch(trainee, opt, X, y, batch_size, shuffle, shuffle_rng, min_last, run, callbacks, augment):
+def _train_epoch(trainee, opt, X, y, batch_size, shuffle, shuffle_rng, min_last, run, callbacks, augment,
+                 weights=None):
     sums = numpy.zeros(len(trainee.numbers))
     metric_sums = numpy.zeros(len(trainee.numbers))
     seen = 0
@@ -274,7 +292,8 @@ def _train_epoch(trainee, opt, X, y, batch_size, shuffle, shuffle_rng, min_last,
         params = trainee.params()
         for p in params:
             p.grad = None
-        total, values, logits = trainee.batch_cost(Xb, yb)
+        total, values, logits = (trainee.batch_cost(Xb, yb) if weights is None
+                                 else trainee.batch_cost(Xb, yb, weights[idx]))
         good = numpy.isfinite(values)
         bad = not good.all()
         if bad:
