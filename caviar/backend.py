@@ -135,9 +135,20 @@ def scatter_add(target, index, values):
         cupyx.scatter_add(target, index, values)
 
 
+def _command_line():
+    """True while ``python -m caviar`` or the ``caviar`` script starts: it reports a bad
+    CAVIAR_BACKEND itself, as one line and exit code 2."""
+    import sys
+
+    first = os.path.basename(sys.argv[0]) if sys.argv else ""
+    return first in ("-m", "caviar", "__main__.py")
+
+
 try:
     use_from_environment()
-except ValueError as _exc:  # importing never fails; the command line reports it (exit code 2)
-    import warnings
+except ValueError as _exc:  # importing never fails
+    if not _command_line():
+        import warnings
 
-    warnings.warn(f"CAVIAR_BACKEND: {_exc}; using numpy", RuntimeWarning, stacklevel=2)
+        warnings.warn(f"CAVIAR_BACKEND: {_exc}; caviar uses numpy (unset CAVIAR_BACKEND, or install CuPy)",
+                      RuntimeWarning, stacklevel=2)

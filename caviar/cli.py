@@ -182,25 +182,46 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"caviar: error: {message} (see {self.prog} --help)\n")
 
 
+EXAMPLES = {
+    "train": ["caviar train                                   # digits: split, train, evaluate, diagnose",
+              "caviar train --data credit.csv --target Status --hidden 64,32 --out credit",
+              "caviar train --resume credit                   # go on after a crash"],
+    "predict": ["caviar predict --model credit/model --data new.csv --out predictions.csv"],
+    "diagnose": ["caviar diagnose --train-error 1% --dev-error 11%"],
+    "tune": ["caviar tune                                    # 100 s on digits; returns an ensemble",
+             "caviar tune --data credit.csv --target Status --time 5m --study credit.sqlite"],
+    "report": ["caviar report credit.sqlite --top 20"],
+    "watch": ["caviar watch caviar-run credit.sqlite"],
+    "control": ["caviar control caviar-run multiply-lr 0.5", "caviar control caviar-run pause"],
+    "gradcheck": ["caviar gradcheck --data iris --hidden 8"],
+}
+
+
+def _add_command(sub, name, **kwargs):
+    """A command's parser, its --help ending with examples."""
+    return sub.add_parser(name, formatter_class=argparse.RawDescriptionHelpFormatter,
+                          epilog="examples:\n" + "\n".join(f"  {line}" for line in EXAMPLES[name]), **kwargs)
+
+
 def build_parser():
     parser = _Parser(prog="caviar", description="Deep networks that train well.")
     sub = parser.add_subparsers(dest="command", required=True)
     parser._caviar_commands = sub.choices  # command -> its parser (which options were typed)
     model, training = _model_flags(), _train_flags()
-    sub.add_parser("train", parents=[model, training], help="split, normalize, train, evaluate, diagnose",
+    _add_command(sub, "train", parents=[model, training], help="split, normalize, train, evaluate, diagnose",
                    description="Train a network the way the notes teach: split, normalize, check dev/test "
                    "mismatch, train, evaluate, diagnose bias and variance.")
-    p = sub.add_parser("predict", help="predict with a saved model")
+    p = _add_command(sub, "predict", help="predict with a saved model")
     p.add_argument("--model", required=True, help="a model directory written by caviar train")
     p.add_argument("--data", required=True, help="a CSV with the model's feature columns (or an .npz)")
     p.add_argument("--out", help="write the CSV here instead of standard output")
     _backend_flag(p)
-    p = sub.add_parser("diagnose", help="bias/variance diagnosis and the basic recipe")
+    p = _add_command(sub, "diagnose", help="bias/variance diagnosis and the basic recipe")
     p.add_argument("--train-error", type=_rate, required=True)
     p.add_argument("--dev-error", type=_rate, required=True)
     p.add_argument("--human-error", type=_rate, default=0.0)
     p.add_argument("--json", action="store_true")
-    p = sub.add_parser("tune", help="hyperparameter search (random, grid, coarse-to-fine, halving)",
+    p = _add_command(sub, "tune", help="hyperparameter search (random, grid, coarse-to-fine, halving)",
                        description="Search hyperparameters on the right scales. With no arguments: a short "
                        "random search on the digits data.")
     _table_flags(p)
@@ -230,16 +251,19 @@ def build_parser():
     p.add_argument("--executor", default="local", choices=["local", "ray"])
     p.add_argument("--address", help="a Ray cluster's address (with --executor ray)")
     p.add_argument("--study", help="the study file; an existing one is resumed (default: caviar-tune/study-<time>.sqlite)")
-    p.add_argument("--out", default="caviar-tune", help="directory for plots and the best model")
+    p.add_argument("--out", help="directory for the plots, the best model and the ensemble (default: the study's own "
+                   "folder, its path without .sqlite)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true", help="print one JSON object instead of the tables")
+    p.add_argument("--quiet", action="store_true", help="no progress lines")
     _backend_flag(p)
     _watch_flags(p)
-    p = sub.add_parser("report", help="leaderboard and plots of an existing study")
+    p = _add_command(sub, "report", help="leaderboard and plots of an existing study")
     p.add_argument("study", help="a study file written by caviar tune")
     p.add_argument("--out", help="directory for the plots (default: beside the study)")
     p.add_argument("--top", type=_positive_int, default=10)
-    p = sub.add_parser("watch", help="the dashboard for runs and studies",
+    p.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
+    p = _add_command(sub, "watch", help="the dashboard for runs and studies",
                        description="Serve a local page with live curves and babysitting controls for training runs "
                        "(directories written by caviar train) and studies (files written by caviar tune).")
     p.add_argument("targets", nargs="*", help="run directories or study files (default: ./caviar-run and ./caviar-tune/*.sqlite)")
@@ -247,15 +271,16 @@ def build_parser():
     p.add_argument("--host", default="127.0.0.1", help="the address to bind (default 127.0.0.1: this machine only)")
     p.add_argument("--allow-remote", action="store_true", help="allow binding another address; controls then need the token")
     p.add_argument("--token", help="the token controls must present (default: a random one when remote)")
-    p = sub.add_parser("control", help="babysit a live run: set-lr, multiply-lr, pause, resume, checkpoint, rollback, stop")
+    p = _add_command(sub, "control", help="babysit a live run: set-lr, multiply-lr, pause, resume, checkpoint, rollback, stop")
     p.add_argument("run", help="the run directory (caviar train --out)")
     p.add_argument("action", choices=list(ACTIONS))
     p.add_argument("value", nargs="?", help="the learning rate, the factor, or the checkpoint's iteration")
     p.add_argument("--lr", type=float, help="with rollback: continue with this learning rate")
     p.add_argument("--wait", type=float, default=10.0, help="seconds to wait for the run to apply it")
-    p = sub.add_parser("gradcheck", parents=[model], help="gradient-check the model on a small batch")
+    p = _add_command(sub, "gradcheck", parents=[model], help="gradient-check the model on a small batch")
     p.add_argument("--batch", type=_positive_int, default=16, help="examples in the checked batch")
     p.add_argument("--json", action="store_true")
+    _backend_flag(p)
     return parser
 
 
@@ -277,10 +302,9 @@ def format_report(report):
         for i, m in enumerate(report["ensemble"]["members"], start=1):
             lines.append(f"  dev, member {i}: cost {m['cost']:.4f}" + "".join(f"  {k} {m[k]:.4f}" for k in metrics))
     if report.get("diagnosis"):
-        d = report["diagnosis"]
-        lines.append(f"diagnosis: {d['kind']} (avoidable bias {100 * d['avoidable_bias']:.1f} points, "
-                     f"variance {100 * d['variance']:.1f} points)")
-        lines += [f"  {i}. {r}" for i, r in enumerate(d["recommendations"], start=1)]
+        from .diagnose.recipe import describe
+
+        lines.append(describe(report["diagnosis"]))
     lines.append(f"model: {report['model']}")
     return "\n".join(lines)
 
@@ -401,8 +425,8 @@ def _tune(args):
     from .processes import started_at
 
     started = started_at()  # the budget counts the interpreter's start and the imports
-    out = prepare_out(args.out)
-    study_path = args.study or default_study_path(out)
+    study_path = args.study or default_study_path()
+    out = prepare_out(args.out or os.path.splitext(study_path)[0])  # each study its own folder
     dashboard = None
     if args.watch:
         from .watch import Dashboard
@@ -419,6 +443,7 @@ def _tune(args):
                  seed=args.seed, group_size=args.group_size, population=args.population,
                  max_population=args.max_population, given=args.given, patience=args.patience,
                  ensemble_size=args.ensemble_size, time_budget=budget, started=started,
+                 log=(lambda line: None) if args.quiet else None,
                  on_start=(lambda st: dashboard.add(st.path)) if dashboard else None)
     try:
         best = evaluate_best(study, out)
@@ -499,9 +524,18 @@ def _report(args):
 
     study = Study.open(args.study)
     try:
-        out = args.out or os.path.splitext(args.study)[0] + "-report"
+        out = args.out or os.path.splitext(args.study)[0]  # the study's own folder, as caviar tune's
+        plots = plot_study(study, out)
+        if args.json:
+            from .tune import leaderboard
+
+            rows = [{k: t[k] for k in ("number", "status", "value", "best_epoch", "params")}
+                    for t in leaderboard(study, args.top)]
+            write_json({"leaderboard": rows, "ensemble": study.settings.get("ensemble"), "plots": plots,
+                        "study": os.path.abspath(args.study)})
+            return 0
         print(format_leaderboard(study, args.top))
-        for path in plot_study(study, out):
+        for path in plots:
             print(f"wrote {path}", file=sys.stderr)
         return 0
     finally:

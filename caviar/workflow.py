@@ -20,6 +20,7 @@ from .errors import CaviarError
 from .nn import Network, heads
 from .train import Controller, EarlyStopping, Ensemble, fit, load_model, save, state_of
 from .train import hyperparameters as H
+from .data.mismatch import MIN_EXAMPLES
 from .train.resume import Ended, ResumePoints
 
 
@@ -161,10 +162,16 @@ def train_job(cfg, verbose=True, log=None, on_start=None, resume=None):
     except ValueError as exc:
         raise UsageError(str(exc)) from None
     mismatch = None
-    if "test" in sets and min(len(sets["dev"][0]), len(sets["test"][0])) >= 10:
-        mismatch = D.check_same_distribution(parts.dev[0], parts.test[0], ds.inputs, seed=cfg.seed)
-        log(f"dev vs test: {mismatch}")
-    if cfg.dev_data is not None:  # allowed to differ (the notes' web vs phone pictures), but worth knowing
+    if "test" in sets:
+        n_dev, n_test = len(sets["dev"][0]), len(sets["test"][0])
+        if min(n_dev, n_test) >= MIN_EXAMPLES:
+            mismatch = D.check_same_distribution(parts.dev[0], parts.test[0], ds.inputs, seed=cfg.seed)
+            log(f"dev vs test: {mismatch}")
+        else:
+            log(f"dev vs test: not compared ({n_dev} and {n_test} examples; telling sets apart needs at least "
+                f"{MIN_EXAMPLES} in each)")
+    if cfg.dev_data is not None and min(len(parts.train[0]), len(parts.dev[0])) >= MIN_EXAMPLES:
+        # allowed to differ (the notes' web vs phone pictures), but worth knowing
         log(f"train vs dev: {D.check_same_distribution(parts.train[0], parts.dev[0], ds.inputs, seed=cfg.seed)}")
     augment = _augmenter(cfg, ds, normalizer)
     X_train, y_train = sets["train"]

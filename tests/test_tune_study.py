@@ -187,7 +187,9 @@ def test_tune_and_report_commands(tmp_path):
     assert set(out) >= {"best", "trials", "study"} and out["trials"] == 4
     assert set(out["best"]) >= {"params", "dev_accuracy", "test_accuracy"}
     assert "[4/4]" in r.stderr  # progress while it runs
-    assert os.path.exists(tmp_path / "caviar-tune" / "dev_accuracy_vs_lr.png")
+    folder = os.path.splitext(out["study"])[0]  # each study its own folder, named after it
+    assert os.path.dirname(folder) == str(tmp_path / "caviar-tune")
+    assert os.path.exists(os.path.join(folder, "dev_accuracy_vs_lr.png")) and os.path.isdir(os.path.join(folder, "best-model"))
     r = caviar("report", out["study"], "--out", tmp_path / "rep")
     assert r.returncode == 0, r.stderr
     assert r.stdout.splitlines()[0].split()[:3] == ["trial", "status", "dev_accuracy"]

@@ -12,23 +12,40 @@ from dataclasses import dataclass
 import numpy
 
 
+# Below this many examples in either set the check is not run: an AUC from a few dozen rows
+# swings far both ways (0.13 on two sets of 30 from one distribution), noise rather than a finding.
+MIN_EXAMPLES = 50
+
+
 @dataclass
 class MismatchReport:
     auc: float
     auc_std: float
     threshold: float
     features: list  # (name, standardized mean difference), largest first
+    low: float = 0.0  # the AUC's 95% interval (Hanley and McNeil, 1982)
+    high: float = 1.0
 
     @property
     def mismatched(self) -> bool:
-        return self.auc > self.threshold
+        """Told apart: an AUC above the threshold whose whole 95% interval is above chance."""
+        return self.auc > self.threshold and self.low > 0.5
 
     def __str__(self):
+        interval = f"AUC {self.auc:.3f}, 95% interval {self.low:.2f} to {self.high:.2f}"
         if not self.mismatched:
-            return f"same distribution: a classifier cannot tell the sets apart (AUC {self.auc:.3f})"
+            return f"same distribution: a classifier cannot tell the sets apart ({interval}; 0.5 is chance)"
         top = ", ".join(f"{name} ({d:+.2f} sd)" for name, d in self.features[:3])
-        return (f"WARNING: the sets look different: a classifier tells them apart with AUC {self.auc:.3f} "
-                f"(> {self.threshold}); most shifted features: {top}")
+        return (f"WARNING: the sets look different: a classifier tells them apart ({interval}, above "
+                f"{self.threshold}); most shifted features: {top}")
+
+
+def auc_interval(auc, n_a, n_b):
+    """The 95% interval of an AUC from ``n_a`` and ``n_b`` examples (Hanley and McNeil, 1982)."""
+    q1, q2 = auc / (2 - auc), 2 * auc * auc / (1 + auc)
+    var = (auc * (1 - auc) + (n_a - 1) * (q1 - auc * auc) + (n_b - 1) * (q2 - auc * auc)) / (n_a * n_b)
+    half = 1.96 * float(numpy.sqrt(max(var, 0.0)))
+    return max(0.0, auc - half), min(1.0, auc + half)
 
 
 def check_same_distribution(A, B, feature_names=None, threshold=0.6, folds=5, seed=0, max_examples=20000):
@@ -62,5 +79,6 @@ def check_same_distribution(A, B, feature_names=None, threshold=0.6, folds=5, se
     shift = numpy.where(pooled > 0, (B.mean(axis=0) - A.mean(axis=0)) / numpy.where(pooled > 0, pooled, 1), 0.0)
     names = list(feature_names) if feature_names is not None else [f"x{i}" for i in range(X.shape[1])]
     order = numpy.argsort(-numpy.abs(shift), kind="stable")
-    return MismatchReport(float(scores.mean()), float(scores.std()), threshold,
-                          [(names[i], float(shift[i])) for i in order])
+    auc = float(scores.mean())
+    low, high = auc_interval(auc, len(A), len(B))
+    return MismatchReport(auc, float(scores.std()), threshold, [(names[i], float(shift[i])) for i in order], low, high)

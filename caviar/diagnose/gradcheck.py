@@ -75,7 +75,8 @@ class GradientCheckResult:
         raise KeyError(f"no parameter named {name!r}; checked {[p.name for p in self.params]}")
 
     def __str__(self):
-        lines = [f"gradient check ({self.method}, eps={self.epsilon:g}): difference {self.difference:.3e} -> {self.verdict}"]
+        lines = [f"gradient check ({self.method}, eps={self.epsilon:g}): difference {self.difference:.3e} -> {self.verdict}",
+                 "  per parameter, largest difference first:"]
         for p in sorted(self.params, key=lambda p: -p.difference):
             lines.append(f"  {p.name:<16} {str(p.shape):<14} difference {p.difference:.3e}  max |error| {p.max_abs_error:.3e}")
             for index, analytic, numeric in p.worst[:3] if verdict_for(p.difference) != "great" else []:

@@ -40,11 +40,30 @@ def plot_learning_curves(history, path):
         label = "early stopping: best" if history.stopped_epoch is not None else "lowest dev cost"
         ax.axvline(best_epoch, color="gray", ls="--", lw=0.8)
         ax.plot([best_epoch], [dev[epochs.index(best_epoch)]], "o", color="black", label=f"{label} (epoch {best_epoch})")
+    _mark_controls(ax, history)
     ax.set_xlabel("epoch")
     ax.set_ylabel("cost")
     ax.set_title("train and dev cost")
-    ax.legend()
+    ax.legend(fontsize="small")
     return _save(fig, path)
+
+
+CONTROLS = ("set-lr", "multiply-lr", "pause", "resume", "checkpoint", "rollback", "stop")
+
+
+def _mark_controls(ax, history):
+    """The babysitting controls a person applied (``caviar control``, the dashboard), each a
+    dotted line at its epoch, labelled once per kind, so a nudged run reads as it happened."""
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    seen = {}
+    for event in history.events:
+        kind = event.get("event")
+        if kind not in CONTROLS or event.get("epoch") is None:
+            continue
+        color = colors[(CONTROLS.index(kind) + 2) % len(colors)]
+        value = f" {event['value']}" if event.get("value") is not None else ""
+        ax.axvline(event["epoch"], color=color, ls=":", lw=1.2, label=None if kind in seen else f"{kind}{value}")
+        seen[kind] = True
 
 
 def plot_gradient_norms(grad_norms, path):

@@ -55,10 +55,21 @@ class Diagnosis:
                 "recommendations": list(self.recommendations)}
 
     def __str__(self):
-        lines = [f"diagnosis: {self.kind} (avoidable bias {100 * self.avoidable_bias:.1f} points, "
-                 f"variance {100 * self.variance:.1f} points)"]
-        lines += [f"  {i}. {r}" for i, r in enumerate(self.recommendations, start=1)]
-        return "\n".join(lines)
+        return describe(self.to_dict())
+
+
+def describe(d):
+    """A diagnosis (``Diagnosis.to_dict()``) as the lines ``caviar`` prints. A gap below zero
+    says what it means instead of printing a negative bias or variance."""
+    bias, variance = d["avoidable_bias"], d["variance"]
+    gaps = [f"avoidable bias {100 * bias:.1f} points" if bias >= 0 else
+            f"training error {100 * -bias:.1f} points below the human-level error (is that estimate too high?)",
+            f"variance {100 * variance:.1f} points" if variance >= 0 else
+            f"dev error {100 * -variance:.1f} points below the training error: no variance problem (the dev set "
+            f"may be small, or easier than the training set)"]
+    lines = [f"diagnosis: {d['kind']} ({'; '.join(gaps)})"]
+    lines += [f"  {i}. {r}" for i, r in enumerate(d["recommendations"], start=1)]
+    return "\n".join(lines)
 
 
 def _error(name, value):

@@ -18,13 +18,13 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 import time
 import warnings
 
 import numpy
 
 from ..errors import CaviarError
+from ..files import atomic_write
 from ..processes import alive
 from .callbacks import Callback, restore, snapshot
 
@@ -37,11 +37,11 @@ class ControlError(CaviarError, ValueError):
 
 def write_json(path, data):
     """Write JSON atomically (a reader never sees half a file)."""
-    directory = os.path.dirname(path) or "."
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-")
-    with os.fdopen(fd, "w") as f:
-        json.dump(data, f, default=lambda v: v.item() if hasattr(v, "item") else str(v))
-    os.replace(tmp, path)
+    def write(tmp):
+        with open(tmp, "w") as f:
+            json.dump(data, f, default=lambda v: v.item() if hasattr(v, "item") else str(v))
+
+    atomic_write(path, write)
 
 
 def read_json(path, default=None):

@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 import zipfile
 
 import numpy
 
 from .. import backend, optim
 from ..errors import CaviarError
+from ..files import atomic_write
 from .history import History
 from .state import TrainingState, state_of
 
@@ -25,19 +25,6 @@ VERSION = 1
 
 class ModelFileError(CaviarError, ValueError):
     """A model directory that is missing, incomplete or not caviar's."""
-
-
-def _atomic_write(path, write):
-    directory = os.path.dirname(path)
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=os.path.basename(path))
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
 
 
 def save(net, path, extras=None):
@@ -77,8 +64,8 @@ def save(net, path, extras=None):
         with open(tmp, "w") as f:
             json.dump(meta, f, indent=1, default=_json_default)
 
-    _atomic_write(os.path.join(path, "arrays.npz"), write_arrays)
-    _atomic_write(os.path.join(path, "model.json"), write_meta)
+    atomic_write(os.path.join(path, "arrays.npz"), write_arrays)
+    atomic_write(os.path.join(path, "model.json"), write_meta)
     return path
 
 

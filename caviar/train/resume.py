@@ -18,12 +18,12 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import tempfile
 import time
 
 import numpy
 
 from ..errors import CaviarError
+from ..files import atomic_write, temporary_folder
 from .callbacks import Callback, EarlyStopping
 from .history import History
 from .modelfile import load, save
@@ -104,7 +104,7 @@ def write_point(directory, net, history, epoch, finished, meta, stoppers, schedu
     at ``epoch`` under ``directory``, atomically, and remove older ones. ``history`` is the
     whole run's; ``stoppers`` are early stopping states (``EarlyStopping.state``)."""
     os.makedirs(directory, exist_ok=True)
-    tmp = tempfile.mkdtemp(dir=directory, prefix=".tmp-")
+    tmp = temporary_folder(directory)
     state = state_of(net)
     kept, state.history = state.history, history
     try:
@@ -124,10 +124,11 @@ def write_point(directory, net, history, epoch, finished, meta, stoppers, schedu
     if os.path.exists(final):  # a point of this epoch from an earlier, interrupted write
         shutil.rmtree(final)
     os.replace(tmp, final)
-    fd, pointer_tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=".json")
-    with os.fdopen(fd, "w") as f:
-        json.dump({"point": name, "epoch": epoch}, f)
-    os.replace(pointer_tmp, os.path.join(directory, POINTER))
+    def write_pointer(tmp_path):
+        with open(tmp_path, "w") as f:
+            json.dump({"point": name, "epoch": epoch}, f)
+
+    atomic_write(os.path.join(directory, POINTER), write_pointer)
     for old in os.listdir(directory):
         if (old.startswith("epoch-") and old != name) or (old.startswith(".tmp-") and old != name):
             path = os.path.join(directory, old)

@@ -116,7 +116,10 @@ def plot_study(study, out):
         xs = [_axis_value(dim, t["params"][dim.name]) for t in trials if dim.name in t["params"]]
         ys = [t["value"] for t in trials if dim.name in t["params"]]
         rounds = [t["round"] for t in trials if dim.name in t["params"]]
-        ax.scatter(xs, ys, c=[colors[r % len(colors)] for r in rounds], s=18, alpha=0.8)
+        for r in sorted(set(rounds)):  # one colour per coarse-to-fine round, named in the legend
+            mine = [i for i, rr in enumerate(rounds) if rr == r]
+            ax.scatter([xs[i] for i in mine], [ys[i] for i in mine], color=colors[r % len(colors)], s=18, alpha=0.8,
+                       label=f"round {r} trials" if len(set(rounds)) > 1 else None)
         if dim.scale in ("log", "one_minus_log"):
             ax.set_xscale("log")
         if isinstance(dim, Choice):
