@@ -37,12 +37,16 @@ class ResumeError(CaviarError, ValueError):
 
 
 class ResumePoints(Callback):
-    def __init__(self, directory, every=10, cheap=0.05, meta=None, callbacks=()):
+    """``first`` also writes after the first epoch (which measures what a write costs) and
+    ``at_end`` at the run's end; a study's trial, recorded as soon as it ends, needs neither."""
+
+    def __init__(self, directory, every=10, cheap=0.05, meta=None, callbacks=(), first=True, at_end=True):
         if not isinstance(every, int) or every < 1:
             raise ValueError(f"every must be a positive number of epochs, got {every!r}")
         self.directory, self.every, self.cheap = os.fspath(directory), every, cheap
         self.meta = meta or {}
         self.stoppers = [c for c in callbacks if isinstance(c, EarlyStopping)]
+        self.first, self.at_end = first, at_end
         self.write_seconds = None
 
     def on_train_begin(self, run):
@@ -57,7 +61,9 @@ class ResumePoints(Callback):
         # the run ends here: its last epoch, or early stopping's (a run stopped by hand can go on)
         finished = epoch == run.epoch_target or any(s.wait.get(n, 0) > s.patience for s in self.stoppers for n in s.wait)
         cheap = self.write_seconds is not None and self.write_seconds <= self.cheap * logs.get("seconds", 0.0)
-        if epoch % self.every == 0 or cheap or finished or self.write_seconds is None:
+        if finished and not self.at_end:
+            return
+        if epoch % self.every == 0 or cheap or finished or (self.first and self.write_seconds is None):
             started = time.perf_counter()
             self.write(run, epoch, finished)
             self.write_seconds = time.perf_counter() - started
@@ -76,18 +82,23 @@ class MemberPoints(Callback):
     ``directories`` maps member numbers to where their points go. Written like
     ``ResumePoints``, and for a member at the epoch it leaves (early stopping, a time limit)."""
 
-    def __init__(self, directories, every=10, cheap=0.05, meta=None, callbacks=()):
+    def __init__(self, directories, every=10, cheap=0.05, meta=None, callbacks=(), first=True, at_end=True):
         self.directories = {n: os.fspath(d) for n, d in directories.items()}
         self.every, self.cheap, self.meta = every, cheap, meta or {}
         self.stoppers = [c for c in callbacks if isinstance(c, EarlyStopping)]
+        self.first, self.at_end = first, at_end
         self.write_seconds = None
 
     def on_epoch_end(self, run, epoch, logs):
         pop = run.trainee
         seconds = next(iter(logs.values()), {}).get("seconds", 0.0) if logs else 0.0
         cheap = self.write_seconds is not None and self.write_seconds <= self.cheap * seconds
-        due = epoch % self.every == 0 or cheap or self.write_seconds is None or epoch == run.epoch_target
-        numbers = [n for n in pop.numbers if n in self.directories and (due or n in run.leaving)]
+        due = (epoch % self.every == 0 or cheap or (self.first and self.write_seconds is None)
+               or (self.at_end and epoch == run.epoch_target))
+        leaving = set(run.leaving) if self.at_end else set()
+        if epoch == run.epoch_target and not self.at_end:
+            due = False
+        numbers = [n for n in pop.numbers if n in self.directories and (due and n not in run.leaving or n in leaving)]
         started = time.perf_counter()
         for number in numbers:
             net, optimizer = pop.member_alone(number, run.optimizer, epoch)

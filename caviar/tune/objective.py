@@ -122,7 +122,10 @@ def train_trial(settings, trial, on_epoch=None, deadline=None, points=None, earl
 
     callbacks = callbacks_for(settings, trial, metric, deadline)
     if points is not None:
-        callbacks.append(ResumePoints(points, meta={"trial": trial["number"]}, callbacks=callbacks))
+        # a trial is recorded as soon as it ends: points only on the way (every 10 epochs, or
+        # every epoch where a write costs at most 5% of it)
+        callbacks.append(ResumePoints(points, meta={"trial": trial["number"]}, callbacks=callbacks, first=False,
+                                      at_end=False))
     try:
         point = load_point(points) if points is not None and point_epoch(points) is not None else None
         if point is None:
@@ -194,7 +197,8 @@ def train_population(settings, trials, on_epoch=None, deadline=None, points=None
     params = trials[0]["params"]
     callbacks = callbacks_for(settings, trials[0], metric, deadline)
     if points is not None:
-        callbacks.append(MemberPoints({i: points[t["number"]] for i, t in enumerate(trials)}, callbacks=callbacks))
+        callbacks.append(MemberPoints({i: points[t["number"]] for i, t in enumerate(trials)}, callbacks=callbacks,
+                                      first=False, at_end=False))
     try:
         pop.fit(*sets["train"], epochs=int(trials[0]["budget"]), batch_size=H.value(params, "batch_size"),
                 validation_data=sets["dev"], shuffle_seed=settings["seed"], on_epoch=record, callbacks=callbacks)
