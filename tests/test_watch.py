@@ -362,3 +362,26 @@ def test_a_port_in_use_is_one_line_with_a_hint(tmp_path):
             Dashboard([], port=taken.getsockname()[1]).start()
     finally:
         taken.close()
+
+
+def test_a_command_still_being_written_is_left_alone(tmp_path):
+    """A sender writes a command under a temporary name and renames it into place; the run reads
+    only whole commands (it once applied the half-written file, then failed to remove it once
+    renamed, and died)."""
+    out = tmp_path / "run"
+    proc = subprocess.Popen([sys.executable, "-m", "caviar", "train", "--data", "digits", "--epochs", "5000",
+                             "--no-early-stopping", "--quiet", "--out", str(out)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, env=ENV)
+    try:
+        wait_for(lambda: read(out / "state.json")["iteration"] > 10)
+        (out / "control" / "pending" / ".tmp-abc123-1-x.json").write_text(json.dumps({"id": "1-x", "action": "pause"}))
+        before = read(out / "state.json")["iteration"]
+        wait_for(lambda: read(out / "state.json")["iteration"] > before + 50)  # not paused by it
+        assert proc.poll() is None and read(out / "state.json")["status"] == "running"
+        r = caviar("control", out, "stop")
+        assert r.returncode == 0, r.stderr
+        assert proc.wait(60) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait()

@@ -137,7 +137,7 @@ class Controller(Callback):
     def on_train_begin(self, run):
         for folder in self._paths():
             os.makedirs(folder, exist_ok=True)
-        stale = [n for n in os.listdir(self._paths()[0]) if n.endswith(".json")]
+        stale = [n for n in os.listdir(self._paths()[0]) if n.endswith(".json") and not n.startswith(".")]
         for name in stale:  # commands sent to an earlier run of this directory are not this run's
             os.remove(os.path.join(self._paths()[0], name))
         if stale:
@@ -194,7 +194,7 @@ class Controller(Callback):
         except FileNotFoundError:
             return
         for name in names:
-            if not name.endswith(".json"):
+            if not name.endswith(".json") or name.startswith("."):  # a command still being written
                 continue
             command = read_json(os.path.join(pending, name))
             if command is None:
@@ -210,7 +210,10 @@ class Controller(Callback):
                 run.history.events.append({"iteration": run.iteration, "epoch": run.epoch, "event": command["action"],
                                            "value": command.get("value"), "message": result["message"]})
             write_json(os.path.join(done, name), result)
-            os.remove(os.path.join(pending, name))
+            try:
+                os.remove(os.path.join(pending, name))
+            except FileNotFoundError:  # removed by someone else meanwhile: nothing left to do
+                pass
             self._write_live(run)
             self._write_state(run, "paused" if self.paused else "running")
 
