@@ -21,7 +21,7 @@ from .nn import Network, heads
 from .train import Controller, EarlyStopping, Ensemble, fit, load_model, save, state_of
 from .train import hyperparameters as H
 from .data.mismatch import MIN_EXAMPLES
-from .train.resume import Ended, ResumePoints
+from .train.resume import ResumePoints, resume_fit
 
 
 class UsageError(CaviarError, ValueError):
@@ -177,10 +177,8 @@ def train_job(cfg, verbose=True, log=None, on_start=None, resume=None):
     X_train, y_train = sets["train"]
     iterations = cfg.epochs * max(1, -(-len(X_train) // cfg.batch_size))
     callbacks = [GradientNorms(every=max(1, iterations // 300))]
-    stopper = None
     if cfg.early_stopping is not None:
-        stopper = EarlyStopping(patience=cfg.early_stopping, monitor="dev_cost")
-        callbacks.append(stopper)
+        callbacks.append(EarlyStopping(patience=cfg.early_stopping, monitor="dev_cost"))
     callbacks.append(Controller(out))  # the live record and the babysitting controls
     if cfg.ensemble == 1:  # last: a point holds what every callback did at its epoch
         callbacks.append(ResumePoints(os.path.join(out, "resume"), every=cfg.checkpoint_every,
@@ -194,20 +192,8 @@ def train_job(cfg, verbose=True, log=None, on_start=None, resume=None):
         net, point = resume
         resumed_from = point["epoch"]
         log(f"resuming {out} from epoch {resumed_from} of {cfg.epochs}")
-        if stopper is not None and point["early_stopping"]:
-            stopper.carry(*point["early_stopping"][0])
-        left = cfg.epochs - state_of(net).epochs_trained
-        if point["finished"] or left <= 0:  # it had ended; only its last steps were lost
-            if stopper is not None:  # its best epoch's weights, as the run's end would have restored
-                ended = Ended(net, state_of(net).history)
-                stopper.on_train_begin(ended)
-                stopper.on_train_end(ended)
-        else:
-            schedule = H.schedule(params) if point["schedule"] is not None else None  # else set by hand
-            if schedule is not None and point["schedule"]["lr0"] is not None:
-                schedule = schedule.with_lr0(point["schedule"]["lr0"])
-            fit(net, X_train, y_train, epochs=left, batch_size=cfg.batch_size, schedule=schedule,
-                validation_data=sets["dev"], callbacks=callbacks, verbose=verbose, augment=augment)
+        resume_fit(net, point, X_train, y_train, cfg.epochs, H.schedule(params), callbacks, batch_size=cfg.batch_size,
+                   validation_data=sets["dev"], verbose=verbose, augment=augment)
         histories = [state_of(net).history]  # the whole run's
         model = net
     elif cfg.ensemble == 1:

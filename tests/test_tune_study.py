@@ -300,7 +300,8 @@ def test_sigkill_during_a_study_resumes_trials_from_their_points_with_equal_valu
     """Trials interrupted mid-training go on from their last resume point (a population's
     members too, each alone), not from epoch 0, and end with the values an uninterrupted
     study gets."""
-    from caviar.tune.objective import point_epoch, points_dir
+    from caviar.train.resume import point_epoch
+    from caviar.tune.objective import points_dir
 
     common = ["--data", "digits", "--trials", "6", "--epochs", "40", "--patience", "6", "--workers", "1",
               "--group-size", str(group_size), "--json"]

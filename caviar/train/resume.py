@@ -36,34 +36,43 @@ class ResumeError(CaviarError, ValueError):
     """A run directory with no usable resume point."""
 
 
-class ResumePoints(Callback):
-    """``first`` also writes after the first epoch (which measures what a write costs) and
-    ``at_end`` at the run's end; a study's trial, recorded as soon as it ends, needs neither."""
+class _Points(Callback):
+    """When a point is written: every ``every`` epochs, and after every epoch where the last
+    write took at most ``cheap`` of the epoch's time; ``first`` also after the first epoch
+    (which measures what a write costs) and ``at_end`` where the run (or a member) ends. A
+    study's trial, recorded as soon as it ends, needs neither."""
 
-    def __init__(self, directory, every=10, cheap=0.05, meta=None, callbacks=(), first=True, at_end=True):
+    def __init__(self, every=10, cheap=0.05, meta=None, callbacks=(), first=True, at_end=True):
         if not isinstance(every, int) or every < 1:
             raise ValueError(f"every must be a positive number of epochs, got {every!r}")
-        self.directory, self.every, self.cheap = os.fspath(directory), every, cheap
-        self.meta = meta or {}
+        self.every, self.cheap, self.meta = every, cheap, meta or {}
         self.stoppers = [c for c in callbacks if isinstance(c, EarlyStopping)]
         self.first, self.at_end = first, at_end
         self.write_seconds = None
 
+    def _periodic(self, epoch, seconds):
+        cheap = self.write_seconds is not None and self.write_seconds <= self.cheap * seconds
+        return epoch % self.every == 0 or cheap or (self.first and self.write_seconds is None)
+
+    @staticmethod
+    def _finished(run, epoch, number):
+        """The run's last epoch, or the epoch a callback (early stopping) lets this member
+        leave; a run stopped by hand can go on."""
+        return epoch == run.epoch_target or number in run.leaving
+
+
+class ResumePoints(_Points):
+    def __init__(self, directory, every=10, cheap=0.05, meta=None, callbacks=(), first=True, at_end=True):
+        super().__init__(every, cheap, meta, callbacks, first, at_end)
+        self.directory = os.fspath(directory)
+
     def on_train_begin(self, run):
         if run.population:
             raise ValueError("resume points save a single network")
-        os.makedirs(self.directory, exist_ok=True)
-        for name in os.listdir(self.directory):  # what a killed write left behind
-            if name.startswith(".tmp-"):
-                shutil.rmtree(os.path.join(self.directory, name), ignore_errors=True)
 
     def on_epoch_end(self, run, epoch, logs):
-        # the run ends here: its last epoch, or early stopping's (a run stopped by hand can go on)
-        finished = epoch == run.epoch_target or any(s.wait.get(n, 0) > s.patience for s in self.stoppers for n in s.wait)
-        cheap = self.write_seconds is not None and self.write_seconds <= self.cheap * logs.get("seconds", 0.0)
-        if finished and not self.at_end:
-            return
-        if epoch % self.every == 0 or cheap or finished or (self.first and self.write_seconds is None):
+        finished = self._finished(run, epoch, 0)
+        if self.at_end if finished else self._periodic(epoch, logs.get("seconds", 0.0)):
             started = time.perf_counter()
             self.write(run, epoch, finished)
             self.write_seconds = time.perf_counter() - started
@@ -76,37 +85,29 @@ class ResumePoints(Callback):
                     [stopper.state() for stopper in self.stoppers], run.optimizer.schedule)
 
 
-class MemberPoints(Callback):
+class MemberPoints(_Points):
     """Resume points of a population's members, each as its own network's (``ResumePoints``'
     format: a member trains exactly as its network alone would, so it can go on alone):
-    ``directories`` maps member numbers to where their points go. Written like
-    ``ResumePoints``, and for a member at the epoch it leaves (early stopping, a time limit)."""
+    ``directories`` maps member numbers to where their points go."""
 
     def __init__(self, directories, every=10, cheap=0.05, meta=None, callbacks=(), first=True, at_end=True):
+        super().__init__(every, cheap, meta, callbacks, first, at_end)
         self.directories = {n: os.fspath(d) for n, d in directories.items()}
-        self.every, self.cheap, self.meta = every, cheap, meta or {}
-        self.stoppers = [c for c in callbacks if isinstance(c, EarlyStopping)]
-        self.first, self.at_end = first, at_end
-        self.write_seconds = None
 
     def on_epoch_end(self, run, epoch, logs):
         pop = run.trainee
-        seconds = next(iter(logs.values()), {}).get("seconds", 0.0) if logs else 0.0
-        cheap = self.write_seconds is not None and self.write_seconds <= self.cheap * seconds
-        due = (epoch % self.every == 0 or cheap or (self.first and self.write_seconds is None)
-               or (self.at_end and epoch == run.epoch_target))
-        leaving = set(run.leaving) if self.at_end else set()
-        if epoch == run.epoch_target and not self.at_end:
-            due = False
-        numbers = [n for n in pop.numbers if n in self.directories and (due and n not in run.leaving or n in leaving)]
+        periodic = self._periodic(epoch, next(iter(logs.values()), {}).get("seconds", 0.0) if logs else 0.0)
         started = time.perf_counter()
-        for number in numbers:
+        written = 0
+        for number in [n for n in pop.numbers if n in self.directories]:
+            finished = self._finished(run, epoch, number)
+            if not (self.at_end if finished else periodic):
+                continue
             net, optimizer = pop.member_alone(number, run.optimizer, epoch)
-            figures = [s.state(number) for s in self.stoppers]
-            finished = epoch == run.epoch_target or number in run.leaving
             write_point(self.directories[number], net, state_of(net).history, epoch, finished,
-                        {**self.meta, "member": number}, figures, optimizer.schedule)
-        if due and numbers:
+                        {**self.meta, "member": number}, [s.state(number) for s in self.stoppers], optimizer.schedule)
+            written += 1
+        if periodic and written:
             self.write_seconds = time.perf_counter() - started
 
 
@@ -135,18 +136,19 @@ def write_point(directory, net, history, epoch, finished, meta, stoppers, schedu
     if os.path.exists(final):  # a point of this epoch from an earlier, interrupted write
         shutil.rmtree(final)
     os.replace(tmp, final)
+
     def write_pointer(tmp_path):
         with open(tmp_path, "w") as f:
             json.dump({"point": name, "epoch": epoch}, f)
 
     atomic_write(os.path.join(directory, POINTER), write_pointer)
-    for old in os.listdir(directory):
-        if (old.startswith("epoch-") and old != name) or (old.startswith(".tmp-") and old != name):
+    for old in os.listdir(directory):  # older points, and what a killed write left behind
+        if old != name and old.startswith(("epoch-", ".tmp-")):
             path = os.path.join(directory, old)
             shutil.rmtree(path, ignore_errors=True) if os.path.isdir(path) else os.remove(path)
 
 
-class Ended:
+class _Ended:
     """What early stopping's end (``on_train_end``) needs of a run that had ended before it was
     interrupted: its history and network, so the best epoch's weights are restored as then."""
 
@@ -159,6 +161,44 @@ class Ended:
         return self.net
 
 
+def resume_fit(net, point, X, y, epochs, schedule=None, callbacks=(), **options):
+    """Continue ``net`` and ``point`` (``load_point``) to ``epochs`` epochs in all, as the run
+    would have gone on: early stopping's state carried into the ``EarlyStopping`` among
+    ``callbacks``; ``schedule`` (the run's own) from its starting rate, or none where a rate
+    set by hand had replaced it; a run that had ended only gets its best epoch's weights back.
+    ``options`` go to ``fit`` (mini-batch size, dev data, augmentation, ...)."""
+    from .loop import fit
+
+    stoppers = [c for c in callbacks if isinstance(c, EarlyStopping)]
+    for stopper, state in zip(stoppers, point["early_stopping"]):
+        stopper.carry(*state)
+    left = int(epochs) - state_of(net).epochs_trained
+    if point["finished"] or left <= 0:
+        ended = _Ended(net, state_of(net).history)
+        for stopper in stoppers:
+            stopper.on_train_begin(ended)
+            stopper.on_train_end(ended)
+        return
+    if point["schedule"] is None:
+        schedule = None
+    elif schedule is not None:
+        schedule = schedule.with_lr0(point["schedule"]["lr0"])
+    fit(net, X, y, epochs=left, schedule=schedule, callbacks=callbacks, **options)
+
+
+def point_epoch(directory):
+    """The epoch of the last resume point in ``directory``, or None (none, or unreadable)."""
+    try:
+        return int(_pointer(directory)["epoch"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def _pointer(directory):
+    with open(os.path.join(directory, POINTER)) as f:
+        return json.load(f)
+
+
 def load_point(directory):
     """(network, point): the last resume point under ``directory`` (see ``ResumePoints``);
     ``point`` holds its epoch, whether the run had finished, its ``meta``, early stopping's
@@ -168,8 +208,7 @@ def load_point(directory):
     if not os.path.isfile(pointer):
         raise ResumeError(f"{directory!r} holds no resume point ({POINTER} is missing)")
     try:
-        with open(pointer) as f:
-            where = os.path.join(directory, json.load(f)["point"])
+        where = os.path.join(directory, _pointer(directory)["point"])
         with open(os.path.join(where, "point.json")) as f:
             point = json.load(f)
     except (OSError, ValueError, KeyError) as exc:

@@ -3,7 +3,6 @@ split, report the dev metric after every epoch. The test set is never touched he
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import shutil
@@ -14,10 +13,10 @@ from .. import backend
 from .. import data as D
 from ..errors import DivergedError
 from ..nn import Network, heads
-from ..train import EarlyStopping, LambdaCallback, TimeLimit, fit, state_of
+from ..train import EarlyStopping, LambdaCallback, TimeLimit, fit
 from ..train import hyperparameters as H
 from ..train.modelfile import weights_bytes
-from ..train.resume import POINTER, Ended, MemberPoints, ResumePoints, load_point
+from ..train.resume import MemberPoints, ResumePoints, load_point, point_epoch, resume_fit
 
 _DATA_CACHE = {}
 
@@ -93,15 +92,6 @@ def points_dir(study_path, number):
     return f"{os.fspath(study_path)}.points/trial-{number}"
 
 
-def point_epoch(directory):
-    """The epoch of the resume point in ``directory``, or None."""
-    try:
-        with open(os.path.join(directory, POINTER)) as f:
-            return int(json.load(f)["epoch"])
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
-
-
 def train_trial(settings, trial, on_epoch=None, deadline=None, points=None, earlier=()):
     """Train one trial; return its outcome (``_outcome``).
 
@@ -127,31 +117,16 @@ def train_trial(settings, trial, on_epoch=None, deadline=None, points=None, earl
         callbacks.append(ResumePoints(points, meta={"trial": trial["number"]}, callbacks=callbacks, first=False,
                                       at_end=False))
     try:
-        point = load_point(points) if points is not None and point_epoch(points) is not None else None
-        if point is None:
+        callbacks = [LambdaCallback(on_epoch_end=record), *callbacks]
+        if points is None or point_epoch(points) is None:
             net, options = network_and_options(trial["params"], ds, trial["seed"])
             fit(net, *sets["train"], epochs=int(trial["budget"]), validation_data=sets["dev"], verbose=False,
-                seed=trial["seed"], shuffle_seed=settings["seed"],
-                callbacks=[LambdaCallback(on_epoch_end=record), *callbacks], **options)
+                seed=trial["seed"], shuffle_seed=settings["seed"], callbacks=callbacks, **options)
         else:
-            net, point = point
+            net, point = load_point(points)
             epochs += [dict(e) for e in earlier if e["epoch"] <= point["epoch"]]
-            for stopper, state in zip([c for c in callbacks if isinstance(c, EarlyStopping)], point["early_stopping"]):
-                stopper.carry(*state)
-            left = int(trial["budget"]) - state_of(net).epochs_trained
-            schedule = H.schedule(trial["params"]) if point["schedule"] is not None else None
-            if schedule is not None:
-                schedule = schedule.with_lr0(point["schedule"]["lr0"])
-            if point["finished"] or left <= 0:  # it had ended: its best epoch, as its end restores it
-                ended = Ended(net, state_of(net).history)
-                for c in callbacks:
-                    if isinstance(c, EarlyStopping):
-                        c.on_train_begin(ended)
-                        c.on_train_end(ended)
-            else:
-                fit(net, *sets["train"], epochs=left, validation_data=sets["dev"], verbose=False,
-                    batch_size=H.value(trial["params"], "batch_size"), schedule=schedule,
-                    callbacks=[LambdaCallback(on_epoch_end=record), *callbacks])
+            resume_fit(net, point, *sets["train"], trial["budget"], H.schedule(trial["params"]), callbacks,
+                       batch_size=H.value(trial["params"], "batch_size"), validation_data=sets["dev"], verbose=False)
     except DivergedError as exc:
         return _outcome("diverged", epochs, higher, str(exc))
     except Exception as exc:  # a failed trial is recorded and the study goes on

@@ -11,8 +11,10 @@ import time
 
 from ..nn import heads
 from ..train import hyperparameters as H
+from .ensemble import StudyEnsemble
 from .executors import make_executor
-from .objective import metric_for, point_epoch, points_dir, shape_of, study_data
+from .objective import metric_for, points_dir, shape_of, study_data
+from ..train.resume import point_epoch
 from .space import Space, default_space, load_space
 from ..train.population import chunks
 from ..train.population import max_population as max_population_for
@@ -136,11 +138,9 @@ def tune(data="digits", target=None, task=None, na_values=None, categorical=(), 
     interrupted = st.reset_interrupted(points)
     if interrupted:
         log(f"{len(interrupted)} interrupted trial(s) will run again: {interrupted}"
-            + (f"; from their resume points: " + ", ".join(f"trial {n} after epoch {e}" for n, e in points.items())
+            + ("; from their resume points: " + ", ".join(f"trial {n} after epoch {e}" for n, e in points.items())
                if points else ""))
     metric, higher = metric_for(settings)
-    from .ensemble import StudyEnsemble
-
     progress = _Progress(st, metric, higher, log, StudyEnsemble(st))
     ds, _, _ = study_data(settings)
     try:
@@ -152,7 +152,7 @@ def tune(data="digits", target=None, task=None, na_values=None, categorical=(), 
             while True:
                 if deadline is not None and time.time() >= deadline:
                     left = len(st.trials("pending"))
-                    log(f"time budget spent" + (f"; {left} trial(s) not started stay pending" if left else ""))
+                    log("time budget spent" + (f"; {left} trial(s) not started stay pending" if left else ""))
                     break
                 st.add_trials(_proposals(strat, st, wave))
                 pending = st.trials("pending")
