@@ -124,12 +124,7 @@ class _CaviarEstimator(BaseEstimator):
         if isinstance(X, pandas.DataFrame):
             frame = X
             if fitting:
-                self.n_features_in_ = X.shape[1]
-                names = [str(c) for c in X.columns]
-                if all(isinstance(c, str) for c in X.columns):
-                    self.feature_names_in_ = numpy.asarray(names, dtype=object)
-                elif hasattr(self, "feature_names_in_"):
-                    del self.feature_names_in_
+                self._remember_columns(X)
             elif X.shape[1] != self.n_features_in_ and not hasattr(self, "feature_names_in_"):
                 raise ValueError(f"X has {X.shape[1]} features, but {type(self).__name__} is expecting "
                                  f"{self.n_features_in_} features as input.")
@@ -144,8 +139,7 @@ class _CaviarEstimator(BaseEstimator):
             else:
                 frame = None
         if frame is not None:
-            frame = frame.copy()
-            frame.columns = [str(c) for c in frame.columns]
+            frame = _text_columns(frame)
             if fitting:
                 self.preprocessor_ = D.Preprocessor()
                 try:
@@ -160,6 +154,14 @@ class _CaviarEstimator(BaseEstimator):
         if fitting:
             self.preprocessor_ = D.Normalizer(per_feature=True).fit(X if rows is None else X[rows])
         return self.preprocessor_.transform(X).astype(numpy.float32)
+
+    def _remember_columns(self, frame):
+        """``n_features_in_``, and ``feature_names_in_`` where every column name is text."""
+        self.n_features_in_ = frame.shape[1]
+        if all(isinstance(c, str) for c in frame.columns):
+            self.feature_names_in_ = numpy.asarray(frame.columns, dtype=object)
+        elif hasattr(self, "feature_names_in_"):
+            del self.feature_names_in_
 
     def _validation_rows(self, y, seed):
         """(train rows, dev rows or None) for early stopping."""
@@ -192,21 +194,29 @@ class _CaviarEstimator(BaseEstimator):
         train, dev = self._validation_rows(y, seed)
         Xf = self._features(X, fitting=True, rows=train)
         weights = self._sample_weight(sample_weight, len(y))
-        self.network_ = self._network(Xf.shape[1], seed)
-        self.ensemble_ = None
-        callbacks = []
-        if dev is not None:
-            callbacks.append(EarlyStopping(patience=int(self.early_stopping), monitor="dev_cost"))
+        if dev is None:
+            return self._train(Xf, y, weights, seed, self.epochs, bool(self.verbose))
+        return self._train(Xf[train], y[train], None if weights is None else weights[train], seed, self.epochs,
+                           bool(self.verbose), validation=(Xf[dev], y[dev]),
+                           callbacks=[EarlyStopping(patience=int(self.early_stopping), monitor="dev_cost")])
+
+    def _train(self, Xf, targets, weights, seed, epochs, verbose, validation=None, callbacks=()):
+        """A new network for inputs ``Xf``, trained ``epochs`` epochs from ``seed``."""
+        self.network_, self.ensemble_ = self._network(Xf.shape[1], seed), None
         try:
-            history = fit(self.network_, Xf[train], y[train], optimizer=H.optimizer(self._params(), strict=True),
-                          epochs=int(self.epochs), batch_size=int(self.batch_size), schedule=H.schedule(self._params()),
-                          validation_data=None if dev is None else (Xf[dev], y[dev]), callbacks=callbacks,
-                          verbose=bool(self.verbose), seed=seed, shuffle_seed=seed,
-                          sample_weight=None if weights is None else weights[train])
+            fit(self.network_, Xf, targets, optimizer=H.optimizer(self._params(), strict=True), epochs=int(epochs),
+                batch_size=int(self.batch_size), schedule=H.schedule(self._params()), validation_data=validation,
+                callbacks=list(callbacks), verbose=verbose, seed=seed, shuffle_seed=seed, sample_weight=weights)
         except CaviarError as exc:
             raise ValueError(str(exc)) from None
-        self._record(history)
+        self._record()
         return self
+
+    def _start(self, X, targets, sample_weight):
+        """``partial_fit``'s first call: the preprocessing fitted on these rows, one epoch."""
+        check_consistent_length(X, targets)
+        Xf = self._features(X, fitting=True)
+        return self._train(Xf, targets, self._sample_weight(sample_weight, len(targets)), self._seed(), 1, False)
 
     def _continue(self, X, y, sample_weight, epochs):
         check_is_fitted(self)
@@ -214,9 +224,9 @@ class _CaviarEstimator(BaseEstimator):
         y = self._targets(y, fitting=False)
         Xf = self._features(X, fitting=False)
         weights = self._sample_weight(sample_weight, len(y))
-        history = fit(self.network_, Xf, y, epochs=int(epochs), batch_size=int(self.batch_size), verbose=bool(self.verbose),
-                      sample_weight=weights)
-        self._record(history, extend=True)
+        fit(self.network_, Xf, y, epochs=int(epochs), batch_size=int(self.batch_size), verbose=bool(self.verbose),
+            sample_weight=weights)
+        self._record()
         return self
 
     def _network(self, n_x, seed):
@@ -244,13 +254,12 @@ class _CaviarEstimator(BaseEstimator):
             raise ValueError(f"sample_weight.shape == {w.shape}, expected ({m},)!")
         return w
 
-    def _record(self, history, extend=False):
-        if extend and getattr(self, "history_", None) is not None:
-            history = state_of(self.network_).history
-        self.history_ = history
-        epochs = history.epochs
-        self.n_iter_ = state_of(self.network_).epochs_trained
-        self.loss_curve_ = [e["train_cost"] for e in epochs]
+    def _record(self):
+        """The fitted attributes of the network's whole training (every fit and partial fit)."""
+        state = state_of(self.network_)
+        self.history_ = history = state.history
+        self.n_iter_ = state.epochs_trained
+        self.loss_curve_ = [e["train_cost"] for e in history.epochs]
         self.best_epoch_ = history.best_epoch if history.best_epoch is not None else self.n_iter_
 
     def _fit_ensemble(self, X, y):
@@ -262,13 +271,12 @@ class _CaviarEstimator(BaseEstimator):
         from .tune.ensemble import StudyEnsemble
         from .tune.objective import study_data
 
-        Xf_frame = X.copy() if isinstance(X, pandas.DataFrame) else pandas.DataFrame(
-            validate_data(self, X, reset=True, dtype=None, ensure_all_finite="allow-nan"))
         if isinstance(X, pandas.DataFrame):
-            self.n_features_in_ = X.shape[1]
-            if all(isinstance(c, str) for c in X.columns):
-                self.feature_names_in_ = numpy.asarray(X.columns, dtype=object)
-        Xf_frame.columns = [str(c) for c in Xf_frame.columns]
+            self._remember_columns(X)
+            Xf_frame = _text_columns(X)
+        else:  # named as ``_features`` names an array's columns, so predicting reads it alike
+            X = validate_data(self, X, reset=True, dtype=None, ensure_all_finite="allow-nan")
+            Xf_frame = pandas.DataFrame(X, columns=[f"x{i}" for i in range(X.shape[1])])
         target = "__caviar_target__"
         Xf_frame[target] = y  # the labels or numbers as given: the search encodes them its own way
         with tempfile.TemporaryDirectory() as tmp:
@@ -300,19 +308,11 @@ class _CaviarEstimator(BaseEstimator):
     # -- predicting -----------------------------------------------------------------------------
     def _model_outputs(self, X):
         """The model's probabilities (or predictions, in the network's units) for X."""
-        check_is_fitted(self)
-        if getattr(self, "ensemble_", None) is not None:
-            import pandas
-
-            frame = X if isinstance(X, pandas.DataFrame) else pandas.DataFrame(
-                validate_data(self, X, reset=False, dtype=None, ensure_all_finite="allow-nan"))
-            frame = frame.copy()
-            frame.columns = [str(c) for c in frame.columns]
-            return numpy.asarray(self.ensemble_.predict_proba(self.preprocessor_.transform(frame, source="X")),
-                                 dtype=numpy.float64)
         from . import backend
 
-        return numpy.asarray(backend.to_numpy(self.network_.predict_proba(self._features(X, fitting=False))),
+        check_is_fitted(self)
+        model = self.ensemble_ if getattr(self, "ensemble_", None) is not None else self.network_
+        return numpy.asarray(backend.to_numpy(model.predict_proba(self._features(X, fitting=False))),
                              dtype=numpy.float64)
 
     # -- caviar's own model files ---------------------------------------------------------------
@@ -430,14 +430,7 @@ class CaviarClassifier(ClassifierMixin, _CaviarEstimator):
             self.classes_ = numpy.unique(numpy.asarray(classes))
             if len(self.classes_) < 2:
                 raise ValueError(f"{type(self).__name__} needs at least 2 classes; got 1 class")
-            codes = self._targets(y, fitting=False)
-            Xf = self._features(X, fitting=True)
-            self.network_, self.ensemble_ = self._network(Xf.shape[1], self._seed()), None
-            history = fit(self.network_, Xf, codes, optimizer=H.optimizer(self._params(), strict=True), epochs=1,
-                          batch_size=int(self.batch_size), schedule=H.schedule(self._params()), verbose=False,
-                          seed=self._seed(), sample_weight=self._sample_weight(sample_weight, len(codes)))
-            self._record(history)
-            return self
+            return self._start(X, self._targets(y, fitting=False), sample_weight)
         if classes is not None and not numpy.array_equal(numpy.unique(numpy.asarray(classes)), self.classes_):
             raise ValueError(f"classes {list(classes)} differ from the first call's {self.classes_.tolist()}")
         return self._continue(X, y, sample_weight, 1)
@@ -496,14 +489,7 @@ class CaviarRegressor(RegressorMixin, _CaviarEstimator):
     def partial_fit(self, X, y, sample_weight=None):
         """One epoch on X and y, continuing the network (created on the first call)."""
         if not hasattr(self, "network_"):
-            targets = self._targets(y, fitting=True)
-            Xf = self._features(X, fitting=True)
-            self.network_, self.ensemble_ = self._network(Xf.shape[1], self._seed()), None
-            history = fit(self.network_, Xf, targets, optimizer=H.optimizer(self._params(), strict=True), epochs=1,
-                          batch_size=int(self.batch_size), schedule=H.schedule(self._params()), verbose=False,
-                          seed=self._seed(), sample_weight=self._sample_weight(sample_weight, len(targets)))
-            self._record(history)
-            return self
+            return self._start(X, self._targets(y, fitting=True), sample_weight)
         return self._continue(X, y, sample_weight, 1)
 
     def predict(self, X):
@@ -519,6 +505,11 @@ class CaviarRegressor(RegressorMixin, _CaviarEstimator):
 
     def _restore(self, extras):
         self._target_scale = tuple(extras.get("target_scale") or (0.0, 1.0))
+
+
+def _text_columns(frame):
+    """``frame`` with every column name as text (the preprocessing's names), its data shared."""
+    return frame.set_axis([str(c) for c in frame.columns], axis=1)
 
 
 def _is_text(X):
