@@ -12,9 +12,7 @@ the final float32 matrix plus pandas' frame (the goal: at most 3 times that).
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import subprocess
 import sys
 import tempfile
 
@@ -61,11 +59,9 @@ def write_table(path, rows, columns, seed=0):
 
 
 def run(which, path):
-    code = CHILD.format(root=os.path.join(HERE, ".."))
-    result = subprocess.run([sys.executable, "-c", code, which, path], capture_output=True, text=True, check=False)
-    if result.returncode != 0:
-        raise SystemExit(f"{which} failed:\n{result.stderr}")
-    return json.loads(result.stdout.strip().splitlines()[-1])
+    from child import json_of
+
+    return json_of([sys.executable, "-c", CHILD.format(root=os.path.join(HERE, "..")), which, path], which)
 
 
 def main(argv=None):

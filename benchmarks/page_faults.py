@@ -11,9 +11,7 @@ each (the best of ``--repeats``) and their ratios.
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import subprocess
 import sys
 
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
@@ -34,11 +32,11 @@ print(json.dumps([resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults, t
 
 
 def run(keep, epochs):
+    from child import json_of
+
     env = {**os.environ, "CAVIAR_KEEP_FREED_MEMORY": "1" if keep else "0", "OMP_NUM_THREADS": "1",
            "OPENBLAS_NUM_THREADS": "1"}
-    out = subprocess.run([sys.executable, "-c", FIT.format(root=ROOT, epochs=epochs)], env=env,
-                         capture_output=True, text=True, check=True)
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    return json_of([sys.executable, "-c", FIT.format(root=ROOT, epochs=epochs)], "the population's fit", env)
 
 
 def main(argv=None):

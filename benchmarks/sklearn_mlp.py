@@ -24,7 +24,6 @@ sys.path.insert(0, os.path.dirname(__file__))
 def tables(rows, seed=0):
     from sklearn.datasets import load_digits, make_classification
     from sklearn.model_selection import train_test_split
-    from sklearn.preprocessing import StandardScaler
 
     X, y = load_digits(return_X_y=True)
     yield "digits", train_test_split(X, y, test_size=0.2, random_state=seed, stratify=y)

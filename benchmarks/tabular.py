@@ -73,18 +73,13 @@ def run_caviar_train(paths, target, classes, out):
 def run_tune(paths, target, classes, folder, seconds=None, space_file=None):
     """One ``caviar tune`` command with its default settings (its time budget: 100 s), as a
     user runs it; returns its ``--json``."""
-    import json
-    import subprocess
+    from child import json_of
 
     command = [sys.executable, "-m", "caviar", "tune", "--data", paths[0], "--test-data", paths[1], "--target", target,
                "--task", "classification" if classes else "regression", "--out", folder, "--json"]
     command += ["--time", str(seconds)] if seconds is not None else []
     command += ["--space", space_file] if space_file is not None else []
-    result = subprocess.run(command, capture_output=True, text=True, check=False,
-                            env={**os.environ, "CAVIAR_NO_PROGRESS": "1"})
-    if result.returncode != 0:
-        raise SystemExit(f"caviar tune failed:\n{result.stderr[-3000:]}")
-    return json.loads(result.stdout)
+    return json_of(command, "caviar tune", {**os.environ, "CAVIAR_NO_PROGRESS": "1"})
 
 
 def baseline_frames(paths, target):
