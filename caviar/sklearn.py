@@ -202,7 +202,7 @@ class _CaviarEstimator(BaseEstimator):
 
     def _train(self, Xf, targets, weights, seed, epochs, verbose, validation=None, callbacks=()):
         """A new network for inputs ``Xf``, trained ``epochs`` epochs from ``seed``."""
-        self.network_, self.ensemble_ = self._network(Xf.shape[1], seed), None
+        self.network_, self.ensemble_ = self._network(Xf.shape[1], seed, targets), None
         try:
             fit(self.network_, Xf, targets, optimizer=H.optimizer(self._params(), strict=True), epochs=int(epochs),
                 batch_size=int(self.batch_size), schedule=H.schedule(self._params()), validation_data=validation,
@@ -229,18 +229,18 @@ class _CaviarEstimator(BaseEstimator):
         self._record()
         return self
 
-    def _network(self, n_x, seed):
+    def _network(self, n_x, seed, targets):
         params = self._params()
         n_y = len(self.classes_) if self._output == "softmax" else 1
         try:
             H.optimizer(params, strict=True)
             H.schedule(params)
             return Network([n_x, *[int(h) for h in self.hidden], n_y], output=self._output, seed=seed,
-                           class_weight=self._class_weight(), dtype=self.dtype, **H.network_options(params))
+                           class_weight=self._class_weight(targets), dtype=self.dtype, **H.network_options(params))
         except CaviarError as exc:
             raise ValueError(str(exc)) from None
 
-    def _class_weight(self):
+    def _class_weight(self, targets):
         return None
 
     @staticmethod
@@ -406,20 +406,15 @@ class CaviarClassifier(ClassifierMixin, _CaviarEstimator):
             raise ValueError(f"y holds classes the estimator was not fitted with: {', '.join(unknown[:5])}")
         return numpy.asarray([index[v] for v in y.tolist()], dtype=numpy.int64)
 
-    def _class_weight(self):
+    def _class_weight(self, targets):
+        """One weight per class: 'balanced' from the class counts of ``targets`` (the rows the
+        network trains on, as ``caviar train`` counts its training split), or a dict's."""
         cw = self.class_weight
         if cw is None:
             return None
         if cw == "balanced":
-            return self._balanced
+            return balanced_class_weight(targets, len(self.classes_))
         return [float(cw.get(c, 1.0)) for c in self.classes_.tolist()]
-
-    def fit(self, X, y, sample_weight=None):
-        """Train on X and labels y (any labels: text, integers, booleans); returns the estimator."""
-        if self.class_weight == "balanced":
-            codes = numpy.unique(_column(y), return_inverse=True)[1]
-            self._balanced = balanced_class_weight(codes, int(codes.max()) + 1) if len(codes) else None
-        return super().fit(X, y, sample_weight)
 
     def partial_fit(self, X, y, classes=None, sample_weight=None):
         """One epoch on X and y, continuing the network (created on the first call, which

@@ -173,3 +173,16 @@ def test_ensemble_mode_returns_one_estimator_with_a_greedy_ensemble():
     assert est.ensemble_ is not None and len(est.ensemble_.members) == len(est.ensemble_selection_["members"])
     assert est.score(frame, label) > 0.8 and est.predict_proba(frame).shape == (400, 2)
     assert set(est.predict(frame)) <= {"yes", "no"}
+
+
+def test_balanced_class_weights_in_fit_and_in_partial_fit():
+    """'balanced' weighs classes by the counts of the rows trained on (as caviar train counts
+    its training split); partial_fit's first call once failed with it."""
+    X, y = load_breast_cancer(return_X_y=True)
+    keep = np.r_[np.flatnonzero(y == 0)[:30], np.flatnonzero(y == 1)]  # a rare class 0
+    X, y = X[keep], y[keep]
+    plain = CaviarClassifier(epochs=10, early_stopping=None, random_state=0).fit(X, y)
+    balanced = CaviarClassifier(epochs=10, early_stopping=None, random_state=0, class_weight="balanced").fit(X, y)
+    assert (balanced.predict(X) == 0).sum() > (plain.predict(X) == 0).sum()
+    online = CaviarClassifier(class_weight="balanced", random_state=0).partial_fit(X, y, classes=[0, 1])
+    assert online.n_iter_ == 1 and online.predict(X).shape == y.shape

@@ -37,13 +37,13 @@ class StudyEnsemble:
         ds, _, sets = study_data(settings)
         self.y = sets["dev"][1]
         self.head = heads.get(H.output_for(ds.n_classes))
-        self.metric, self.higher = metric_for(settings)
+        self.metric = metric_for(settings)[0]
         self.size = int(size or settings.get("ensemble_size") or DEFAULT_SIZE)
         self.predictions = {}
         self.result = None
         self.seconds = 0.0  # the last selection's time: the driver calls ``update`` no more often than it pays
 
-    def update(self, publish=True):
+    def update(self):
         """Select again if trials finished since the last call; return the selection (or None
         while no trial is kept): members (trial numbers), counts, weights, dev_cost, the dev
         metric, and ``dev`` (every dev figure of the ensemble)."""
@@ -64,8 +64,7 @@ class StudyEnsemble:
                        self.metric: float(dev[self.head.metric]), "dev": {"cost": losses[-1], **dev},
                        "candidates": len(numbers)}
         self.seconds = time.perf_counter() - started
-        if publish:  # for the dashboard and `caviar report`
-            self.study.set_setting("ensemble", self.result)
+        self.study.set_setting("ensemble", self.result)  # for the dashboard and `caviar report`
         return self.result
 
     def build(self):
