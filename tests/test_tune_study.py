@@ -349,3 +349,17 @@ def test_sigkill_during_a_study_resumes_trials_from_their_points_with_equal_valu
         killed.close()
         uninterrupted.close()
     assert not os.path.exists(path + ".points")  # resume points go once their trials are recorded
+
+
+def test_a_study_from_before_kept_networks_opens_and_gains_the_table(tmp_path):
+    path = tmp_path / "old.sqlite"
+    Study.create(path, {"metric": "dev_accuracy"}).close()
+    conn = sqlite3.connect(path)
+    conn.execute("DROP TABLE models")  # as a study written before trials kept their networks
+    conn.commit()
+    conn.close()
+    study = Study.open(path)
+    try:
+        assert study.kept_trials() == [] and study.dev_predictions() == {}
+    finally:
+        study.close()

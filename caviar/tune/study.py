@@ -112,7 +112,8 @@ class Study:
         meta = {r["key"]: json.loads(r["value"]) for r in rows}
         if meta.get("format") != "caviar-study":
             raise StudyError(f"{path!r} is not a caviar study")
-        conn.executescript(MODELS)  # a study written before trials kept their networks
+        if conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'models'").fetchone() is None:
+            conn.executescript(MODELS)  # a study written before trials kept their networks
         return cls(path, conn)
 
     def close(self):
