@@ -132,7 +132,10 @@ def test_controls_on_the_page_act_on_a_live_run(browser, tmp_path):
         wait_for(lambda: read(out / "state.json")["iteration"] > first + 20)
         click("pause", "paused")
         wait_for(lambda: browser.find_elements("css selector", f"#rollback-to option[value='{first}']"))
-        browser.find_element("css selector", f"#rollback-to option[value='{first}']").click()
+        option = browser.find_element("css selector", f"#rollback-to option[value='{first}']")
+        option.click()
+        time.sleep(2.5)  # two refreshes of the page: the list is not rebuilt under the user's choice
+        assert option.is_selected()
         click("rollback", "rolled back to the checkpoint of iteration")
         click("checkpoint", "checkpoint at iteration")
         second = read(out / "live.json")["checkpoints"][-1]

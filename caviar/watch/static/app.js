@@ -65,13 +65,12 @@ async function control(name, action, value) {
   refresh();
 }
 
-function runControls(name, h) {
-  const ck = (h.checkpoints || []).map((c) => `<option value="${c}">iteration ${c}</option>`).join("");
+function runControls(name) {
   return `<div class="controls" data-run="${esc(name)}">
     <label>learning rate <input id="lr" type="number" step="any" min="0"></label><button id="set-lr">set</button>
     <button id="lr-half">× 0.5</button><button id="lr-double">× 2</button>
     <button id="pause">pause</button><button id="resume">resume</button><button id="checkpoint">checkpoint now</button>
-    <select id="rollback-to">${ck}</select><label>new lr <input id="rollback-lr" type="number" step="any" min="0"></label>
+    <select id="rollback-to"></select><label>new lr <input id="rollback-lr" type="number" step="any" min="0"></label>
     <button id="rollback">roll back</button><button id="stop">stop (keep best)</button><span id="message"></span></div>`;
 }
 
@@ -113,7 +112,7 @@ function renderRun(name, data) {
   // button under the pointer or a value being typed.
   if (!$("view") || $("view").dataset.run !== name || $("view").dataset.live !== String(live)) {
     $("main").innerHTML = `<div id="view" data-run="${esc(name)}" data-live="${live}"><div id="status-box"></div>` +
-      (live ? runControls(name, h) : "") + `<div class="grid" id="charts"></div><div class="card"><h3>events</h3>` +
+      (live ? runControls(name) : "") + `<div class="grid" id="charts"></div><div class="card"><h3>events</h3>` +
       `<table id="events"></table></div></div>`;
     if (live) bindControls(name);
   }
@@ -121,9 +120,14 @@ function renderRun(name, data) {
   $("charts").innerHTML = charts.join("");
   $("events").innerHTML = `<tr><th>iteration</th><th>event</th><th>detail</th></tr>${rows}`;
   if (live) {
-    const select = $("rollback-to"), chosen = select.value;
-    select.innerHTML = (h.checkpoints || []).map((c) => `<option value="${c}">iteration ${c}</option>`).join("");
-    if (chosen) select.value = chosen;
+    // The checkpoint list is rebuilt only when it changes: rebuilding it on every refresh
+    // would close an open list under the pointer and drop the option being chosen.
+    const select = $("rollback-to"), chosen = select.value, ck = (h.checkpoints || []).join(",");
+    if (select.dataset.checkpoints !== ck) {
+      select.dataset.checkpoints = ck;
+      select.innerHTML = (h.checkpoints || []).map((c) => `<option value="${c}">iteration ${c}</option>`).join("");
+      if (chosen) select.value = chosen;
+    }
   }
 }
 
