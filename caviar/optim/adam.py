@@ -11,7 +11,7 @@ Keras's Adam defaults to epsilon 1e-7 instead of the notes' 1e-8.
 from __future__ import annotations
 
 from .. import backend
-from .base import Optimizer, check_beta, check_epsilon, coef, power
+from .base import Optimizer, check_beta, check_epsilon, coef, fused_update, power
 
 
 class Adam(Optimizer):
@@ -39,6 +39,10 @@ class Adam(Optimizer):
         t = state["t"]
         xp = backend.get_array_module(v)
         b1, b2 = self.beta1, self.beta2
+        if fused_update("adam", param, grad, (v, s), (b1, 1 - b1, b2, 1 - b2, 1 / (1 - power(b2, t)), self.epsilon,
+                                                     lr / (1 - power(b1, t)))):
+            return
+        # the reference, each line one pass (the compiled kernel does these in one)
         v *= coef(b1, tmp)
         v += xp.multiply(grad, coef(1 - b1, tmp), out=tmp)
         s *= coef(b2, tmp)

@@ -17,6 +17,7 @@ import numpy
 
 from .. import backend
 from ..autodiff import Tensor, no_grad
+from . import fused
 
 
 def _per_member(name, value, ok, requirement):
@@ -73,6 +74,27 @@ def power(beta, t):
     if isinstance(beta, float):
         return beta**t
     return numpy.asarray([float(b) ** t for b in beta.ravel()], dtype=numpy.float64).reshape(beta.shape)
+
+
+def fused_update(kind, param, grad, state_arrays, coefficients):
+    """Apply optimizer ``kind``'s update to ``param`` in one compiled pass (``caviar.optim.fused``),
+    bit-identical to its NumPy update; False where the kernels cannot run (no numba, the GPU, a
+    parameter that is not one contiguous block), and then the caller runs the NumPy update.
+    ``coefficients`` are the update's hyperparameters as the NumPy update computes them (floats,
+    or per-member (K, 1) float64 arrays); ``state_arrays`` are updated in place."""
+    data = param.data
+    if not fused.available(data) or getattr(grad, "dtype", None) != data.dtype:
+        return False
+    arrays = [data, grad, *state_arrays]
+    if isinstance(param, _Flat):
+        rows = arrays
+    else:  # a single network's parameter and its state, each one row
+        if not all(a.flags.c_contiguous for a in (data, *state_arrays)):
+            return False
+        rows = [a.reshape(1, -1) for a in arrays]
+    K = rows[0].shape[0]
+    fused.run(fused.kernels()[kind], rows, [fused.column(c, K, data.dtype) for c in coefficients])
+    return True
 
 
 _FLAT = "population"  # the state key of the (K, P) update

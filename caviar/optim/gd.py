@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .base import Optimizer, coef
+from .base import Optimizer, coef, fused_update
 
 
 class GradientDescent(Optimizer):
@@ -11,4 +11,5 @@ class GradientDescent(Optimizer):
     defaults = {"lr": 0.01}
 
     def update(self, param, grad, state, lr):
-        param.data -= coef(lr, param.data) * grad
+        if not fused_update("gd", param, grad, (), (lr,)):
+            param.data -= coef(lr, param.data) * grad

@@ -11,7 +11,7 @@ buf = mu * buf + dW (no 1 - beta factor) and steps W -= lr * buf, so caviar's
 from __future__ import annotations
 
 from .. import backend
-from .base import Optimizer, check_beta, coef, power
+from .base import Optimizer, check_beta, coef, fused_update, power
 
 
 class Momentum(Optimizer):
@@ -36,7 +36,9 @@ class Momentum(Optimizer):
         v, tmp = state["v"], state["_tmp"]
         state["t"] += 1
         xp = backend.get_array_module(v)
+        scale = lr / (1 - power(self.beta, state["t"])) if self.bias_correction else lr
+        if fused_update("momentum", param, grad, (v,), (self.beta, 1 - self.beta, scale)):
+            return
         v *= coef(self.beta, tmp)
         v += xp.multiply(grad, coef(1 - self.beta, tmp), out=tmp)
-        scale = lr / (1 - power(self.beta, state["t"])) if self.bias_correction else lr
         param.data -= xp.multiply(v, coef(scale, tmp), out=tmp)

@@ -10,7 +10,7 @@ RMSprop defaults to rho = 0.9 and epsilon = 1e-7: pass ``beta2=0.9, epsilon=1e-7
 from __future__ import annotations
 
 from .. import backend
-from .base import Optimizer, check_beta, check_epsilon, coef
+from .base import Optimizer, check_beta, check_epsilon, coef, fused_update
 
 
 class RMSprop(Optimizer):
@@ -33,6 +33,8 @@ class RMSprop(Optimizer):
     def update(self, param, grad, state, lr):
         s, tmp = state["s"], state["_tmp"]
         xp = backend.get_array_module(s)
+        if fused_update("rmsprop", param, grad, (s,), (self.beta2, 1 - self.beta2, self.epsilon, lr)):
+            return
         s *= coef(self.beta2, tmp)
         xp.multiply(grad, grad, out=tmp)
         tmp *= coef(1 - self.beta2, tmp)
