@@ -65,6 +65,33 @@ def test_softmax_cross_entropy_value_and_gradient_are_the_notes_formulas():
     np.testing.assert_allclose(z.grad, (yhat - y) / 5, rtol=1e-12, atol=1e-15)  # dZ = Yhat - Y
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape", [(64, 10), (8, 16, 3), (5, 40)])
+def test_class_indices_give_bit_for_bit_the_one_hot_loss_and_gradient(shape, dtype):
+    # class indices take -log p of the class and subtract 1 from one entry (no one-hot array);
+    # the notes' -sum(y log yhat) and yhat - y with y one-hot give the very same numbers
+    z = (RNG.standard_normal(shape) * 20).astype(dtype)
+    labels = RNG.integers(0, shape[-1], shape[:-1])
+    one_hot = F.one_hot(labels, shape[-1], dtype)
+    for reduction in ("none", "mean"):
+        a, b = caviar.Variable(z.copy()), caviar.Variable(z.copy())
+        la, lb = F.softmax_cross_entropy(a, labels, reduction), F.softmax_cross_entropy(b, one_hot, reduction)
+        np.testing.assert_array_equal(la.data, lb.data)
+        seed = np.ones(la.shape, dtype) if reduction == "none" else None
+        la.backward(seed)
+        lb.backward(seed)
+        np.testing.assert_array_equal(a.grad, b.grad)
+
+
+def test_row_max_is_numpy_s_max_nan_included():
+    z = RNG.standard_normal((6, 7, 12)).astype(np.float32)
+    z[0, 0, 5], z[1, 2, 0] = np.nan, np.inf
+    for n in (1, 2, 12, F.ROW_LOOP + 1):
+        w = np.resize(z, (6, 7, n))
+        np.testing.assert_array_equal(F.row_max(w), w.max(axis=-1, keepdims=True))
+    np.testing.assert_array_equal(F.row_max(z, axis=0), z.max(axis=0, keepdims=True))
+
+
 def test_softmax_cross_entropy_never_takes_log_of_zero():
     z = caviar.Variable(np.array([[1000.0, -1000.0, 0.0], [-1000.0, 1000.0, 0.0]], dtype=np.float32))
     cost = F.softmax_cross_entropy(z, np.array([1, 1]))  # the first example is hopelessly wrong
