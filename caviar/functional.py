@@ -12,7 +12,7 @@ import contextlib
 
 import numpy
 
-from . import backend
+from . import backend, kernels
 from .autodiff import Tensor, lift, result, unbroadcast
 from .errors import GradientCheckError, ShapeError
 from .ops import sigmoid_data
@@ -216,6 +216,38 @@ def _activation_grad(g, out, name, slope):
     return g
 
 
+def _bias_activate(z, b, name, slope):
+    """g(z + b) written over z (a fresh array the caller owns); b may be None. ReLU runs as one
+    compiled pass where it can (``caviar.kernels``), with the same values."""
+    K = z.shape[0] if z.ndim == 3 else 1
+    if name == "relu" and kernels.usable(z) and (b is None or (b.dtype == z.dtype and b.size == K * z.shape[-1])):
+        kernel = kernels.kernels()["bias_relu"]
+        kernel(kernels.stacked(z), kernels.per_unit(z if b is None else b, K), b is not None, kernels.constants(z.dtype, 0))
+        return z
+    if b is not None:
+        z += b
+    return _activate_inplace(z, name, slope)
+
+
+def _backprop_activation(g, out, name, slope, b_shape=None):
+    """(dZ, db): dZ = dA * g'(Z), and db = dZ summed over the examples when ``b_shape`` is
+    given. For ReLU, one compiled pass where it can: NumPy sums over the examples row after
+    row, which the kernel repeats, except over a single unit (h = 1), where NumPy sums
+    pairwise and NumPy runs."""
+    h = g.shape[-1]
+    K = g.shape[0] if g.ndim == 3 else 1
+    if (name == "relu" and g.shape == out.shape and kernels.usable(g, out)
+            and (b_shape is None or (h >= 2 and int(numpy.prod(b_shape)) == K * h))):
+        dz = numpy.empty_like(g)
+        db = numpy.empty(b_shape if b_shape is not None else (1, 1), dtype=g.dtype)
+        kernels.kernels()["relu_grad"](kernels.stacked(g), kernels.stacked(out), kernels.stacked(dz),
+                                       db.reshape(K, -1) if b_shape is not None else db, b_shape is not None,
+                                       kernels.constants(g.dtype, 0, 1))
+        return dz, (db if b_shape is not None else None)
+    dz = _activation_grad(g, out, name, slope)
+    return dz, (unbroadcast(dz, b_shape) if b_shape is not None else None)
+
+
 def activation(z, name, slope=0.01):
     """A = g(Z) for g in relu, leaky_relu (slope 0.01), tanh, sigmoid, linear."""
     check_activation(name)
@@ -223,7 +255,7 @@ def activation(z, name, slope=0.01):
     if name == "linear":
         return z
     out = _activate_inplace(z.data.copy(), name, slope)
-    return result(out, (z,), lambda g: (_activation_grad(g, out, name, slope),), name)
+    return result(out, (z,), lambda g: (_backprop_activation(g, out, name, slope)[0],), name)
 
 
 def dense(a, W, b=None, activation="linear", slope=0.01):
@@ -248,17 +280,16 @@ def dense(a, W, b=None, activation="linear", slope=0.01):
     parents = (a, W)
     if b is not None:
         b = lift(b)
-        z += b.data
         parents = (a, W, b)
-    out = _activate_inplace(z, activation, slope)
+    out = _bias_activate(z, None if b is None else b.data, activation, slope)
 
     def backward(g):
-        dz = _activation_grad(g, out, activation, slope)
+        dz, db = _backprop_activation(g, out, activation, slope, b.shape if b is not None and b.requires_grad else None)
         da = dz @ W.data.swapaxes(-1, -2) if a.requires_grad else None
         dW = unbroadcast(a.data.swapaxes(-1, -2) @ dz, W.shape) if W.requires_grad else None
         if b is None:
             return da, dW
-        return da, dW, unbroadcast(dz, b.shape) if b.requires_grad else None
+        return da, dW, db
 
     return result(out, parents, backward, f"dense[{activation}]")
 
@@ -303,15 +334,28 @@ def batch_norm(z, gamma, beta, running=None, training=True, momentum=0.9, epsilo
     if z.ndim < 2:
         raise ShapeError(f"batch_norm needs z of shape (m, n) or (K, m, n), got {z.shape}")
     mod = backend.get_array_module(z.data)
+    m, h = z.shape[-2], z.shape[-1]
+    K = z.shape[0] if z.ndim == 3 else 1
+    # one compiled pass each way where it can, with the same values (see caviar.kernels): the
+    # kernel sums over the examples row after row, as NumPy does except over a single unit
+    compiled = (training and h >= 2 and z.ndim <= 3 and kernels.usable(z.data)
+                and gamma.dtype == beta.dtype == z.dtype and gamma.size == beta.size == K * h)
     if training:
-        m = z.shape[-2]
         if m < 2:
             raise ValueError("batch norm in training mode needs at least 2 examples in a mini-batch, got 1")
-        mu = z.data.mean(axis=-2, keepdims=True)
-        centered = z.data - mu
-        var = (centered * centered).mean(axis=-2, keepdims=True)
-        inv_std = 1.0 / mod.sqrt(var + epsilon)
-        xhat = centered * inv_std
+        if compiled:
+            out, xhat = numpy.empty_like(z.data), numpy.empty_like(z.data)
+            mu, var, inv_std = (numpy.empty(z.shape[:-2] + (1, h), dtype=z.dtype) for _ in range(3))
+            kernels.kernels()["batch_norm"](kernels.stacked(z.data), kernels.per_unit(gamma.data, K),
+                                            kernels.per_unit(beta.data, K), kernels.constants(z.dtype, m, epsilon, 1.0),
+                                            kernels.stacked(out), kernels.stacked(xhat), mu.reshape(K, h),
+                                            var.reshape(K, h), inv_std.reshape(K, h))
+        else:
+            mu = z.data.mean(axis=-2, keepdims=True)
+            centered = z.data - mu
+            var = (centered * centered).mean(axis=-2, keepdims=True)
+            inv_std = 1.0 / mod.sqrt(var + epsilon)
+            xhat = centered * inv_std
         if running is not None:
             run_mean, run_var = running
             run_mean *= momentum
@@ -325,16 +369,24 @@ def batch_norm(z, gamma, beta, running=None, training=True, momentum=0.9, epsilo
         stat_shape = z.shape[:-2] + (1, z.shape[-1]) if run_mean.ndim > 1 else (z.shape[-1],)
         inv_std = 1.0 / mod.sqrt(run_var.reshape(stat_shape) + epsilon)
         xhat = (z.data - run_mean.reshape(stat_shape)) * inv_std
-    out = gamma.data * xhat + beta.data
+    if not compiled:
+        out = gamma.data * xhat + beta.data
 
     def backward(g):
+        if compiled and kernels.usable(g, xhat) and g.shape == xhat.shape:
+            dz, dgamma, dbeta = numpy.empty_like(g), numpy.empty(gamma.shape, g.dtype), numpy.empty(beta.shape, g.dtype)
+            kernels.kernels()["batch_norm_grad"](
+                kernels.stacked(g), kernels.stacked(xhat), kernels.per_unit(gamma.data, K), inv_std.reshape(K, h),
+                kernels.constants(g.dtype, m), kernels.stacked(dz), dgamma.reshape(K, h), dbeta.reshape(K, h),
+                numpy.empty((K, h), g.dtype), numpy.empty((K, h), g.dtype))
+            return (dz if z.requires_grad else None, dgamma if gamma.requires_grad else None,
+                    dbeta if beta.requires_grad else None)
         dgamma = unbroadcast(g * xhat, gamma.shape) if gamma.requires_grad else None
         dbeta = unbroadcast(g, beta.shape) if beta.requires_grad else None
         dz = None
         if z.requires_grad:
             dxhat = g * gamma.data
             if training:
-                m = z.shape[-2]
                 dz = (inv_std / m) * (
                     m * dxhat
                     - dxhat.sum(axis=-2, keepdims=True)
@@ -426,15 +478,39 @@ def l2_penalty(weights, lambd, m):
     return result(out, tuple(weights), backward, "l2_penalty")
 
 
+def l2_terms(weights, lambd, m):
+    """The population form's numbers: (each member's lambda/(2m) ||W||^2 summed over the
+    weights, float64 (K,); 2 lambda/(2m) per member as a (K, 1, 1) array in the weights' dtype,
+    the factor of W in the gradient)."""
+    weights = _weights(weights)
+    mod = backend.get_array_module(weights[0].data)
+    coef = numpy.asarray(lambd, dtype=numpy.float64) / (2.0 * m)
+    squares = sum(backend.to_numpy((w.data * w.data).sum(axis=(-2, -1))).astype(numpy.float64) for w in weights)
+    return coef * squares, mod.asarray((2 * coef).reshape(-1, 1, 1).astype(weights[0].dtype))
+
+
+def add_l2_gradient(weights, twice):
+    """Add the L2 term's gradient ``twice * W`` to each weight's ``.grad``, as backprop through
+    ``l2_penalty_per_member`` adds it: the same values, in place (one compiled pass where it
+    can) when the gradient is an array of its own."""
+    for w in _weights(weights):
+        if w.grad is None:
+            w.grad = twice * w.data
+            continue
+        K = len(w.data)
+        grad = w.grad
+        if grad.flags.owndata and kernels.usable(grad) and w.data.dtype == grad.dtype and twice.dtype == grad.dtype:
+            kernels.kernels()["add_scaled"](grad.reshape(K, -1), w.data.reshape(K, -1), twice.reshape(-1))
+        else:
+            w.grad = grad + twice * w.data
+
+
 def l2_penalty_per_member(weights, lambd, m):
     """The population form of ``l2_penalty``: weights stacked (K, n_in, n_out), one lambda per
     member. Returns (the sum of the members' terms as a Tensor, each member's term as float64)."""
     weights = _weights(weights)
     mod = backend.get_array_module(weights[0].data)
-    coef = numpy.asarray(lambd, dtype=numpy.float64) / (2.0 * m)
-    squares = sum(backend.to_numpy((w.data * w.data).sum(axis=(-2, -1))).astype(numpy.float64) for w in weights)
-    per_member = coef * squares
-    twice = mod.asarray((2 * coef).reshape(-1, 1, 1).astype(weights[0].dtype))
+    per_member, twice = l2_terms(weights, lambd, m)
     out = mod.asarray(per_member.sum(), dtype=weights[0].dtype)
 
     def backward(g):

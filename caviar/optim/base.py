@@ -15,9 +15,8 @@ import numbers
 
 import numpy
 
-from .. import backend
+from .. import backend, kernels
 from ..autodiff import Tensor, no_grad
-from . import fused
 
 
 def _per_member(name, value, ok, requirement):
@@ -77,23 +76,17 @@ def power(beta, t):
 
 
 def fused_update(kind, param, grad, state_arrays, coefficients):
-    """Apply optimizer ``kind``'s update to ``param`` in one compiled pass (``caviar.optim.fused``),
-    bit-identical to its NumPy update; False where the kernels cannot run (no numba, the GPU, a
-    parameter that is not one contiguous block), and then the caller runs the NumPy update.
+    """Apply optimizer ``kind``'s update to ``param`` in one compiled pass (``caviar.kernels``),
+    bit-identical to its NumPy update; False where the kernels do not run (no numba, the GPU,
+    a small or non-contiguous parameter), and then the caller runs the NumPy update.
     ``coefficients`` are the update's hyperparameters as the NumPy update computes them (floats,
     or per-member (K, 1) float64 arrays); ``state_arrays`` are updated in place."""
     data = param.data
-    if not fused.available(data) or getattr(grad, "dtype", None) != data.dtype:
+    if not kernels.usable(data, *state_arrays) or getattr(grad, "dtype", None) != data.dtype:
         return False
     arrays = [data, grad, *state_arrays]
-    if isinstance(param, _Flat):
-        rows = arrays
-    else:  # a single network's parameter and its state, each one row
-        if not all(a.flags.c_contiguous for a in (data, *state_arrays)):
-            return False
-        rows = [a.reshape(1, -1) for a in arrays]
-    K = rows[0].shape[0]
-    fused.run(fused.kernels()[kind], rows, [fused.column(c, K, data.dtype) for c in coefficients])
+    # a population's (K, P) block as it is; a single network's parameter and state as one row
+    kernels.update(kind, arrays if isinstance(param, _Flat) else [a.reshape(1, -1) for a in arrays], coefficients)
     return True
 
 

@@ -1,0 +1,171 @@
+"""The compiled one-pass kernels give bit for bit the NumPy code they replace."""
+
+import numpy as np
+import pytest
+
+import caviar
+from caviar import data as D
+from caviar import optim
+from caviar.autodiff import Tensor
+from caviar import kernels
+from caviar.train.population import Population
+
+
+def test_the_kernels_compile_here():
+    # without this, every comparison below would compare the NumPy update with itself
+    assert set(kernels.kernels()) == {"gd", "momentum", "rmsprop", "adam", "add_scaled", "bias_relu", "relu_grad",
+                                      "batch_norm", "batch_norm_grad"}
+    assert kernels.usable(np.zeros(kernels.MIN_SIZE, np.float32))
+    assert not kernels.usable(np.zeros(kernels.MIN_SIZE - 1, np.float32))
+    assert not kernels.usable(np.zeros(kernels.MIN_SIZE, np.int64))
+    assert not kernels.usable(np.zeros((kernels.MIN_SIZE, 2), np.float32).T)
+
+
+def _train(monkeypatch, compiled, name, dtype, per_member, K, shape, steps=4):
+    monkeypatch.setenv("CAVIAR_FUSED", "1" if compiled else "0")
+    r = np.random.default_rng(7)
+    params = [Tensor(r.standard_normal((K,) + shape).astype(dtype), requires_grad=True, name="W1"),
+              Tensor(r.standard_normal((K, 1, shape[-1])).astype(dtype), requires_grad=True, name="b1")]
+    options = {k: (r.uniform(0.3, 1.0, (K, 1)) * d) if per_member else d for k, d in optim.lookup(name).defaults.items()}
+    opt = optim.build(name, **options)
+    if name == "momentum" and not per_member:
+        opt.bias_correction = True  # its other coefficient
+    for _ in range(steps):
+        for p in params:  # gradients over many magnitudes, some exactly zero
+            g = r.standard_normal(p.data.shape) * 10.0 ** r.uniform(-9, 3, p.data.shape)
+            g[r.random(p.data.shape) < 0.05] = 0.0
+            p.grad = g.astype(dtype)
+        opt.step(params)
+    return [p.data.copy() for p in params], opt
+
+
+@pytest.mark.parametrize("size", ["small", "split over members", "split over columns"])
+@pytest.mark.parametrize("per_member", [True, False])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("name", ["gd", "momentum", "rmsprop", "adam"])
+def test_a_compiled_update_equals_the_numpy_update(monkeypatch, name, dtype, per_member, size):
+    K, shape = {"small": (3, (40, 50)), "split over members": (5, (300, 200)), "split over columns": (1, (700, 400))}[size]
+    if K * shape[0] * shape[1] >= kernels.SPLIT:
+        assert size != "small"
+    reference, _ = _train(monkeypatch, False, name, dtype, per_member, K, shape)
+    compiled, _ = _train(monkeypatch, True, name, dtype, per_member, K, shape)
+    for a, b in zip(reference, compiled):
+        assert np.isfinite(a).all()
+        np.testing.assert_array_equal(a, b)
+
+
+def test_a_population_trains_alike_with_and_without_the_kernels(monkeypatch):
+    ds = D.load("digits")
+    X = D.Normalizer().fit_transform(ds.X)
+    members = [dict(seed=s, lr=lr, l2=l2, keep_prob=kp) for s, lr, l2, kp in
+               [(1, 1e-3, 0.0, 1.0), (2, 3e-3, 0.1, 0.8), (3, 1e-2, 1.0, 0.9), (4, 3e-4, 0.01, 1.0)]]
+    weights = {}
+    for compiled in (False, True):
+        monkeypatch.setenv("CAVIAR_FUSED", "1" if compiled else "0")
+        pop = Population([64, 32, 10], members, optimizer="adam")
+        assert kernels.usable(np.zeros(pop.size * 2410, np.float32)) == compiled  # the (K, P) block
+        pop.fit(X[:600], ds.y[:600], epochs=2, batch_size=64, shuffle_seed=3)
+        weights[compiled] = {i: pop.results[i][1].params for i in range(len(members))}
+    for i in range(len(members)):
+        for name, p in weights[False][i].items():
+            np.testing.assert_array_equal(weights[True][i][name].data, p.data, err_msg=f"member {i} {name}")
+
+
+def test_a_single_network_trains_alike_with_and_without_the_kernels(monkeypatch):
+    ds = D.load("digits")
+    X = D.Normalizer().fit_transform(ds.X)
+    params = {}
+    for compiled in (False, True):
+        monkeypatch.setenv("CAVIAR_FUSED", "1" if compiled else "0")
+        net = caviar.Network([64, 128, 10], seed=0)
+        caviar.fit(net, X, ds.y, optimizer="momentum", lr=0.05, epochs=2, seed=0, verbose=False)
+        params[compiled] = {k: p.data.copy() for k, p in net.params.items()}
+    assert kernels.usable(params[True]["W1"])
+    for name in params[False]:
+        np.testing.assert_array_equal(params[True][name], params[False][name], err_msg=name)
+
+
+def spy(monkeypatch):
+    """Count the calls of every kernel (by name) from now on in this test."""
+    calls = {}
+
+    def counted(name, f):
+        def call(*args):
+            calls[name] = calls.get(name, 0) + 1
+            return f(*args)
+        return call
+
+    monkeypatch.setattr(kernels, "_kernels", {name: counted(name, f) for name, f in kernels.kernels().items()})
+    return calls
+
+
+# -- layers -------------------------------------------------------------------------------------
+
+
+def _layers_step(dtype, K, m, h, n_in=6, seed=0):
+    """Forward and backward through dense(relu) -> batch_norm -> activation(relu) -> dense(relu)
+    with a bias; every output, gradient and running statistic."""
+    from caviar import functional as F
+
+    r = np.random.default_rng(seed)
+    lead = () if K is None else (K,)
+    vec = (h,) if K is None else (K, 1, h)
+    X = r.standard_normal((m, n_in)).astype(dtype)
+    X[0, :] = 0.0  # ties at zero for ReLU
+    W1 = caviar.Variable(r.standard_normal(lead + (n_in, h)).astype(dtype))
+    W2 = caviar.Variable(r.standard_normal(lead + (h, h)).astype(dtype))
+    b2 = caviar.Variable(r.standard_normal(vec).astype(dtype))
+    gamma = caviar.Variable(r.uniform(0.5, 2, vec).astype(dtype))
+    beta = caviar.Variable(r.standard_normal(vec).astype(dtype))
+    running = (np.zeros(vec, dtype), np.ones(vec, dtype))
+    z1 = F.dense(X, W1)
+    a1 = F.activation(F.batch_norm(z1, gamma, beta, running, True), "relu")
+    a2 = F.dense(a1, W2, b2, "relu")
+    (a2 * caviar.Tensor(r.standard_normal(a2.shape).astype(dtype))).sum().backward()
+    return [a2.data, W1.grad, W2.grad, b2.grad, gamma.grad, beta.grad, *running]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("K,m,h", [(None, 2, 3), (None, 64, 32), (None, 7, 1), (3, 64, 32), (4, 5, 2), (2, 129, 8),
+                                   (3, 16, 1)])
+def test_layer_kernels_give_the_numpy_values(monkeypatch, dtype, K, m, h):
+    monkeypatch.setattr(kernels, "MIN_SIZE", 1)
+    reference = None
+    for compiled in (False, True):
+        monkeypatch.setenv("CAVIAR_FUSED", "1" if compiled else "0")
+        calls = spy(monkeypatch)
+        values = _layers_step(dtype, K, m, h)
+        if compiled:
+            assert calls.get("bias_relu") and calls.get("relu_grad")  # the kernels ran
+            assert bool(calls.get("batch_norm")) == (h >= 2)  # over one unit NumPy sums pairwise: NumPy runs
+        else:
+            reference = values
+    for i, (a, b) in enumerate(zip(reference, values)):
+        np.testing.assert_array_equal(b, a, err_msg=f"output {i}")
+
+
+@pytest.mark.parametrize("compiled", [False, True])
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_the_training_step_s_l2_gradient_is_backprop_s(monkeypatch, dtype, compiled):
+    # the step adds the L2 term's gradient after backprop (in one pass where it can) instead of
+    # backpropagating through the term: the same gradients, bit for bit
+    monkeypatch.setattr(kernels, "MIN_SIZE", 1)
+    monkeypatch.setenv("CAVIAR_FUSED", "1" if compiled else "0")
+    ds = D.load("digits")
+    X, y = D.Normalizer().fit_transform(ds.X)[:64].astype(dtype), ds.y[:64]
+    members = [dict(seed=s, l2=l2) for s, l2 in [(1, 0.0), (2, 0.3), (3, 7.0)]]
+    pop = Population([64, 16, 12, 10], members, batchnorm=True, dtype=dtype)
+    grads, reg = [], []
+    calls = spy(monkeypatch)
+    for on_tape in (True, False):
+        for p in pop.net.parameters():
+            p.grad = None
+        total, _, _, r = pop.cost(X, y, training=False, l2_on_tape=on_tape)
+        total.backward()
+        grads.append({k: p.grad.copy() for k, p in pop.net.params.items()})
+        reg.append(r)
+    assert bool(calls.get("add_scaled")) == compiled
+    np.testing.assert_array_equal(reg[0], reg[1])
+    assert reg[0][0] == 0 and reg[0][2] > reg[0][1] > 0
+    for name in grads[0]:
+        np.testing.assert_array_equal(grads[1][name], grads[0][name], err_msg=name)
