@@ -221,8 +221,8 @@ def _bias_activate(z, b, name, slope):
     compiled pass where it can (``caviar.kernels``), with the same values."""
     K = z.shape[0] if z.ndim == 3 else 1
     if name == "relu" and kernels.usable(z) and (b is None or (b.dtype == z.dtype and b.size == K * z.shape[-1])):
-        kernel = kernels.kernels()["bias_relu"]
-        kernel(kernels.stacked(z), kernels.per_unit(z if b is None else b, K), b is not None, kernels.constants(z.dtype, 0))
+        kernels.run("bias_relu", kernels.stacked(z), kernels.per_unit(z if b is None else b, K), b is not None,
+                    kernels.constants(z.dtype, 0))
         return z
     if b is not None:
         z += b
@@ -239,11 +239,11 @@ def _backprop_activation(g, out, name, slope, b_shape=None):
     if (name == "relu" and g.shape == out.shape and kernels.usable(g, out)
             and (b_shape is None or (h >= 2 and int(numpy.prod(b_shape)) == K * h))):
         dz = numpy.empty_like(g)
-        db = numpy.empty(b_shape if b_shape is not None else (1, 1), dtype=g.dtype)
-        kernels.kernels()["relu_grad"](kernels.stacked(g), kernels.stacked(out), kernels.stacked(dz),
-                                       db.reshape(K, -1) if b_shape is not None else db, b_shape is not None,
-                                       kernels.constants(g.dtype, 0, 1))
-        return dz, (db if b_shape is not None else None)
+        db = numpy.empty(b_shape, dtype=g.dtype) if b_shape is not None else None
+        kernels.run("relu_grad", kernels.stacked(g), kernels.stacked(out), kernels.stacked(dz),
+                    db.reshape(K, -1) if b_shape is not None else numpy.empty((K, 1), g.dtype), b_shape is not None,
+                    kernels.constants(g.dtype, 0, 1))
+        return dz, db
     dz = _activation_grad(g, out, name, slope)
     return dz, (unbroadcast(dz, b_shape) if b_shape is not None else None)
 
@@ -346,10 +346,10 @@ def batch_norm(z, gamma, beta, running=None, training=True, momentum=0.9, epsilo
         if compiled:
             out, xhat = numpy.empty_like(z.data), numpy.empty_like(z.data)
             mu, var, inv_std = (numpy.empty(z.shape[:-2] + (1, h), dtype=z.dtype) for _ in range(3))
-            kernels.kernels()["batch_norm"](kernels.stacked(z.data), kernels.per_unit(gamma.data, K),
-                                            kernels.per_unit(beta.data, K), kernels.constants(z.dtype, m, epsilon, 1.0),
-                                            kernels.stacked(out), kernels.stacked(xhat), mu.reshape(K, h),
-                                            var.reshape(K, h), inv_std.reshape(K, h))
+            kernels.run("batch_norm", kernels.stacked(z.data), kernels.per_unit(gamma.data, K),
+                        kernels.per_unit(beta.data, K), kernels.constants(z.dtype, m, epsilon, 1.0),
+                        kernels.stacked(out), kernels.stacked(xhat), mu.reshape(K, h), var.reshape(K, h),
+                        inv_std.reshape(K, h))
         else:
             mu = z.data.mean(axis=-2, keepdims=True)
             centered = z.data - mu
@@ -375,8 +375,9 @@ def batch_norm(z, gamma, beta, running=None, training=True, momentum=0.9, epsilo
     def backward(g):
         if compiled and kernels.usable(g, xhat) and g.shape == xhat.shape:
             dz, dgamma, dbeta = numpy.empty_like(g), numpy.empty(gamma.shape, g.dtype), numpy.empty(beta.shape, g.dtype)
-            kernels.kernels()["batch_norm_grad"](
-                kernels.stacked(g), kernels.stacked(xhat), kernels.per_unit(gamma.data, K), inv_std.reshape(K, h),
+            kernels.run(
+                "batch_norm_grad", kernels.stacked(g), kernels.stacked(xhat), kernels.per_unit(gamma.data, K),
+                inv_std.reshape(K, h),
                 kernels.constants(g.dtype, m), kernels.stacked(dz), dgamma.reshape(K, h), dbeta.reshape(K, h),
                 numpy.empty((K, h), g.dtype), numpy.empty((K, h), g.dtype))
             return (dz if z.requires_grad else None, dgamma if gamma.requires_grad else None,
@@ -500,7 +501,7 @@ def add_l2_gradient(weights, twice):
         K = len(w.data)
         grad = w.grad
         if grad.flags.owndata and kernels.usable(grad) and w.data.dtype == grad.dtype and twice.dtype == grad.dtype:
-            kernels.kernels()["add_scaled"](grad.reshape(K, -1), w.data.reshape(K, -1), twice.reshape(-1))
+            kernels.run("add_scaled", grad.reshape(K, -1), w.data.reshape(K, -1), twice.reshape(K, 1))
         else:
             w.grad = grad + twice * w.data
 

@@ -30,7 +30,8 @@ import numpy
 from . import backend
 
 MIN_SIZE = 1 << 12  # elements from which a kernel beats NumPy's passes (and pays numba's start, once)
-SPLIT = 1 << 18  # elements from which an optimizer update is split over two threads
+SPLIT = 1 << 18  # elements from which a kernel's work is split over two threads
+THREADS = min(2, os.cpu_count() or 1)  # 1 where each core already has its own worker (caviar tune)
 _pool = None
 _kernels = None  # by name, compiled on first use (numba's import alone takes 0.2 s)
 
@@ -80,9 +81,9 @@ def _compile():  # noqa: C901 - one definition per kernel
                 p[k, j] = p[k, j] - (vv / (numpy.sqrt(ss * h2) + e)) * a
 
     @jit
-    def add_scaled(g, w, c):  # g += c * w, row k with its own c (the L2 term's gradient)
+    def add_scaled(g, w, c):  # g += c * w, row k with its own c[k, 0] (the L2 term's gradient)
         for k in range(g.shape[0]):
-            a = c[k]
+            a = c[k, 0]
             for j in range(g.shape[1]):
                 g[k, j] = g[k, j] + a * w[k, j]
 
@@ -211,24 +212,46 @@ def per_unit(array, K):
     return array.reshape(K, -1)
 
 
+def _halves(kernel, first_args, second_args):
+    """Run ``kernel`` on two halves of the work at once, one on a helper thread (numba releases
+    the GIL), and wait for both."""
+    global _pool
+    if _pool is None:
+        _pool = ThreadPoolExecutor(1, thread_name_prefix="caviar-kernel")
+    first = _pool.submit(kernel, *first_args)
+    kernel(*second_args)
+    first.result()
+
+
+def run(name, *args):
+    """Kernel ``name`` on ``args``; split over two threads by members (every array argument
+    with a leading axis of K) when the work is large, K >= 2 and ``THREADS`` allows."""
+    kernel = kernels()[name]
+    lead = args[0]
+    K = lead.shape[0]
+    if lead.size < SPLIT or THREADS < 2 or K < 2:
+        kernel(*args)
+        return
+    h = K // 2
+
+    def half(part):
+        return [a[part] if isinstance(a, numpy.ndarray) and a.ndim >= 2 and a.shape[0] == K else a for a in args]
+
+    _halves(kernel, half(slice(None, h)), half(slice(h, None)))
+
+
 def update(kind, arrays, coefficients):
-    """Optimizer ``kind``'s kernel on (K, P) ``arrays`` (parameter, gradient, state...), in two
-    halves on two threads when large (numba releases the GIL; memory-bound work gains a core)."""
+    """Optimizer ``kind``'s kernel on (K, P) ``arrays`` (parameter, gradient, state...), split
+    over two threads when large (memory-bound work gains the second core)."""
     kernel = kernels()[kind]
     K, P = arrays[0].shape
     coefficients = [column(c, K, arrays[0].dtype) for c in coefficients]
-    if K * P < SPLIT or (os.cpu_count() or 1) < 2:
+    if K * P < SPLIT or THREADS < 2:
         kernel(*arrays, *coefficients)
-        return
-    global _pool
-    if _pool is None:
-        _pool = ThreadPoolExecutor(1, thread_name_prefix="caviar-update")
-    if K >= 2:  # whole members on each thread
+    elif K >= 2:  # whole members on each thread
         h = K // 2
-        first = _pool.submit(kernel, *(a[:h] for a in arrays), *(c[:h] for c in coefficients))
-        kernel(*(a[h:] for a in arrays), *(c[h:] for c in coefficients))
+        _halves(kernel, [*(a[:h] for a in arrays), *(c[:h] for c in coefficients)],
+                [*(a[h:] for a in arrays), *(c[h:] for c in coefficients)])
     else:
         h = P // 2
-        first = _pool.submit(kernel, *(a[:, :h] for a in arrays), *coefficients)
-        kernel(*(a[:, h:] for a in arrays), *coefficients)
-    first.result()
+        _halves(kernel, [*(a[:, :h] for a in arrays), *coefficients], [*(a[:, h:] for a in arrays), *coefficients])

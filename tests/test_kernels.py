@@ -128,8 +128,11 @@ def _layers_step(dtype, K, m, h, n_in=6, seed=0):
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("K,m,h", [(None, 2, 3), (None, 64, 32), (None, 7, 1), (3, 64, 32), (4, 5, 2), (2, 129, 8),
                                    (3, 16, 1)])
-def test_layer_kernels_give_the_numpy_values(monkeypatch, dtype, K, m, h):
+@pytest.mark.parametrize("threads", [1, 2])
+def test_layer_kernels_give_the_numpy_values(monkeypatch, dtype, K, m, h, threads):
     monkeypatch.setattr(kernels, "MIN_SIZE", 1)
+    monkeypatch.setattr(kernels, "SPLIT", 1)  # members split over two threads wherever K >= 2
+    monkeypatch.setattr(kernels, "THREADS", threads)
     reference = None
     for compiled in (False, True):
         monkeypatch.setenv("CAVIAR_FUSED", "1" if compiled else "0")
@@ -150,6 +153,7 @@ def test_the_training_step_s_l2_gradient_is_backprop_s(monkeypatch, dtype, compi
     # the step adds the L2 term's gradient after backprop (in one pass where it can) instead of
     # backpropagating through the term: the same gradients, bit for bit
     monkeypatch.setattr(kernels, "MIN_SIZE", 1)
+    monkeypatch.setattr(kernels, "SPLIT", 1)
     monkeypatch.setenv("CAVIAR_FUSED", "1" if compiled else "0")
     ds = D.load("digits")
     X, y = D.Normalizer().fit_transform(ds.X)[:64].astype(dtype), ds.y[:64]

@@ -18,7 +18,7 @@ from .study import Study
 
 def _worker_init(single_thread):
     """Die with the driver (so a killed study leaves no orphan training a stale trial) and
-    keep BLAS to one thread when several workers share the cores."""
+    keep BLAS and the compiled kernels to one thread when several workers share the cores."""
     try:
         import ctypes
         import signal
@@ -29,7 +29,10 @@ def _worker_init(single_thread):
     if single_thread:
         from threadpoolctl import threadpool_limits
 
+        from .. import kernels
+
         threadpool_limits(1)
+        kernels.THREADS = 1
 
 
 def _claim(study, job):
