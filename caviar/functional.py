@@ -490,22 +490,6 @@ def l2_terms(weights, lambd, m):
     return coef * squares, mod.asarray((2 * coef).reshape(-1, 1, 1).astype(weights[0].dtype))
 
 
-def add_l2_gradient(weights, twice):
-    """Add the L2 term's gradient ``twice * W`` to each weight's ``.grad``, as backprop through
-    ``l2_penalty_per_member`` adds it: the same values, in place (one compiled pass where it
-    can) when the gradient is an array of its own."""
-    for w in _weights(weights):
-        if w.grad is None:
-            w.grad = twice * w.data
-            continue
-        K = len(w.data)
-        grad = w.grad
-        if grad.flags.owndata and kernels.usable(grad) and w.data.dtype == grad.dtype and twice.dtype == grad.dtype:
-            kernels.run("add_scaled", grad.reshape(K, -1), w.data.reshape(K, -1), twice.reshape(K, 1))
-        else:
-            w.grad = grad + twice * w.data
-
-
 def l2_penalty_per_member(weights, lambd, m):
     """The population form of ``l2_penalty``: weights stacked (K, n_in, n_out), one lambda per
     member. Returns (the sum of the members' terms as a Tensor, each member's term as float64)."""

@@ -41,61 +41,100 @@ def _compile():  # noqa: C901 - one definition per kernel
 
     jit = numba.njit(cache=True, nogil=True, error_model="numpy")
 
-    # -- optimizer updates over (K, P) rows ---------------------------------------------------
+    # -- optimizer updates over (K, P) rows ------------------------------------------------------
+    # The gradient g covers the columns start .. start + g.shape[1] of the parameter p and its
+    # state (a population's parameters are column blocks of one (K, P) array); it is g + d * p
+    # where a step left the L2 term's gradient to the update (``with_decay``). Each row is
+    # taken as 1-D slices with its coefficients in locals and the decay test outside the inner
+    # loop: that is what lets the compiler vectorize it (4-5x faster than 2-D indexing).
     @jit
-    def sgd(p, g, lr):  # p -= lr * g
-        for k in range(p.shape[0]):
-            a = lr[k]
-            for j in range(p.shape[1]):
-                p[k, j] = p[k, j] - a * g[k, j]
-
-    @jit
-    def momentum(p, g, v, beta, one_minus, scale):
-        for k in range(p.shape[0]):
-            b, c, a = beta[k], one_minus[k], scale[k]
-            for j in range(p.shape[1]):
-                vv = v[k, j] * b + g[k, j] * c
-                v[k, j] = vv
-                p[k, j] = p[k, j] - vv * a
-
-    @jit
-    def rmsprop(p, g, s, beta2, one_minus, eps, lr):
-        for k in range(p.shape[0]):
-            b, c, e, a = beta2[k], one_minus[k], eps[k], lr[k]
-            for j in range(p.shape[1]):
-                gg = g[k, j]
-                ss = s[k, j] * b + (gg * gg) * c
-                s[k, j] = ss
-                p[k, j] = p[k, j] - (gg / (numpy.sqrt(ss) + e)) * a
-
-    @jit
-    def adam(p, g, v, s, beta1, one_minus1, beta2, one_minus2, correct2, eps, step):
-        for k in range(p.shape[0]):
-            b1, c1, b2, c2, h2, e, a = beta1[k], one_minus1[k], beta2[k], one_minus2[k], correct2[k], eps[k], step[k]
-            for j in range(p.shape[1]):
-                gg = g[k, j]
-                vv = v[k, j] * b1 + gg * c1
-                v[k, j] = vv
-                ss = s[k, j] * b2 + (gg * gg) * c2
-                s[k, j] = ss
-                p[k, j] = p[k, j] - (vv / (numpy.sqrt(ss * h2) + e)) * a
-
-    @jit
-    def add_scaled(g, w, c):  # g += c * w, row k with its own c[k, 0] (the L2 term's gradient)
+    def sgd(p, g, lr, d, with_decay, start):  # p -= lr * g
+        n = g.shape[1]
         for k in range(g.shape[0]):
-            a = c[k, 0]
-            for j in range(g.shape[1]):
-                g[k, j] = g[k, j] + a * w[k, j]
+            pk, gk, a, c = p[k, start:start + n], g[k], lr[k], d[k]
+            if with_decay:
+                for j in range(n):
+                    pk[j] = pk[j] - a * (gk[j] + c * pk[j])
+            else:
+                for j in range(n):
+                    pk[j] = pk[j] - a * gk[j]
+
+    @jit
+    def momentum(p, g, v, beta, one_minus, scale, d, with_decay, start):
+        n = g.shape[1]
+        for k in range(g.shape[0]):
+            pk, gk, vk = p[k, start:start + n], g[k], v[k, start:start + n]
+            b, c, a, dd = beta[k], one_minus[k], scale[k], d[k]
+            if with_decay:
+                for j in range(n):
+                    vv = vk[j] * b + (gk[j] + dd * pk[j]) * c
+                    vk[j] = vv
+                    pk[j] = pk[j] - vv * a
+            else:
+                for j in range(n):
+                    vv = vk[j] * b + gk[j] * c
+                    vk[j] = vv
+                    pk[j] = pk[j] - vv * a
+
+    @jit
+    def rmsprop(p, g, s, beta2, one_minus, eps, lr, d, with_decay, start):
+        n = g.shape[1]
+        for k in range(g.shape[0]):
+            pk, gk, sk = p[k, start:start + n], g[k], s[k, start:start + n]
+            b, c, e, a, dd = beta2[k], one_minus[k], eps[k], lr[k], d[k]
+            if with_decay:
+                for j in range(n):
+                    gg = gk[j] + dd * pk[j]
+                    ss = sk[j] * b + (gg * gg) * c
+                    sk[j] = ss
+                    pk[j] = pk[j] - (gg / (numpy.sqrt(ss) + e)) * a
+            else:
+                for j in range(n):
+                    gg = gk[j]
+                    ss = sk[j] * b + (gg * gg) * c
+                    sk[j] = ss
+                    pk[j] = pk[j] - (gg / (numpy.sqrt(ss) + e)) * a
+
+    @jit
+    def adam(p, g, v, s, beta1, one_minus1, beta2, one_minus2, correct2, eps, step, d, with_decay, start):
+        n = g.shape[1]
+        for k in range(g.shape[0]):
+            pk, gk, vk, sk = p[k, start:start + n], g[k], v[k, start:start + n], s[k, start:start + n]
+            b1, c1, b2, c2, h2, e, a, dd = (beta1[k], one_minus1[k], beta2[k], one_minus2[k], correct2[k], eps[k],
+                                            step[k], d[k])
+            if with_decay:
+                for j in range(n):
+                    gg = gk[j] + dd * pk[j]
+                    vv = vk[j] * b1 + gg * c1
+                    vk[j] = vv
+                    ss = sk[j] * b2 + (gg * gg) * c2
+                    sk[j] = ss
+                    pk[j] = pk[j] - (vv / (numpy.sqrt(ss * h2) + e)) * a
+            else:
+                for j in range(n):
+                    gg = gk[j]
+                    vv = vk[j] * b1 + gg * c1
+                    vk[j] = vv
+                    ss = sk[j] * b2 + (gg * gg) * c2
+                    sk[j] = ss
+                    pk[j] = pk[j] - (vv / (numpy.sqrt(ss * h2) + e)) * a
 
     # -- layers over (K, m, h) ----------------------------------------------------------------
     @jit
     def bias_relu(z, b, with_bias, consts):  # z = max(z + b, 0) in place; NumPy's maximum keeps z at a tie or NaN
         zero = consts[0]
         for k in range(z.shape[0]):
+            bk = b[k]
             for i in range(z.shape[1]):
-                for j in range(z.shape[2]):
-                    x = z[k, i, j] + b[k, j] if with_bias else z[k, i, j]
-                    z[k, i, j] = x if (x >= zero or x != x) else zero
+                zi = z[k, i]
+                if with_bias:
+                    for j in range(zi.shape[0]):
+                        x = zi[j] + bk[j]
+                        zi[j] = x if (x >= zero or x != x) else zero
+                else:
+                    for j in range(zi.shape[0]):
+                        x = zi[j]
+                        zi[j] = x if (x >= zero or x != x) else zero
 
     @jit
     def relu_grad(g, out, dz, db, with_bias, consts):  # dz = g * (out > 0); db = dz summed over examples, row after row
@@ -103,67 +142,83 @@ def _compile():  # noqa: C901 - one definition per kernel
         K, m, h = g.shape
         for k in range(K):
             for i in range(m):
+                gi, oi, di = g[k, i], out[k, i], dz[k, i]
                 for j in range(h):
-                    dz[k, i, j] = g[k, i, j] * (one if out[k, i, j] > zero else zero)
+                    di[j] = gi[j] * (one if oi[j] > zero else zero)
             if with_bias:
+                dbk = db[k]
+                d0 = dz[k, 0]
                 for j in range(h):
-                    db[k, j] = dz[k, 0, j]
+                    dbk[j] = d0[j]
                 for i in range(1, m):
+                    di = dz[k, i]
                     for j in range(h):
-                        db[k, j] = db[k, j] + dz[k, i, j]
+                        dbk[j] = dbk[j] + di[j]
 
     @jit
     def batch_norm(z, gamma, beta, consts, out, xhat, mu, var, inv_std):
         m_, eps, one = consts[0], consts[1], consts[2]
         K, m, h = z.shape
         for k in range(K):
+            muk, vk, ik, gk, bk = mu[k], var[k], inv_std[k], gamma[k], beta[k]
+            z0 = z[k, 0]
             for j in range(h):
-                mu[k, j] = z[k, 0, j]
+                muk[j] = z0[j]
             for i in range(1, m):
+                zi = z[k, i]
                 for j in range(h):
-                    mu[k, j] = mu[k, j] + z[k, i, j]
+                    muk[j] = muk[j] + zi[j]
             for j in range(h):
-                mu[k, j] = mu[k, j] / m_
+                muk[j] = muk[j] / m_
             for i in range(m):  # centered, kept in xhat
+                zi, xi = z[k, i], xhat[k, i]
                 for j in range(h):
-                    xhat[k, i, j] = z[k, i, j] - mu[k, j]
+                    xi[j] = zi[j] - muk[j]
+            x0 = xhat[k, 0]
             for j in range(h):  # its squares, summed row after row
-                var[k, j] = xhat[k, 0, j] * xhat[k, 0, j]
+                vk[j] = x0[j] * x0[j]
             for i in range(1, m):
+                xi = xhat[k, i]
                 for j in range(h):
-                    var[k, j] = var[k, j] + xhat[k, i, j] * xhat[k, i, j]
+                    vk[j] = vk[j] + xi[j] * xi[j]
             for j in range(h):
-                var[k, j] = var[k, j] / m_
-                inv_std[k, j] = one / numpy.sqrt(var[k, j] + eps)
+                vk[j] = vk[j] / m_
+                ik[j] = one / numpy.sqrt(vk[j] + eps)
             for i in range(m):
+                xi, oi = xhat[k, i], out[k, i]
                 for j in range(h):
-                    x = xhat[k, i, j] * inv_std[k, j]
-                    xhat[k, i, j] = x
-                    out[k, i, j] = gamma[k, j] * x + beta[k, j]
+                    x = xi[j] * ik[j]
+                    xi[j] = x
+                    oi[j] = gk[j] * x + bk[j]
 
     @jit
     def batch_norm_grad(g, xhat, gamma, inv_std, consts, dz, dgamma, dbeta, s1, s2):
         m_ = consts[0]
         K, m, h = g.shape
         for k in range(K):
+            dgk, dbk, s1k, s2k, gmk, ik = dgamma[k], dbeta[k], s1[k], s2[k], gamma[k], inv_std[k]
+            g0, x0 = g[k, 0], xhat[k, 0]
             for j in range(h):  # row 0 starts the sums over the examples, as in NumPy
-                gg, x = g[k, 0, j], xhat[k, 0, j]
-                dx = gg * gamma[k, j]
-                dgamma[k, j], dbeta[k, j], s1[k, j], s2[k, j] = gg * x, gg, dx, dx * x
+                dx = g0[j] * gmk[j]
+                dgk[j] = g0[j] * x0[j]
+                dbk[j] = g0[j]
+                s1k[j] = dx
+                s2k[j] = dx * x0[j]
             for i in range(1, m):
+                gi, xi = g[k, i], xhat[k, i]
                 for j in range(h):
-                    gg, x = g[k, i, j], xhat[k, i, j]
-                    dx = gg * gamma[k, j]
-                    dgamma[k, j] = dgamma[k, j] + gg * x
-                    dbeta[k, j] = dbeta[k, j] + gg
-                    s1[k, j] = s1[k, j] + dx
-                    s2[k, j] = s2[k, j] + dx * x
+                    dx = gi[j] * gmk[j]
+                    dgk[j] = dgk[j] + gi[j] * xi[j]
+                    dbk[j] = dbk[j] + gi[j]
+                    s1k[j] = s1k[j] + dx
+                    s2k[j] = s2k[j] + dx * xi[j]
             for i in range(m):
+                gi, xi, di = g[k, i], xhat[k, i], dz[k, i]
                 for j in range(h):
-                    dx = g[k, i, j] * gamma[k, j]
-                    dz[k, i, j] = (inv_std[k, j] / m_) * ((m_ * dx - s1[k, j]) - xhat[k, i, j] * s2[k, j])
+                    dx = gi[j] * gmk[j]
+                    di[j] = (ik[j] / m_) * ((m_ * dx - s1k[j]) - xi[j] * s2k[j])
 
-    return {"gd": sgd, "momentum": momentum, "rmsprop": rmsprop, "adam": adam, "add_scaled": add_scaled, "bias_relu": bias_relu,
+    return {"gd": sgd, "momentum": momentum, "rmsprop": rmsprop, "adam": adam, "bias_relu": bias_relu,
             "relu_grad": relu_grad, "batch_norm": batch_norm, "batch_norm_grad": batch_norm_grad}
 
 
@@ -240,18 +295,23 @@ def run(name, *args):
     _halves(kernel, half(slice(None, h)), half(slice(h, None)))
 
 
-def update(kind, arrays, coefficients):
-    """Optimizer ``kind``'s kernel on (K, P) ``arrays`` (parameter, gradient, state...), split
-    over two threads when large (memory-bound work gains the second core)."""
+def update(kind, param, grad, state, columns, decay=None, start=0):
+    """Optimizer ``kind``'s kernel: ``param`` and its ``state`` arrays (K, P) updated in place
+    over the columns ``start`` .. ``start + grad.shape[1]`` from ``grad``, taken as ``grad +
+    decay * param`` where ``decay`` (the L2 term's factor per member) is given; ``columns``
+    are the update's coefficients as (K,) arrays (``column``). Split over two threads when
+    large (memory-bound work gains the second core)."""
     kernel = kernels()[kind]
-    K, P = arrays[0].shape
-    coefficients = [column(c, K, arrays[0].dtype) for c in coefficients]
+    K, P = grad.shape
+    columns = list(columns) + [column(0.0 if decay is None else decay, K, param.dtype)]
+    with_decay = decay is not None
     if K * P < SPLIT or THREADS < 2:
-        kernel(*arrays, *coefficients)
+        kernel(param, grad, *state, *columns, with_decay, start)
     elif K >= 2:  # whole members on each thread
         h = K // 2
-        _halves(kernel, [*(a[:h] for a in arrays), *(c[:h] for c in coefficients)],
-                [*(a[h:] for a in arrays), *(c[h:] for c in coefficients)])
-    else:
+        _halves(kernel, [param[:h], grad[:h], *(a[:h] for a in state), *(c[:h] for c in columns), with_decay, start],
+                [param[h:], grad[h:], *(a[h:] for a in state), *(c[h:] for c in columns), with_decay, start])
+    else:  # one row: a half of its columns on each thread
         h = P // 2
-        _halves(kernel, [*(a[:, :h] for a in arrays), *coefficients], [*(a[:, h:] for a in arrays), *coefficients])
+        _halves(kernel, [param, grad[:, :h], *state, *columns, with_decay, start],
+                [param, grad[:, h:], *state, *columns, with_decay, start + h])

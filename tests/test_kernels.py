@@ -13,8 +13,8 @@ from caviar.train.population import Population
 
 def test_the_kernels_compile_here():
     # without this, every comparison below would compare the NumPy update with itself
-    assert set(kernels.kernels()) == {"gd", "momentum", "rmsprop", "adam", "add_scaled", "bias_relu", "relu_grad",
-                                      "batch_norm", "batch_norm_grad"}
+    assert set(kernels.kernels()) == {"gd", "momentum", "rmsprop", "adam", "bias_relu", "relu_grad", "batch_norm",
+                                      "batch_norm_grad"}
     assert kernels.usable(np.zeros(kernels.MIN_SIZE, np.float32))
     assert not kernels.usable(np.zeros(kernels.MIN_SIZE - 1, np.float32))
     assert not kernels.usable(np.zeros(kernels.MIN_SIZE, np.int64))
@@ -148,28 +148,34 @@ def test_layer_kernels_give_the_numpy_values(monkeypatch, dtype, K, m, h, thread
 
 
 @pytest.mark.parametrize("compiled", [False, True])
+@pytest.mark.parametrize("optimizer", ["gd", "momentum", "rmsprop", "adam"])
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
-def test_the_training_step_s_l2_gradient_is_backprop_s(monkeypatch, dtype, compiled):
-    # the step adds the L2 term's gradient after backprop (in one pass where it can) instead of
-    # backpropagating through the term: the same gradients, bit for bit
+def test_the_training_step_s_l2_gradient_is_backprop_s(monkeypatch, dtype, optimizer, compiled):
+    # the training step leaves the L2 term off the tape and the optimizer adds its gradient as it
+    # updates (inside the kernel where it runs): the same new weights as backprop through the term
     monkeypatch.setattr(kernels, "MIN_SIZE", 1)
     monkeypatch.setattr(kernels, "SPLIT", 1)
     monkeypatch.setenv("CAVIAR_FUSED", "1" if compiled else "0")
     ds = D.load("digits")
     X, y = D.Normalizer().fit_transform(ds.X)[:64].astype(dtype), ds.y[:64]
-    members = [dict(seed=s, l2=l2) for s, l2 in [(1, 0.0), (2, 0.3), (3, 7.0)]]
-    pop = Population([64, 16, 12, 10], members, batchnorm=True, dtype=dtype)
-    grads, reg = [], []
+    members = [dict(seed=s, l2=l2, lr=0.01) for s, l2 in [(1, 0.0), (2, 0.3), (3, 7.0)]]
+    weights, reg = [], []
     calls = spy(monkeypatch)
     for on_tape in (True, False):
-        for p in pop.net.parameters():
-            p.grad = None
-        total, _, _, r = pop.cost(X, y, training=False, l2_on_tape=on_tape)
-        total.backward()
-        grads.append({k: p.grad.copy() for k, p in pop.net.params.items()})
+        pop = Population([64, 16, 12, 10], members, batchnorm=True, dtype=dtype, optimizer=optimizer)
+        opt = pop._make_optimizer()
+        for _ in range(3):
+            for p in pop.net.parameters():
+                p.grad = None
+            pop.step_decay = None
+            total, _, _, r = pop.cost(X, y, training=True, l2_on_tape=on_tape)
+            total.backward()
+            assert (pop.step_decay is None) == on_tape
+            opt.step(pop.net.parameters(), decay=pop.step_decay)
+        weights.append({k: p.data.copy() for k, p in pop.net.params.items()})
         reg.append(r)
-    assert bool(calls.get("add_scaled")) == compiled
+    assert bool(calls.get(optimizer)) == compiled
     np.testing.assert_array_equal(reg[0], reg[1])
     assert reg[0][0] == 0 and reg[0][2] > reg[0][1] > 0
-    for name in grads[0]:
-        np.testing.assert_array_equal(grads[1][name], grads[0][name], err_msg=name)
+    for name in weights[0]:
+        np.testing.assert_array_equal(weights[1][name], weights[0][name], err_msg=name)

@@ -18,6 +18,7 @@ class Adam(Optimizer):
     """Adam with bias correction; defaults beta1 0.9, beta2 0.999, epsilon 1e-8 (the notes')."""
 
     defaults = {"lr": 0.001, "beta1": 0.9, "beta2": 0.999, "epsilon": 1e-8}
+    kernel = "adam"
 
     def __init__(self, lr=None, beta1=None, beta2=None, epsilon=None):
         super().__init__(lr)
@@ -39,7 +40,7 @@ class Adam(Optimizer):
         t = state["t"]
         xp = backend.get_array_module(v)
         b1, b2 = self.beta1, self.beta2
-        if fused_update("adam", param, grad, (v, s), (b1, 1 - b1, b2, 1 - b2, 1 / (1 - power(b2, t)), self.epsilon,
+        if fused_update(self.kernel, param, grad, (v, s), (b1, 1 - b1, b2, 1 - b2, 1 / (1 - power(b2, t)), self.epsilon,
                                                      lr / (1 - power(b1, t)))):
             return
         # the reference, each line one pass (the compiled kernel does these in one)

@@ -80,13 +80,28 @@ def fused_update(kind, param, grad, state_arrays, coefficients):
     bit-identical to its NumPy update; False where the kernels do not run (no numba, the GPU,
     a small or non-contiguous parameter), and then the caller runs the NumPy update.
     ``coefficients`` are the update's hyperparameters as the NumPy update computes them (floats,
-    or per-member (K, 1) float64 arrays); ``state_arrays`` are updated in place."""
+    or per-member (K, 1) float64 arrays); ``state_arrays`` are updated in place.
+
+    A population's (K, P) block (``_Flat``) is updated parameter by parameter from each one's
+    own ``.grad`` (``grad`` None: nothing was gathered), each with its L2 term's gradient added
+    inside the kernel where the step gives one (``_Flat.decay``)."""
     data = param.data
+    if isinstance(param, _Flat) and grad is None:
+        K = len(data)
+        columns = [kernels.column(c, K, data.dtype) for c in coefficients]
+        for i, (p, (start, _)) in enumerate(zip(param.params, param.columns)):
+            kernels.update(kind, data, numpy.ascontiguousarray(p.grad.reshape(K, -1)), state_arrays, columns,
+                           param.decay[i] if param.decay else None, start)
+        return True
     if not kernels.usable(data, *state_arrays) or getattr(grad, "dtype", None) != data.dtype:
         return False
-    arrays = [data, grad, *state_arrays]
-    # a population's (K, P) block as it is; a single network's parameter and state as one row
-    kernels.update(kind, arrays if isinstance(param, _Flat) else [a.reshape(1, -1) for a in arrays], coefficients)
+    K = len(data) if isinstance(param, _Flat) else 1
+    columns = [kernels.column(c, K, data.dtype) for c in coefficients]
+    if isinstance(param, _Flat):  # a population's gathered (K, P) block
+        kernels.update(kind, data, numpy.ascontiguousarray(grad), state_arrays, columns)
+    else:  # a single network's parameter and its state, each one row
+        kernels.update(kind, data.reshape(1, -1), numpy.ascontiguousarray(grad.reshape(1, -1)),
+                       [a.reshape(1, -1) for a in state_arrays], columns)
     return True
 
 
@@ -100,7 +115,7 @@ class _Flat:
     by one, so results are bit-identical. A parameter whose ``.data`` was replaced (members
     removed, weights restored) makes ``holds`` false, and the next step gathers afresh."""
 
-    __slots__ = ("params", "views", "data", "dtype", "grad")
+    __slots__ = ("params", "views", "columns", "data", "dtype", "grad", "decay")
 
     def __init__(self, params):
         xp = backend.get_array_module(params[0].data)
@@ -109,7 +124,8 @@ class _Flat:
         self.data = xp.concatenate([p.data.reshape(K, -1) for p in params], axis=1)
         self.dtype = self.data.dtype
         self.grad = xp.empty_like(self.data)
-        self.views, start = [], 0
+        self.decay = None  # this step's L2 factors, one per parameter (None: no term), from ``step``
+        self.views, self.columns, start = [], [], 0
         for p in params:
             stop = start + p.data[0].size
             view = self.data[:, start:stop].reshape(p.data.shape)
@@ -117,6 +133,7 @@ class _Flat:
                 raise RuntimeError(f"parameter {getattr(p, 'name', '')} of shape {p.data.shape} cannot be a view")
             p.data = view
             self.views.append(view)
+            self.columns.append((start, stop))
             start = stop
 
     def same_params(self, params):
@@ -145,6 +162,7 @@ class Optimizer:
 
     defaults = {"lr": 0.01}
     names = {}
+    kernel = None  # the name of its compiled update in caviar.kernels, if it has one
 
     def __init__(self, lr=None):
         self.lr = check_lr(self.defaults["lr"] if lr is None else lr)
@@ -202,13 +220,16 @@ class Optimizer:
     def update(self, param, grad, state, lr):  # pragma: no cover - abstract
         raise NotImplementedError
 
-    def step(self, params, active=None):
+    def step(self, params, active=None, decay=None):
         """Apply one update to every parameter that has a gradient.
 
         With per-member hyperparameters (a population: arrays of shape (K, 1)), all parameters
         are updated as one (K, P) array (see ``_Flat``): each elementwise pass of the update is
         one call over long contiguous rows instead of one per parameter. ``active`` (K,) bools
         leaves the other members unchanged for this step (a diverging member's last weights).
+        ``decay`` maps some parameters (by ``id``) to the factor c of an L2 term left off the tape: their
+        gradient is taken as ``grad + c * W`` (what backprop through the term adds), inside
+        the compiled update where it runs.
         """
         lr = self.current_lr()
         if active is not None:
@@ -216,18 +237,20 @@ class Optimizer:
         per_member = isinstance(lr, numpy.ndarray) or any(
             isinstance(v, numpy.ndarray) for v in self.hyperparameter_values())
         live = [p for p in params if p.grad is not None]
+        decay = decay or {}
         with no_grad():
             if per_member and live:
-                self._step_flat(live, lr)
+                self._step_flat(live, lr, decay)
             else:
                 for p in live:
                     state = self.state.get(id(p))
                     if state is None:
                         state = self.state[id(p)] = self.init_state(p)
-                    self.update(p, p.grad, state, lr)
+                    c = decay.get(id(p))
+                    self.update(p, p.grad if c is None else p.grad + c * p.data, state, lr)
         self.iterations += 1
 
-    def _step_flat(self, params, lr):
+    def _step_flat(self, params, lr, decay):
         flat = self._flat
         if flat is None or not flat.holds(params):
             same = flat is not None and flat.same_params(params)
@@ -237,7 +260,20 @@ class Optimizer:
         state = self.state.get(_FLAT)
         if state is None or any(getattr(v, "shape", flat.data.shape) != flat.data.shape for v in state.values()):
             state = self.state[_FLAT] = self.init_state(flat)
-        self.update(flat, flat.gather_grads(params), state, lr)
+        if self.kernel is not None and kernels.usable(flat.data) and all(
+                isinstance(p.grad, numpy.ndarray) and p.grad.dtype == flat.dtype for p in params):
+            # nothing gathered: the kernel reads each parameter's gradient where backprop left it
+            flat.decay = [decay.get(id(p)) for p in params] if decay else None
+            self.update(flat, None, state, lr)
+            flat.decay = None
+            return
+        grad = flat.gather_grads(params)
+        K = len(flat.data)
+        for p, (start, stop) in zip(params, flat.columns):
+            c = decay.get(id(p))
+            if c is not None:  # grad + c * W, the values backprop through the L2 term gives
+                grad[:, start:stop] += c.reshape(K, 1) * flat.data[:, start:stop]
+        self.update(flat, grad, state, lr)
 
     def hyperparameter_values(self):
         return [v for k, v in vars(self).items() if k in ("beta", "beta1", "beta2", "epsilon")]

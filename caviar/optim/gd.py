@@ -9,7 +9,8 @@ class GradientDescent(Optimizer):
     """theta <- theta - lr * dtheta, in place."""
 
     defaults = {"lr": 0.01}
+    kernel = "gd"
 
     def update(self, param, grad, state, lr):
-        if not fused_update("gd", param, grad, (), (lr,)):
+        if not fused_update(self.kernel, param, grad, (), (lr,)):
             param.data -= coef(lr, param.data) * grad

@@ -18,6 +18,7 @@ class Momentum(Optimizer):
     """v = beta v + (1 - beta) dW; W -= lr v (optionally with bias correction v / (1 - beta^t))."""
 
     defaults = {"lr": 0.01, "beta1": 0.9}
+    kernel = "momentum"
     names = {"beta1": "beta"}
 
     def __init__(self, lr=None, beta=None, bias_correction=False):
@@ -37,7 +38,7 @@ class Momentum(Optimizer):
         state["t"] += 1
         xp = backend.get_array_module(v)
         scale = lr / (1 - power(self.beta, state["t"])) if self.bias_correction else lr
-        if fused_update("momentum", param, grad, (v,), (self.beta, 1 - self.beta, scale)):
+        if fused_update(self.kernel, param, grad, (v,), (self.beta, 1 - self.beta, scale)):
             return
         v *= coef(self.beta, tmp)
         v += xp.multiply(grad, coef(1 - self.beta, tmp), out=tmp)

@@ -17,6 +17,7 @@ class RMSprop(Optimizer):
     """s = beta2 s + (1 - beta2) dW^2; W -= lr dW / (sqrt(s) + epsilon)."""
 
     defaults = {"lr": 0.001, "beta2": 0.999, "epsilon": 1e-8}
+    kernel = "rmsprop"
 
     def __init__(self, lr=None, beta2=None, epsilon=None):
         super().__init__(lr)
@@ -33,7 +34,7 @@ class RMSprop(Optimizer):
     def update(self, param, grad, state, lr):
         s, tmp = state["s"], state["_tmp"]
         xp = backend.get_array_module(s)
-        if fused_update("rmsprop", param, grad, (s,), (self.beta2, 1 - self.beta2, self.epsilon, lr)):
+        if fused_update(self.kernel, param, grad, (s,), (self.beta2, 1 - self.beta2, self.epsilon, lr)):
             return
         s *= coef(self.beta2, tmp)
         xp.multiply(grad, grad, out=tmp)

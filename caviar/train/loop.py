@@ -3,7 +3,8 @@ callbacks, for a single ``Network`` and for a ``Population`` of K networks alike
 
 The loop talks to what it trains through a small "trainee" protocol: ``numbers`` (the active
 members), ``histories``, ``params()``, ``batch_cost(Xb, yb)`` (the total cost to backpropagate
-and each member's J), ``metric``, ``augment``, ``evaluate``, ``leave(slots, status)`` (members that
+and each member's J), ``step_decay`` (after ``batch_cost``: the L2 factors the optimizer adds,
+for a cost that leaves its L2 term off the tape, else None), ``metric``, ``augment``, ``evaluate``, ``leave(slots, status)`` (members that
 stop), ``snapshot(number)`` and ``network(number)``. ``_Single`` wraps a Network as a
 population of one; ``Population`` implements it for K members stacked on a model axis.
 """
@@ -62,6 +63,7 @@ class _Single:
     """A Network as the loop's trainee: a population of one, member number 0."""
 
     population = False
+    step_decay = None  # its L2 term is on the tape
 
     def __init__(self, net):
         self.net, self.head = net, net.head
@@ -307,7 +309,7 @@ def _train_epoch(trainee, opt, X, y, batch_size, shuffle, shuffle_rng, min_last,
             for p in params:
                 keep = backend.to_module_of(good.reshape(-1, 1, 1), p.grad)
                 p.grad = backend.get_array_module(p.grad).where(keep, p.grad, 0).astype(p.dtype)
-        opt.step(params, active=good if bad else None)
+        opt.step(params, active=good if bad else None, decay=trainee.step_decay)
         run.iteration += 1
         metric = trainee.metric(logits.data, yb)
         for slot, number in enumerate(trainee.numbers):

@@ -158,9 +158,10 @@ class Population:
         """(total cost, per-member data loss (K,), logits, per-member L2 term): the total is the
         sum of the members' J, so every member's gradient is the one it would have alone.
 
-        With ``l2_on_tape=False`` (the training step) the L2 term stays off the tape: the total's
-        ``backward()`` backprops the data losses, then adds the term's gradient to the weights
-        in one pass (``F.add_l2_gradient``), the values backprop through the term would add."""
+        With ``l2_on_tape=False`` (the training step) the L2 term stays off the tape: the total
+        is the data losses' and ``step_decay`` maps each weight (by ``id``) to its factor 2
+        lambda/(2m) per member, for the optimizer to add the term's gradient as it updates
+        (the values backprop through the term would give, without a pass of their own)."""
         logits = self.net.forward(X, training)
         K, m = logits.shape[0], logits.shape[1]
         cw = self.shared["class_weight"]
@@ -174,7 +175,7 @@ class Population:
                 total = total + penalty
             else:
                 reg, twice = F.l2_terms(self.net.weights(), lambd, m)
-                total = _ThenL2(total, self.net.weights(), twice)
+                self.step_decay = {id(w): twice for w in self.net.weights()}
         return total, losses, logits, reg
 
     def evaluate(self, X, y):
@@ -293,6 +294,7 @@ class Population:
 
     # -- the training loop's trainee protocol (see caviar.train.loop) ------------------------
     population = True
+    step_decay = None
 
     @property
     def numbers(self):
@@ -302,6 +304,7 @@ class Population:
         return self.net.parameters()
 
     def batch_cost(self, Xb, yb):
+        self.step_decay = None
         total, losses, logits, reg = self.cost(Xb, yb, training=True, l2_on_tape=False)
         # J + L2 term summed in the parameters' dtype, as a single network reports its cost
         values = backend.to_numpy(losses.data + backend.to_module_of(reg.astype(losses.dtype), losses.data))
@@ -338,20 +341,6 @@ class Population:
     def lrs(self, opt):
         lr = opt.current_lr()
         return [float(v) for v in numpy.broadcast_to(numpy.asarray(lr, dtype=numpy.float64).reshape(-1), (self.size,))]
-
-
-class _ThenL2:
-    """A training step's total cost without the L2 term on the tape: ``backward()`` backprops
-    the members' data losses, then adds the L2 term's gradient (see ``Population.cost``)."""
-
-    __slots__ = ("data_cost", "weights", "twice")
-
-    def __init__(self, data_cost, weights, twice):
-        self.data_cost, self.weights, self.twice = data_cost, weights, twice
-
-    def backward(self):
-        self.data_cost.backward()
-        F.add_l2_gradient(self.weights, self.twice)
 
 
 class _OnEpoch(Callback):
