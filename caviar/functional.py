@@ -486,8 +486,20 @@ def l2_terms(weights, lambd, m):
     weights = _weights(weights)
     mod = backend.get_array_module(weights[0].data)
     coef = numpy.asarray(lambd, dtype=numpy.float64) / (2.0 * m)
-    squares = sum(backend.to_numpy((w.data * w.data).sum(axis=(-2, -1))).astype(numpy.float64) for w in weights)
+    squares = sum(backend.to_numpy(_squares(w.data)).astype(numpy.float64) for w in weights)
     return coef * squares, mod.asarray((2 * coef).reshape(-1, 1, 1).astype(weights[0].dtype))
+
+
+def _squares(w):
+    """Each member's sum of squared weights, (K,) in w's dtype: ``(w * w).sum(axis=(-2, -1))``,
+    or the compiled pass that sums them as NumPy does, without the (K, n, h) array of squares."""
+    K = len(w)
+    rows = w.reshape(K, -1) if kernels.usable(w, contiguous=False) else None
+    if rows is None or not numpy.shares_memory(rows, w) or rows.strides[1] != w.itemsize:
+        return (w * w).sum(axis=(-2, -1))
+    out = numpy.empty((K, 1), dtype=w.dtype)
+    kernels.run("squares", rows, out, kernels.constants(w.dtype, -0.0))
+    return out.reshape(K)
 
 
 def l2_penalty_per_member(weights, lambd, m):

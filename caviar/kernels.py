@@ -119,6 +119,46 @@ def _compile():  # noqa: C901 - one definition per kernel
                     sk[j] = ss
                     pk[j] = pk[j] - (vv / (numpy.sqrt(ss * h2) + e)) * a
 
+    # -- sums of squares -------------------------------------------------------------------
+    @jit
+    def pairwise_squares(a, lo, n, negzero):
+        # NumPy's pairwise sum (numpy/_core/src/umath/loops_utils.h) of a[lo:lo+n] ** 2: under 8
+        # terms one by one from -0.0; up to 128, eight running sums combined as a tree, then
+        # the rest one by one; beyond, the two halves (the first a multiple of 8) summed apart
+        if n < 8:
+            res = negzero
+            for i in range(lo, lo + n):
+                res += a[i] * a[i]
+            return res
+        if n <= 128:
+            r0, r1, r2, r3 = a[lo] * a[lo], a[lo + 1] * a[lo + 1], a[lo + 2] * a[lo + 2], a[lo + 3] * a[lo + 3]
+            r4, r5, r6, r7 = a[lo + 4] * a[lo + 4], a[lo + 5] * a[lo + 5], a[lo + 6] * a[lo + 6], a[lo + 7] * a[lo + 7]
+            i = 8
+            while i < n - n % 8:
+                b = lo + i
+                r0 += a[b] * a[b]
+                r1 += a[b + 1] * a[b + 1]
+                r2 += a[b + 2] * a[b + 2]
+                r3 += a[b + 3] * a[b + 3]
+                r4 += a[b + 4] * a[b + 4]
+                r5 += a[b + 5] * a[b + 5]
+                r6 += a[b + 6] * a[b + 6]
+                r7 += a[b + 7] * a[b + 7]
+                i += 8
+            res = ((r0 + r1) + (r2 + r3)) + ((r4 + r5) + (r6 + r7))
+            while i < n:
+                res += a[lo + i] * a[lo + i]
+                i += 1
+            return res
+        half = n // 2
+        half -= half % 8
+        return pairwise_squares(a, lo, half, negzero) + pairwise_squares(a, lo + half, n - half, negzero)
+
+    @jit
+    def squares(w, out, consts):  # out[k, 0] = (w[k] * w[k]).sum() as NumPy sums it
+        for k in range(w.shape[0]):
+            out[k, 0] = pairwise_squares(w[k], 0, w.shape[1], consts[0])
+
     # -- layers over (K, m, h) ----------------------------------------------------------------
     @jit
     def bias_relu(z, b, with_bias, consts):  # z = max(z + b, 0) in place; NumPy's maximum keeps z at a tie or NaN
@@ -218,7 +258,7 @@ def _compile():  # noqa: C901 - one definition per kernel
                     dx = gi[j] * gmk[j]
                     di[j] = (ik[j] / m_) * ((m_ * dx - s1k[j]) - xi[j] * s2k[j])
 
-    return {"gd": sgd, "momentum": momentum, "rmsprop": rmsprop, "adam": adam, "bias_relu": bias_relu,
+    return {"gd": sgd, "momentum": momentum, "rmsprop": rmsprop, "adam": adam, "squares": squares, "bias_relu": bias_relu,
             "relu_grad": relu_grad, "batch_norm": batch_norm, "batch_norm_grad": batch_norm_grad}
 
 
@@ -233,14 +273,16 @@ def kernels():
     return _kernels
 
 
-def usable(*arrays):
-    """Whether the kernels run on ``arrays``: NumPy arrays of one float dtype, C-contiguous,
-    the first of ``MIN_SIZE`` elements or more (``CAVIAR_FUSED=0`` turns the kernels off)."""
+def usable(*arrays, contiguous=True):
+    """Whether the kernels run on ``arrays``: NumPy arrays of one float dtype, C-contiguous
+    (unless ``contiguous`` is False), the first of ``MIN_SIZE`` elements or more
+    (``CAVIAR_FUSED=0`` turns the kernels off)."""
     first = arrays[0]
     return (os.environ.get("CAVIAR_FUSED", "1") != "0" and backend.name() == "numpy"
             and isinstance(first, numpy.ndarray) and first.dtype in (numpy.float32, numpy.float64)
             and first.size >= MIN_SIZE
-            and all(isinstance(a, numpy.ndarray) and a.dtype == first.dtype and a.flags.c_contiguous for a in arrays)
+            and all(isinstance(a, numpy.ndarray) and a.dtype == first.dtype and (a.flags.c_contiguous or not contiguous)
+                    for a in arrays)
             and bool(kernels()))
 
 

@@ -13,8 +13,8 @@ from caviar.train.population import Population
 
 def test_the_kernels_compile_here():
     # without this, every comparison below would compare the NumPy update with itself
-    assert set(kernels.kernels()) == {"gd", "momentum", "rmsprop", "adam", "bias_relu", "relu_grad", "batch_norm",
-                                      "batch_norm_grad"}
+    assert set(kernels.kernels()) == {"gd", "momentum", "rmsprop", "adam", "squares", "bias_relu", "relu_grad",
+                                      "batch_norm", "batch_norm_grad"}
     assert kernels.usable(np.zeros(kernels.MIN_SIZE, np.float32))
     assert not kernels.usable(np.zeros(kernels.MIN_SIZE - 1, np.float32))
     assert not kernels.usable(np.zeros(kernels.MIN_SIZE, np.int64))
@@ -179,3 +179,19 @@ def test_the_training_step_s_l2_gradient_is_backprop_s(monkeypatch, dtype, optim
     assert reg[0][0] == 0 and reg[0][2] > reg[0][1] > 0
     for name in weights[0]:
         np.testing.assert_array_equal(weights[1][name], weights[0][name], err_msg=name)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("K,n,h", [(3, 4, 5), (2, 784, 256), (16, 40, 33), (1, 7, 1), (5, 1, 9), (4, 33, 17)])
+def test_sums_of_squares_are_numpy_s_pairwise_sums(monkeypatch, dtype, K, n, h):
+    # the L2 term's value per member, from a population's weights (views of its (K, P) block)
+    from caviar import functional as F
+
+    monkeypatch.setattr(kernels, "MIN_SIZE", 1)
+    monkeypatch.setattr(kernels, "SPLIT", 1)
+    r = np.random.default_rng(n * h)
+    block = (r.standard_normal((K, n * h + 50)) * 10.0 ** r.uniform(-3, 3, (K, n * h + 50))).astype(dtype)
+    w = block[:, 10:10 + n * h].reshape(K, n, h)
+    calls = spy(monkeypatch)
+    np.testing.assert_array_equal(F._squares(w), (w * w).sum(axis=(-2, -1)))
+    assert calls.get("squares")  # the kernel ran (in two halves where K >= 2)
