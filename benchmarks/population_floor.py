@@ -1,7 +1,8 @@
 """How far populations can speed up the default ``caviar tune`` search on this machine.
 
 For every group of the default search (40 trials, 10 epochs, groups of 10 sharing an
-architecture, the default space, digits), in one process with one BLAS thread, times:
+architecture, the default space, digits), in one process with one thread (BLAS and caviar's
+compiled kernels, as in a ``caviar tune`` worker), times:
 
   solo        the group's trials trained one by one (``--no-population``'s work),
   population  the group trained as one caviar population (the default),
@@ -31,6 +32,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
 from threadpoolctl import threadpool_limits  # noqa: E402
 
+from caviar import kernels  # noqa: E402
 from caviar.train.batches import minibatch_indices  # noqa: E402
 from caviar.tune.objective import shape_of, study_data, train_population, train_trial  # noqa: E402
 from caviar.tune.space import default_space  # noqa: E402
@@ -113,6 +115,7 @@ def main(argv=None):
           f"digits, one process, one BLAS thread")
     print(f"{'layer sizes':<22} {'batch':>5} {'K':>3} {'solo s':>7} {'popul. s':>8} {'products s':>10} "
           f"{'solo/popul.':>11} {'solo/products':>13}")
+    kernels.THREADS = 1  # as in a caviar tune worker: one thread for BLAS and the kernels
     with threadpool_limits(1):
         train_population(settings, default_groups(2, 1, 1, args.seed)[0])  # warm-up
         for group in default_groups(args.trials, args.epochs, args.group_size, args.seed):

@@ -216,14 +216,19 @@ def _activation_grad(g, out, name, slope):
     return g
 
 
-def _bias_activate(z, b, name, slope):
-    """g(z + b) written over z (a fresh array the caller owns); b may be None. ReLU runs as one
-    compiled pass where it can (``caviar.kernels``), with the same values."""
+def _bias_activate(z, b, name, slope, inplace=True):
+    """g(z + b), written over z (a fresh array the caller owns) or, with ``inplace=False``, into
+    a new array; b may be None. ReLU runs as one compiled pass where it can (``caviar.kernels``),
+    with the same values."""
     K = z.shape[0] if z.ndim == 3 else 1
-    if name == "relu" and kernels.usable(z) and (b is None or (b.dtype == z.dtype and b.size == K * z.shape[-1])):
+    if (name == "relu" and z.ndim <= 3 and kernels.usable(z)
+            and (b is None or (b.dtype == z.dtype and b.size == K * z.shape[-1]))):
+        out = z if inplace else numpy.empty_like(z)
         kernels.run("bias_relu", kernels.stacked(z), kernels.per_unit(z if b is None else b, K), b is not None,
-                    kernels.constants(z.dtype, 0))
-        return z
+                    kernels.constants(z.dtype, 0), kernels.stacked(out))
+        return out
+    if not inplace:
+        z = z.copy()
     if b is not None:
         z += b
     return _activate_inplace(z, name, slope)
@@ -254,7 +259,7 @@ def activation(z, name, slope=0.01):
     z = lift(z)
     if name == "linear":
         return z
-    out = _activate_inplace(z.data.copy(), name, slope)
+    out = _bias_activate(z.data, None, name, slope, inplace=False)
     return result(out, (z,), lambda g: (_backprop_activation(g, out, name, slope)[0],), name)
 
 
@@ -379,7 +384,7 @@ def batch_norm(z, gamma, beta, running=None, training=True, momentum=0.9, epsilo
                 "batch_norm_grad", kernels.stacked(g), kernels.stacked(xhat), kernels.per_unit(gamma.data, K),
                 inv_std.reshape(K, h),
                 kernels.constants(g.dtype, m), kernels.stacked(dz), dgamma.reshape(K, h), dbeta.reshape(K, h),
-                numpy.empty((K, h), g.dtype), numpy.empty((K, h), g.dtype))
+                numpy.empty((K, h), g.dtype), numpy.empty((K, h), g.dtype), numpy.empty((K, h), g.dtype))
             return (dz if z.requires_grad else None, dgamma if gamma.requires_grad else None,
                     dbeta if beta.requires_grad else None)
         dgamma = unbroadcast(g * xhat, gamma.shape) if gamma.requires_grad else None
@@ -447,9 +452,28 @@ def dropout(a, keep_prob, rng=None, training=True):
         return a
     refuse_if_checking(keep_prob)
     rng = backend.rng(rng)
-    mask = rng.random(a.shape, dtype=a.dtype) < keep_prob
-    scale = mask.astype(a.dtype) * a.dtype.type(1.0 / keep_prob)
-    return result(a.data * scale, (a,), lambda g: (g * scale,), "dropout")
+    draws = rng.random(a.shape, dtype=a.dtype)
+    out, scale = dropout_scale(a.data, draws, keep_prob, 1.0 / keep_prob)
+    return result(out, (a,), lambda g: (g * scale,), "dropout")
+
+
+def dropout_scale(a, draws, keep, inverse):
+    """(a * scale, scale) with scale = 1/keep where a draw is under keep, else 0: the notes'
+    d = rand < keep_prob; a * d / keep_prob. ``keep`` and ``inverse`` are floats or, for a
+    population, (K, 1, 1) float64 arrays (one per member); both are rounded to a's dtype. The
+    draws become the scale (one compiled pass where it can, with the same values)."""
+    mod = backend.get_array_module(a)
+    dtype = a.dtype
+    if kernels.usable(a, draws) and a.ndim <= 3 and a.shape == draws.shape:
+        K = a.shape[0] if a.ndim == 3 else 1
+        out = numpy.empty_like(a)
+        kernels.run("dropout", kernels.stacked(draws), kernels.stacked(a), kernels.column(keep, K, dtype).reshape(K, 1),
+                    kernels.column(inverse, K, dtype).reshape(K, 1), kernels.constants(dtype, 0), kernels.stacked(out))
+        return out, draws
+    keep = keep if isinstance(keep, float) else mod.asarray(keep).astype(dtype)
+    inverse = dtype.type(inverse) if isinstance(inverse, float) else mod.asarray(inverse).astype(dtype)
+    scale = mod.multiply(draws < keep, inverse, out=draws)
+    return a * scale, scale
 
 
 # -- regularization --------------------------------------------------------------------------

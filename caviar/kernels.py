@@ -161,20 +161,33 @@ def _compile():  # noqa: C901 - one definition per kernel
 
     # -- layers over (K, m, h) ----------------------------------------------------------------
     @jit
-    def bias_relu(z, b, with_bias, consts):  # z = max(z + b, 0) in place; NumPy's maximum keeps z at a tie or NaN
+    def bias_relu(z, b, with_bias, consts, out):  # out = max(z + b, 0) (out may be z); NumPy's maximum keeps z at a tie or NaN
         zero = consts[0]
         for k in range(z.shape[0]):
             bk = b[k]
             for i in range(z.shape[1]):
-                zi = z[k, i]
+                zi, oi = z[k, i], out[k, i]
                 if with_bias:
                     for j in range(zi.shape[0]):
                         x = zi[j] + bk[j]
-                        zi[j] = x if (x >= zero or x != x) else zero
+                        oi[j] = x if (x >= zero or x != x) else zero
                 else:
                     for j in range(zi.shape[0]):
                         x = zi[j]
-                        zi[j] = x if (x >= zero or x != x) else zero
+                        oi[j] = x if (x >= zero or x != x) else zero
+
+    @jit
+    def dropout(draws, a, keep, inverse, consts, out):
+        # inverted dropout: draws become the scale (1/keep where draw < keep, else 0) and out = a * scale
+        zero = consts[0]
+        for k in range(draws.shape[0]):
+            kp, inv = keep[k, 0], inverse[k, 0]
+            for i in range(draws.shape[1]):
+                di, ai, oi = draws[k, i], a[k, i], out[k, i]
+                for j in range(di.shape[0]):
+                    sc = inv if di[j] < kp else zero
+                    di[j] = sc
+                    oi[j] = ai[j] * sc
 
     @jit
     def relu_grad(g, out, dz, db, with_bias, consts):  # dz = g * (out > 0); db = dz summed over examples, row after row
@@ -232,11 +245,11 @@ def _compile():  # noqa: C901 - one definition per kernel
                     oi[j] = gk[j] * x + bk[j]
 
     @jit
-    def batch_norm_grad(g, xhat, gamma, inv_std, consts, dz, dgamma, dbeta, s1, s2):
+    def batch_norm_grad(g, xhat, gamma, inv_std, consts, dz, dgamma, dbeta, s1, s2, c):
         m_ = consts[0]
         K, m, h = g.shape
         for k in range(K):
-            dgk, dbk, s1k, s2k, gmk, ik = dgamma[k], dbeta[k], s1[k], s2[k], gamma[k], inv_std[k]
+            dgk, dbk, s1k, s2k, gmk, ik, ck = dgamma[k], dbeta[k], s1[k], s2[k], gamma[k], inv_std[k], c[k]
             g0, x0 = g[k, 0], xhat[k, 0]
             for j in range(h):  # row 0 starts the sums over the examples, as in NumPy
                 dx = g0[j] * gmk[j]
@@ -252,13 +265,15 @@ def _compile():  # noqa: C901 - one definition per kernel
                     dbk[j] = dbk[j] + gi[j]
                     s1k[j] = s1k[j] + dx
                     s2k[j] = s2k[j] + dx * xi[j]
+            for j in range(h):
+                ck[j] = ik[j] / m_  # (inv_std / m), once per unit
             for i in range(m):
                 gi, xi, di = g[k, i], xhat[k, i], dz[k, i]
                 for j in range(h):
                     dx = gi[j] * gmk[j]
-                    di[j] = (ik[j] / m_) * ((m_ * dx - s1k[j]) - xi[j] * s2k[j])
+                    di[j] = ck[j] * ((m_ * dx - s1k[j]) - xi[j] * s2k[j])
 
-    return {"gd": sgd, "momentum": momentum, "rmsprop": rmsprop, "adam": adam, "squares": squares, "bias_relu": bias_relu,
+    return {"gd": sgd, "momentum": momentum, "rmsprop": rmsprop, "adam": adam, "squares": squares, "bias_relu": bias_relu, "dropout": dropout,
             "relu_grad": relu_grad, "batch_norm": batch_norm, "batch_norm_grad": batch_norm_grad}
 
 
@@ -304,9 +319,10 @@ def stacked(array):
 
 
 def per_unit(array, K):
-    """A per-unit vector ((h,), (1, h) or (K, 1, h), contiguous or a view of a population's
-    parameter block) as a (K, h) view."""
-    return array.reshape(K, -1)
+    """A per-unit vector ((h,), (1, h) or (K, 1, h)) as a C-ordered (K, h) array: a view where
+    it is one, else a copy (a population's parameters are views of its (K, P) block, and a
+    kernel vectorizes only over rows it knows to be contiguous). Kernels only read these."""
+    return numpy.ascontiguousarray(array.reshape(K, -1))
 
 
 def _halves(kernel, first_args, second_args):

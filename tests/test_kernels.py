@@ -13,8 +13,8 @@ from caviar.train.population import Population
 
 def test_the_kernels_compile_here():
     # without this, every comparison below would compare the NumPy update with itself
-    assert set(kernels.kernels()) == {"gd", "momentum", "rmsprop", "adam", "squares", "bias_relu", "relu_grad",
-                                      "batch_norm", "batch_norm_grad"}
+    assert set(kernels.kernels()) == {"gd", "momentum", "rmsprop", "adam", "squares", "bias_relu", "dropout",
+                                      "relu_grad", "batch_norm", "batch_norm_grad"}
     assert kernels.usable(np.zeros(kernels.MIN_SIZE, np.float32))
     assert not kernels.usable(np.zeros(kernels.MIN_SIZE - 1, np.float32))
     assert not kernels.usable(np.zeros(kernels.MIN_SIZE, np.int64))
@@ -103,8 +103,8 @@ def spy(monkeypatch):
 
 
 def _layers_step(dtype, K, m, h, n_in=6, seed=0):
-    """Forward and backward through dense(relu) -> batch_norm -> activation(relu) -> dense(relu)
-    with a bias; every output, gradient and running statistic."""
+    """Forward and backward through dense(relu) -> batch_norm -> activation(relu) -> dropout ->
+    dense(relu) with a bias; every output, gradient and running statistic."""
     from caviar import functional as F
 
     r = np.random.default_rng(seed)
@@ -120,6 +120,7 @@ def _layers_step(dtype, K, m, h, n_in=6, seed=0):
     running = (np.zeros(vec, dtype), np.ones(vec, dtype))
     z1 = F.dense(X, W1)
     a1 = F.activation(F.batch_norm(z1, gamma, beta, running, True), "relu")
+    a1 = F.dropout(a1, 0.7, np.random.default_rng(seed))
     a2 = F.dense(a1, W2, b2, "relu")
     (a2 * caviar.Tensor(r.standard_normal(a2.shape).astype(dtype))).sum().backward()
     return [a2.data, W1.grad, W2.grad, b2.grad, gamma.grad, beta.grad, *running]
@@ -139,7 +140,7 @@ def test_layer_kernels_give_the_numpy_values(monkeypatch, dtype, K, m, h, thread
         calls = spy(monkeypatch)
         values = _layers_step(dtype, K, m, h)
         if compiled:
-            assert calls.get("bias_relu") and calls.get("relu_grad")  # the kernels ran
+            assert calls.get("bias_relu") and calls.get("relu_grad") and calls.get("dropout")  # the kernels ran
             assert bool(calls.get("batch_norm")) == (h >= 2)  # over one unit NumPy sums pairwise: NumPy runs
         else:
             reference = values
@@ -195,3 +196,25 @@ def test_sums_of_squares_are_numpy_s_pairwise_sums(monkeypatch, dtype, K, n, h):
     calls = spy(monkeypatch)
     np.testing.assert_array_equal(F._squares(w), (w * w).sum(axis=(-2, -1)))
     assert calls.get("squares")  # the kernel ran (in two halves where K >= 2)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_a_population_s_dropout_is_numpy_s_with_each_member_s_keep_prob(monkeypatch, dtype):
+    from caviar import functional as F
+
+    monkeypatch.setattr(kernels, "MIN_SIZE", 1)
+    r = np.random.default_rng(0)
+    a = r.standard_normal((4, 30, 20)).astype(dtype)
+    draws = r.random((4, 30, 20)).astype(dtype)
+    draws[3] = 0.0  # a member without dropout draws nothing
+    keep = np.array([0.5, 0.9, 0.77, 1.0]).reshape(-1, 1, 1)
+    results = []
+    for compiled in (False, True):
+        monkeypatch.setenv("CAVIAR_FUSED", "1" if compiled else "0")
+        calls = spy(monkeypatch)
+        out, scale = F.dropout_scale(a, draws.copy(), keep, 1.0 / keep)
+        assert bool(calls.get("dropout")) == compiled
+        results.append((out, scale))
+    for x, y in zip(*results):
+        np.testing.assert_array_equal(x, y)
+    np.testing.assert_array_equal(results[0][0][3], a[3])

@@ -68,10 +68,9 @@ class PopulationDropout(Layer):
             else backend.xp.zeros(a.shape, dtype=dtype)
         for k in self._dropping:  # the draws of rng.random((m, n), dtype); CuPy needs the size
             self.rngs[k].random(draws.shape[1:], dtype=dtype, out=draws[k])  # with out, or draws one value
-        # (draws < keep) * float32(1 / keep): the single network's mask and scale, in place
-        mask = draws < self._keep.astype(dtype)
-        scale = backend.xp.multiply(mask, self._inverse.astype(dtype), out=draws)
-        return result(a.data * scale, (a,), lambda g: (g * scale,), "dropout")
+        # (draws < keep) * float32(1 / keep): the single network's mask and scale
+        out, scale = F.dropout_scale(a.data, draws, self._keep, self._inverse)
+        return result(out, (a,), lambda g: (g * scale,), "dropout")
 
 
 class Population:
