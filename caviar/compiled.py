@@ -1,0 +1,286 @@
+"""The compiled kernels of ``caviar.kernels``, defined with numba (imported only when a kernel
+is first needed: numba's import alone takes 0.2 s). Module-level functions, so numba caches
+their machine code on disk (a function that calls another through a closure is compiled
+again in every process). Read ``caviar/kernels.py`` for what they promise."""
+
+from __future__ import annotations
+
+import numba
+import numpy
+
+jit = numba.njit(cache=True, nogil=True, error_model="numpy")
+
+
+# -- optimizer updates over (K, P) rows ------------------------------------------------------
+# The gradient g covers the columns start .. start + g.shape[1] of the parameter p and its
+# state (a population's parameters are column blocks of one (K, P) array); it is g + d * p
+# where a step left the L2 term's gradient to the update (``with_decay``). Each row is
+# taken as 1-D slices with its coefficients in locals and the decay test outside the inner
+# loop: that is what lets the compiler vectorize it (4-5x faster than 2-D indexing).
+@jit
+def sgd(p, g, lr, d, with_decay, start):  # p -= lr * g
+    n = g.shape[1]
+    for k in range(g.shape[0]):
+        pk, gk, a, c = p[k, start:start + n], g[k], lr[k], d[k]
+        if with_decay:
+            for j in range(n):
+                pk[j] = pk[j] - a * (gk[j] + c * pk[j])
+        else:
+            for j in range(n):
+                pk[j] = pk[j] - a * gk[j]
+
+
+@jit
+def momentum(p, g, v, beta, one_minus, scale, d, with_decay, start):
+    n = g.shape[1]
+    for k in range(g.shape[0]):
+        pk, gk, vk = p[k, start:start + n], g[k], v[k, start:start + n]
+        b, c, a, dd = beta[k], one_minus[k], scale[k], d[k]
+        if with_decay:
+            for j in range(n):
+                vv = vk[j] * b + (gk[j] + dd * pk[j]) * c
+                vk[j] = vv
+                pk[j] = pk[j] - vv * a
+        else:
+            for j in range(n):
+                vv = vk[j] * b + gk[j] * c
+                vk[j] = vv
+                pk[j] = pk[j] - vv * a
+
+
+@jit
+def rmsprop(p, g, s, beta2, one_minus, eps, lr, d, with_decay, start):
+    n = g.shape[1]
+    for k in range(g.shape[0]):
+        pk, gk, sk = p[k, start:start + n], g[k], s[k, start:start + n]
+        b, c, e, a, dd = beta2[k], one_minus[k], eps[k], lr[k], d[k]
+        if with_decay:
+            for j in range(n):
+                gg = gk[j] + dd * pk[j]
+                ss = sk[j] * b + (gg * gg) * c
+                sk[j] = ss
+                pk[j] = pk[j] - (gg / (numpy.sqrt(ss) + e)) * a
+        else:
+            for j in range(n):
+                gg = gk[j]
+                ss = sk[j] * b + (gg * gg) * c
+                sk[j] = ss
+                pk[j] = pk[j] - (gg / (numpy.sqrt(ss) + e)) * a
+
+
+@jit
+def adam(p, g, v, s, beta1, one_minus1, beta2, one_minus2, correct2, eps, step, d, with_decay, start):
+    n = g.shape[1]
+    for k in range(g.shape[0]):
+        pk, gk, vk, sk = p[k, start:start + n], g[k], v[k, start:start + n], s[k, start:start + n]
+        b1, c1, b2, c2, h2, e, a, dd = (beta1[k], one_minus1[k], beta2[k], one_minus2[k], correct2[k], eps[k],
+                                        step[k], d[k])
+        if with_decay:
+            for j in range(n):
+                gg = gk[j] + dd * pk[j]
+                vv = vk[j] * b1 + gg * c1
+                vk[j] = vv
+                ss = sk[j] * b2 + (gg * gg) * c2
+                sk[j] = ss
+                pk[j] = pk[j] - (vv / (numpy.sqrt(ss * h2) + e)) * a
+        else:
+            for j in range(n):
+                gg = gk[j]
+                vv = vk[j] * b1 + gg * c1
+                vk[j] = vv
+                ss = sk[j] * b2 + (gg * gg) * c2
+                sk[j] = ss
+                pk[j] = pk[j] - (vv / (numpy.sqrt(ss * h2) + e)) * a
+
+
+# -- sums of squares -------------------------------------------------------------------
+@jit
+def block_squares(a, lo, n, negzero):
+    # a block of NumPy's pairwise sum (numpy/_core/src/umath/loops_utils.h), of squares: under
+    # 8 terms one by one from -0.0; else eight running sums combined as a tree, then the rest
+    if n < 8:
+        res = negzero
+        for i in range(lo, lo + n):
+            res += a[i] * a[i]
+        return res
+    r0, r1, r2, r3 = a[lo] * a[lo], a[lo + 1] * a[lo + 1], a[lo + 2] * a[lo + 2], a[lo + 3] * a[lo + 3]
+    r4, r5, r6, r7 = a[lo + 4] * a[lo + 4], a[lo + 5] * a[lo + 5], a[lo + 6] * a[lo + 6], a[lo + 7] * a[lo + 7]
+    i = 8
+    while i < n - n % 8:
+        b = lo + i
+        r0 += a[b] * a[b]
+        r1 += a[b + 1] * a[b + 1]
+        r2 += a[b + 2] * a[b + 2]
+        r3 += a[b + 3] * a[b + 3]
+        r4 += a[b + 4] * a[b + 4]
+        r5 += a[b + 5] * a[b + 5]
+        r6 += a[b + 6] * a[b + 6]
+        r7 += a[b + 7] * a[b + 7]
+        i += 8
+    res = ((r0 + r1) + (r2 + r3)) + ((r4 + r5) + (r6 + r7))
+    while i < n:
+        res += a[lo + i] * a[lo + i]
+        i += 1
+    return res
+
+
+@jit
+def pairwise_squares(a, negzero):
+    # NumPy's pairwise sum of a ** 2: over 128 terms, the two halves (the first a multiple of
+    # 8) are summed apart and added. Its recursion, walked with an explicit stack (numba
+    # caches no recursive function): frames of (start, length, stage, left half's sum).
+    los = numpy.empty(64, numpy.int64)
+    ns = numpy.empty(64, numpy.int64)
+    stages = numpy.zeros(64, numpy.int64)
+    lefts = numpy.empty(64, a.dtype)
+    los[0], ns[0], stages[0], top = 0, a.shape[0], 0, 0
+    value = negzero
+    while top >= 0:
+        lo, n = los[top], ns[top]
+        half = n // 2
+        half -= half % 8
+        if n <= 128 or stages[top] == 2:
+            value = block_squares(a, lo, n, negzero) if n <= 128 else lefts[top] + value
+            top -= 1  # the value goes to the frame below
+            if top >= 0 and stages[top] == 1:
+                lefts[top] = value
+        elif stages[top] == 0:
+            stages[top] = 1
+            top += 1
+            los[top], ns[top], stages[top] = lo, half, 0
+        else:
+            stages[top] = 2
+            top += 1
+            los[top], ns[top], stages[top] = lo + half, n - half, 0
+    return value
+
+
+@jit
+def squares(w, out, consts):  # out[k, 0] = (w[k] * w[k]).sum() as NumPy sums it
+    for k in range(w.shape[0]):
+        out[k, 0] = pairwise_squares(w[k], consts[0])
+
+
+# -- layers over (K, m, h) ----------------------------------------------------------------
+@jit
+def bias_relu(z, b, with_bias, consts, out):
+    # out = max(z + b, 0) (out may be z); NumPy's maximum keeps z at a tie or NaN
+    zero = consts[0]
+    for k in range(z.shape[0]):
+        bk = b[k]
+        for i in range(z.shape[1]):
+            zi, oi = z[k, i], out[k, i]
+            if with_bias:
+                for j in range(zi.shape[0]):
+                    x = zi[j] + bk[j]
+                    oi[j] = x if (x >= zero or x != x) else zero
+            else:
+                for j in range(zi.shape[0]):
+                    x = zi[j]
+                    oi[j] = x if (x >= zero or x != x) else zero
+
+
+@jit
+def dropout(draws, a, keep, inverse, consts, out):
+    # inverted dropout: draws become the scale (1/keep where draw < keep, else 0) and out = a * scale
+    zero = consts[0]
+    for k in range(draws.shape[0]):
+        kp, inv = keep[k, 0], inverse[k, 0]
+        for i in range(draws.shape[1]):
+            di, ai, oi = draws[k, i], a[k, i], out[k, i]
+            for j in range(di.shape[0]):
+                sc = inv if di[j] < kp else zero
+                di[j] = sc
+                oi[j] = ai[j] * sc
+
+
+@jit
+def relu_grad(g, out, dz, db, with_bias, consts):
+    # dz = g * (out > 0); db = dz summed over the examples, row after row
+    zero, one = consts[0], consts[1]
+    K, m, h = g.shape
+    for k in range(K):
+        for i in range(m):
+            gi, oi, di = g[k, i], out[k, i], dz[k, i]
+            for j in range(h):
+                di[j] = gi[j] * (one if oi[j] > zero else zero)
+        if with_bias:
+            dbk = db[k]
+            d0 = dz[k, 0]
+            for j in range(h):
+                dbk[j] = d0[j]
+            for i in range(1, m):
+                di = dz[k, i]
+                for j in range(h):
+                    dbk[j] = dbk[j] + di[j]
+
+
+@jit
+def batch_norm(z, gamma, beta, consts, out, xhat, mu, var, inv_std):
+    m_, eps, one = consts[0], consts[1], consts[2]
+    K, m, h = z.shape
+    for k in range(K):
+        muk, vk, ik, gk, bk = mu[k], var[k], inv_std[k], gamma[k], beta[k]
+        z0 = z[k, 0]
+        for j in range(h):
+            muk[j] = z0[j]
+        for i in range(1, m):
+            zi = z[k, i]
+            for j in range(h):
+                muk[j] = muk[j] + zi[j]
+        for j in range(h):
+            muk[j] = muk[j] / m_
+        for i in range(m):  # centered, kept in xhat
+            zi, xi = z[k, i], xhat[k, i]
+            for j in range(h):
+                xi[j] = zi[j] - muk[j]
+        x0 = xhat[k, 0]
+        for j in range(h):  # its squares, summed row after row
+            vk[j] = x0[j] * x0[j]
+        for i in range(1, m):
+            xi = xhat[k, i]
+            for j in range(h):
+                vk[j] = vk[j] + xi[j] * xi[j]
+        for j in range(h):
+            vk[j] = vk[j] / m_
+            ik[j] = one / numpy.sqrt(vk[j] + eps)
+        for i in range(m):
+            xi, oi = xhat[k, i], out[k, i]
+            for j in range(h):
+                x = xi[j] * ik[j]
+                xi[j] = x
+                oi[j] = gk[j] * x + bk[j]
+
+
+@jit
+def batch_norm_grad(g, xhat, gamma, inv_std, consts, dz, dgamma, dbeta, s1, s2, c):
+    m_ = consts[0]
+    K, m, h = g.shape
+    for k in range(K):
+        dgk, dbk, s1k, s2k, gmk, ik, ck = dgamma[k], dbeta[k], s1[k], s2[k], gamma[k], inv_std[k], c[k]
+        g0, x0 = g[k, 0], xhat[k, 0]
+        for j in range(h):  # row 0 starts the sums over the examples, as in NumPy
+            dx = g0[j] * gmk[j]
+            dgk[j] = g0[j] * x0[j]
+            dbk[j] = g0[j]
+            s1k[j] = dx
+            s2k[j] = dx * x0[j]
+        for i in range(1, m):
+            gi, xi = g[k, i], xhat[k, i]
+            for j in range(h):
+                dx = gi[j] * gmk[j]
+                dgk[j] = dgk[j] + gi[j] * xi[j]
+                dbk[j] = dbk[j] + gi[j]
+                s1k[j] = s1k[j] + dx
+                s2k[j] = s2k[j] + dx * xi[j]
+        for j in range(h):
+            ck[j] = ik[j] / m_  # (inv_std / m), once per unit
+        for i in range(m):
+            gi, xi, di = g[k, i], xhat[k, i], dz[k, i]
+            for j in range(h):
+                dx = gi[j] * gmk[j]
+                di[j] = ck[j] * ((m_ * dx - s1k[j]) - xi[j] * s2k[j])
+
+
+KERNELS = {"gd": sgd, "momentum": momentum, "rmsprop": rmsprop, "adam": adam, "squares": squares, "bias_relu": bias_relu,
+           "dropout": dropout, "relu_grad": relu_grad, "batch_norm": batch_norm, "batch_norm_grad": batch_norm_grad}
