@@ -17,6 +17,10 @@ FIT = textwrap.dedent("""
     from caviar.train.population import Population
     rng = np.random.default_rng(0)
     X, y = rng.standard_normal((640, 64)).astype(np.float32), rng.integers(0, 10, 640)
+    # a short fit of small arrays (under malloc's mmap threshold) first loads what loads once:
+    # numba's compiled kernels
+    small = Population([64, 64, 10], [{"seed": i, "keep_prob": 0.8, "l2": 0.1} for i in range(2)])
+    small.fit(X[:128], y[:128], epochs=1, batch_size=64)
     pop = Population([64, 100, 100, 100, 10], [{"seed": i, "keep_prob": 0.8} for i in range(10)])
     before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
     pop.fit(X, y, epochs=6, batch_size=64)  # steps enough that the per-step faults, not start-up, dominate
