@@ -33,6 +33,7 @@ from . import backend
 MIN_SIZE = 1 << 12  # elements from which a kernel beats NumPy's passes (and pays numba's start, once)
 SPLIT = 1 << 18  # elements from which a kernel's work is split over two threads
 THREADS = min(2, os.cpu_count() or 1)  # 1 where each core already has its own worker (caviar tune)
+ENABLED = os.environ.get("CAVIAR_FUSED", "1") != "0"  # CAVIAR_FUSED=0: the NumPy code everywhere
 _pool = None
 _kernels = None  # by name, loaded on first use (numba's import alone takes 0.2 s)
 
@@ -59,8 +60,7 @@ def usable(*arrays, contiguous=True):
     (unless ``contiguous`` is False), the first of ``MIN_SIZE`` elements or more
     (``CAVIAR_FUSED=0`` turns the kernels off)."""
     first = arrays[0]
-    return (os.environ.get("CAVIAR_FUSED", "1") != "0" and backend.name() == "numpy"
-            and isinstance(first, numpy.ndarray) and first.dtype in (numpy.float32, numpy.float64)
+    return (ENABLED and isinstance(first, numpy.ndarray) and backend.name() == "numpy" and first.dtype in (numpy.float32, numpy.float64)
             and first.size >= MIN_SIZE
             and all(isinstance(a, numpy.ndarray) and a.dtype == first.dtype and (a.flags.c_contiguous or not contiguous)
                     for a in arrays)
@@ -70,8 +70,10 @@ def usable(*arrays, contiguous=True):
 def column(value, K, dtype):
     """A hyperparameter (a float or a per-member (K, 1) array) as a (K,) array in ``dtype``,
     computed in float64 and rounded once: the value ``base.coef`` gives the NumPy update."""
-    return numpy.ascontiguousarray(numpy.broadcast_to(numpy.asarray(value, dtype=numpy.float64).reshape(-1), (K,)),
-                                   dtype=dtype)
+    if isinstance(value, float):
+        return numpy.full(K, value, dtype=dtype)
+    value = numpy.asarray(value, dtype=numpy.float64).reshape(-1)
+    return (value if len(value) == K else numpy.broadcast_to(value, (K,))).astype(dtype)
 
 
 def constants(dtype, *values):

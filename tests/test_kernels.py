@@ -22,7 +22,7 @@ def test_the_kernels_compile_here():
 
 
 def _train(monkeypatch, compiled, name, dtype, per_member, K, shape, steps=4):
-    monkeypatch.setenv("CAVIAR_FUSED", "1" if compiled else "0")
+    monkeypatch.setattr(kernels, "ENABLED", compiled)
     r = np.random.default_rng(7)
     params = [Tensor(r.standard_normal((K,) + shape).astype(dtype), requires_grad=True, name="W1"),
               Tensor(r.standard_normal((K, 1, shape[-1])).astype(dtype), requires_grad=True, name="b1")]
@@ -61,7 +61,7 @@ def test_a_population_trains_alike_with_and_without_the_kernels(monkeypatch):
                [(1, 1e-3, 0.0, 1.0), (2, 3e-3, 0.1, 0.8), (3, 1e-2, 1.0, 0.9), (4, 3e-4, 0.01, 1.0)]]
     weights = {}
     for compiled in (False, True):
-        monkeypatch.setenv("CAVIAR_FUSED", "1" if compiled else "0")
+        monkeypatch.setattr(kernels, "ENABLED", compiled)
         pop = Population([64, 32, 10], members, optimizer="adam")
         assert kernels.usable(np.zeros(pop.size * 2410, np.float32)) == compiled  # the (K, P) block
         pop.fit(X[:600], ds.y[:600], epochs=2, batch_size=64, shuffle_seed=3)
@@ -76,7 +76,7 @@ def test_a_single_network_trains_alike_with_and_without_the_kernels(monkeypatch)
     X = D.Normalizer().fit_transform(ds.X)
     params = {}
     for compiled in (False, True):
-        monkeypatch.setenv("CAVIAR_FUSED", "1" if compiled else "0")
+        monkeypatch.setattr(kernels, "ENABLED", compiled)
         net = caviar.Network([64, 128, 10], seed=0)
         caviar.fit(net, X, ds.y, optimizer="momentum", lr=0.05, epochs=2, seed=0, verbose=False)
         params[compiled] = {k: p.data.copy() for k, p in net.params.items()}
@@ -136,7 +136,7 @@ def test_layer_kernels_give_the_numpy_values(monkeypatch, dtype, K, m, h, thread
     monkeypatch.setattr(kernels, "THREADS", threads)
     reference = None
     for compiled in (False, True):
-        monkeypatch.setenv("CAVIAR_FUSED", "1" if compiled else "0")
+        monkeypatch.setattr(kernels, "ENABLED", compiled)
         calls = spy(monkeypatch)
         values = _layers_step(dtype, K, m, h)
         if compiled:
@@ -156,7 +156,7 @@ def test_the_training_step_s_l2_gradient_is_backprop_s(monkeypatch, dtype, optim
     # updates (inside the kernel where it runs): the same new weights as backprop through the term
     monkeypatch.setattr(kernels, "MIN_SIZE", 1)
     monkeypatch.setattr(kernels, "SPLIT", 1)
-    monkeypatch.setenv("CAVIAR_FUSED", "1" if compiled else "0")
+    monkeypatch.setattr(kernels, "ENABLED", compiled)
     ds = D.load("digits")
     X, y = D.Normalizer().fit_transform(ds.X)[:64].astype(dtype), ds.y[:64]
     members = [dict(seed=s, l2=l2, lr=0.01) for s, l2 in [(1, 0.0), (2, 0.3), (3, 7.0)]]
@@ -210,7 +210,7 @@ def test_a_population_s_dropout_is_numpy_s_with_each_member_s_keep_prob(monkeypa
     keep = np.array([0.5, 0.9, 0.77, 1.0]).reshape(-1, 1, 1)
     results = []
     for compiled in (False, True):
-        monkeypatch.setenv("CAVIAR_FUSED", "1" if compiled else "0")
+        monkeypatch.setattr(kernels, "ENABLED", compiled)
         calls = spy(monkeypatch)
         out, scale = F.dropout_scale(a, draws.copy(), keep, 1.0 / keep)
         assert bool(calls.get("dropout")) == compiled
