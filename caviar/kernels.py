@@ -93,6 +93,15 @@ def per_unit(array, K):
     return numpy.ascontiguousarray(array.reshape(K, -1))
 
 
+def _forget_pool():
+    global _pool
+    _pool = None  # a forked child has no thread of its parent's pool
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_pool)
+
+
 def _halves(kernel, first_args, second_args):
     """Run ``kernel`` on two halves of the work at once, one on a helper thread (numba releases
     the GIL), and wait for both."""

@@ -218,3 +218,29 @@ def test_a_population_s_dropout_is_numpy_s_with_each_member_s_keep_prob(monkeypa
     for x, y in zip(*results):
         np.testing.assert_array_equal(x, y)
     np.testing.assert_array_equal(results[0][0][3], a[3])
+
+
+def _child_state(queue):
+    queue.put((kernels._pool is None, {name: len(f.signatures) for name, f in kernels.kernels().items()}))
+
+
+def test_a_study_s_forked_workers_start_with_the_kernels_loaded():
+    import multiprocessing
+    import sys
+
+    from caviar.train.population import load_kernels
+
+    if not sys.platform.startswith("linux"):
+        pytest.skip("workers are forked on Linux only")
+    load_kernels()
+    kernels._halves(lambda: None, [], [])  # the parent now has a thread pool, which a child cannot use
+    assert kernels._pool is not None
+    ctx = multiprocessing.get_context("fork")
+    queue = ctx.Queue()
+    child = ctx.Process(target=_child_state, args=(queue,))
+    child.start()
+    no_pool, signatures = queue.get(timeout=60)
+    child.join(60)
+    assert no_pool
+    for name in ("bias_relu", "relu_grad", "dropout", "squares", "adam"):  # machine code loaded before the fork
+        assert signatures[name] >= 1, name

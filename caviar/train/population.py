@@ -364,6 +364,24 @@ def _stack(arrays):
     return stacked.reshape(stacked.shape[0], 1, -1) if stacked.ndim == 2 else stacked
 
 
+def load_kernels():
+    """Load the compiled kernels a population's step runs (``caviar.kernels``) by training a
+    tiny population for one step. numba's first call in a process costs about 0.25 s: a
+    study's driver loads them once before forking its workers, which then start with them."""
+    from .. import kernels
+
+    if not kernels.ENABLED or backend.name() != "numpy" or not kernels.kernels():
+        return
+    rng = numpy.random.default_rng(0)
+    X, y = rng.standard_normal((64, 64)).astype(numpy.float32), rng.integers(0, 2, 64)
+    threads, kernels.THREADS = kernels.THREADS, 1  # no thread pool in the driver: a fork would lose it
+    try:
+        members = [{"seed": i, "keep_prob": 0.8, "l2": 0.1} for i in range(2)]
+        Population([64, 64, 2], members).fit(X, y, epochs=1, batch_size=64)
+    finally:
+        kernels.THREADS = threads
+
+
 def bytes_per_member(layer_sizes, batch_size, dtype="float32"):
     """A member's memory: parameters, their gradients (as computed and gathered into the
     optimizer's (K, P) array) and optimizer state (about 6 copies), and the activations of a

@@ -12,6 +12,7 @@ import sys
 import time
 
 from .. import backend
+from ..train.population import load_kernels
 from .objective import run_population, run_population_detached, run_trial, run_trial_detached
 from .study import Study
 
@@ -105,6 +106,8 @@ class LocalExecutor:
         # fork on Linux: workers start at once and share the driver's loaded data; spawn elsewhere,
         # and on a GPU, where a forked child cannot use the CUDA state of its parent
         method = "fork" if sys.platform.startswith("linux") and backend.name() == "numpy" else "spawn"
+        if method == "fork":
+            load_kernels()  # once here, not once per worker
         self.pool = cf.ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context(method),
                                            initializer=_worker_init, initargs=(self.workers > 1,))
         return self
