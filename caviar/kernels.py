@@ -12,10 +12,12 @@ and float64, single networks and populations), so a population member still equa
 run whether or not the kernels run. exp, log and tanh stay in NumPy (its SIMD versions round
 differently from a compiler's).
 
-Arrays are 3-D (K, m, h): K members (a single network is K = 1), m examples, h units;
-per-member coefficients are (K,) arrays in the data's dtype, computed in float64 and rounded
-once, as ``caviar.optim.base.coef`` rounds them. Scalars that NumPy applies as weak Python
-numbers (m, epsilon, 1.0) come in a small array of the data's dtype, for the same reason.
+A layer kernel's arrays are (K, m, h): K members (a single network is K = 1), m examples, h
+units; an update kernel's are (K, P) rows of parameters. Per-member coefficients are (K,) arrays
+in the data's dtype, computed in float64 and rounded once, as ``caviar.optim.base.coef`` rounds
+them. Scalars that NumPy applies as weak Python numbers (m, epsilon, 1.0) come in a small array
+of the data's dtype, for the same reason. Large work is split by members over two threads
+(numba releases the GIL).
 
 Without numba, on the GPU, below ``MIN_SIZE`` elements (where a kernel call costs more than
 NumPy's few passes) or with ``CAVIAR_FUSED=0``, ``usable`` is False and the reference runs.
@@ -60,8 +62,8 @@ def usable(*arrays, contiguous=True):
     (unless ``contiguous`` is False), the first of ``MIN_SIZE`` elements or more
     (``CAVIAR_FUSED=0`` turns the kernels off)."""
     first = arrays[0]
-    return (ENABLED and isinstance(first, numpy.ndarray) and backend.name() == "numpy" and first.dtype in (numpy.float32, numpy.float64)
-            and first.size >= MIN_SIZE
+    return (ENABLED and isinstance(first, numpy.ndarray) and backend.name() == "numpy"
+            and first.dtype in (numpy.float32, numpy.float64) and first.size >= MIN_SIZE
             and all(isinstance(a, numpy.ndarray) and a.dtype == first.dtype and (a.flags.c_contiguous or not contiguous)
                     for a in arrays)
             and bool(kernels()))
