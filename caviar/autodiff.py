@@ -13,27 +13,35 @@ cost is kept to one object and one closure, and gradients no input asks for are 
 from __future__ import annotations
 
 import contextlib
+import threading
 
 from . import backend
 from .errors import AnomalyError, ShapeError
 
-_grad_enabled = True
-_anomaly = False
+class _Modes(threading.local):
+    """Whether ops record the graph, and whether they check for NaN and inf: per thread, as in
+    PyTorch, so a ``no_grad()`` evaluation in one thread never turns off recording in another
+    (two fits in threads, scikit-learn's threading backend)."""
+
+    grad_enabled = True
+    anomaly = False
+
+
+_modes = _Modes()
 
 
 @contextlib.contextmanager
 def no_grad():
     """Record nothing inside the block: for inference and for optimizer updates."""
-    global _grad_enabled
-    previous, _grad_enabled = _grad_enabled, False
+    previous, _modes.grad_enabled = _modes.grad_enabled, False
     try:
         yield
     finally:
-        _grad_enabled = previous
+        _modes.grad_enabled = previous
 
 
 def is_grad_enabled() -> bool:
-    return _grad_enabled
+    return _modes.grad_enabled
 
 
 @contextlib.contextmanager
@@ -42,12 +50,11 @@ def detect_anomaly():
 
     Off by default because checking every array costs a pass over it.
     """
-    global _anomaly
-    previous, _anomaly = _anomaly, True
+    previous, _modes.anomaly = _modes.anomaly, True
     try:
         yield
     finally:
-        _anomaly = previous
+        _modes.anomaly = previous
 
 
 def check_finite(tensor, what="tensor"):
@@ -168,7 +175,7 @@ class Tensor:
             for parent, pg in zip(node._parents, node._backward(g)):
                 if pg is None or not parent.requires_grad:
                     continue
-                if _anomaly:
+                if _modes.anomaly:
                     check_finite(pg, f"gradient flowing from {node._op} into an input")
                 key = id(parent)
                 grads[key] = pg if key not in grads else grads[key] + pg
@@ -207,7 +214,7 @@ def result(data, parents, backward, op):
     out.grad = None
     out.name = None
     out._op = op
-    if _grad_enabled and any(p.requires_grad for p in parents):
+    if _modes.grad_enabled and any(p.requires_grad for p in parents):
         out.requires_grad = True
         out._parents = parents
         out._backward = backward
@@ -215,7 +222,7 @@ def result(data, parents, backward, op):
         out.requires_grad = False
         out._parents = ()
         out._backward = None
-    if _anomaly:
+    if _modes.anomaly:
         check_finite(data, f"output of {op}")
     return out
 

@@ -9,6 +9,7 @@ axis ``-1``.
 from __future__ import annotations
 
 import contextlib
+import threading
 
 import numpy
 
@@ -407,30 +408,36 @@ def batch_norm(z, gamma, beta, running=None, training=True, momentum=0.9, epsilo
 
 # -- dropout ---------------------------------------------------------------------------------
 
-_dropout_forbidden = 0
+class _Checking(threading.local):
+    """Gradient checks under way in this thread (a check in one thread never refuses another
+    thread's dropout), and what the innermost one checks."""
+
+    depth = 0
+    reason = ""
+
+
+_checking = _Checking()
 
 
 @contextlib.contextmanager
 def forbid_dropout(reason):
     """Make training-mode dropout raise ``GradientCheckError`` inside the block."""
-    global _dropout_forbidden, _forbid_reason
-    _dropout_forbidden += 1
-    _forbid_reason = reason
+    previous = _checking.reason
+    _checking.depth += 1
+    _checking.reason = reason
     try:
         yield
     finally:
-        _dropout_forbidden -= 1
-
-
-_forbid_reason = ""
+        _checking.depth -= 1
+        _checking.reason = previous
 
 
 def refuse_if_checking(keep_prob):
     """Training-mode dropout inside a gradient check is an error: J would not be consistent."""
-    if _dropout_forbidden:
+    if _checking.depth:
         raise GradientCheckError(
             f"dropout with keep_prob={keep_prob} in training mode makes J inconsistent, so its gradient "
-            f"cannot be checked ({_forbid_reason}); check with dropout off (training=False or keep_prob=1)"
+            f"cannot be checked ({_checking.reason}); check with dropout off (training=False or keep_prob=1)"
         )
 
 

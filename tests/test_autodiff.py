@@ -180,3 +180,31 @@ def test_array_on_the_left_of_an_operator_gives_a_tensor():
 def test_power_refuses_tensor_exponent():
     with pytest.raises(TypeError, match="scalar exponent"):
         ops.power(caviar.Variable(np.ones(2)), caviar.Variable(np.ones(2)))
+
+
+def test_no_grad_and_gradient_checks_hold_in_their_own_thread_only():
+    # a fit evaluating its dev set under no_grad() in one thread must not stop another thread's
+    # fit from recording its graph (two fits in threads, scikit-learn's threading backend)
+    import threading
+
+    from caviar import functional as F
+
+    inside, release = threading.Event(), threading.Event()
+
+    def evaluate():
+        with caviar.no_grad(), F.forbid_dropout("a check in the other thread"):
+            inside.set()
+            release.wait(30)
+
+    other = threading.Thread(target=evaluate)
+    other.start()
+    try:
+        assert inside.wait(30)
+        assert caviar.is_grad_enabled()
+        w = caviar.Variable(np.ones(3))
+        (w * 2.0).sum().backward()
+        np.testing.assert_array_equal(w.grad, [2.0, 2.0, 2.0])
+        F.dropout(caviar.Tensor(np.ones((4, 4))), 0.5, np.random.default_rng(0))  # not refused here
+    finally:
+        release.set()
+        other.join(30)
