@@ -524,10 +524,10 @@ def l2_terms(weights, lambd, m):
 def _squares(w):
     """Each member's sum of squared weights, (K,) in w's dtype: ``(w * w).sum(axis=(-2, -1))``,
     or the compiled pass that sums them as NumPy does, without the (K, n, h) array of squares."""
-    K = len(w)
-    rows = w.reshape(K, -1) if kernels.usable(w, contiguous=False) else None
-    if rows is None or not numpy.shares_memory(rows, w) or rows.strides[1] != w.itemsize:
+    if not kernels.usable(w, contiguous=False):
         return (w * w).sum(axis=(-2, -1))
+    K = len(w)
+    rows = w.reshape(K, -1)  # a view for a member's contiguous block (a copy otherwise: the same sums)
     out = numpy.empty((K, 1), dtype=w.dtype)
     kernels.run("squares", rows, out, kernels.constants(w.dtype, -0.0))
     return out.reshape(K)
