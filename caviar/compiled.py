@@ -163,6 +163,18 @@ def squares(w, out, consts):  # out[k, 0] = (w[k] * w[k]).sum() as NumPy sums it
 
 # -- layers over (K, m, h) ----------------------------------------------------------------
 @jit
+def sum_rows(a, out):
+    # out = a (m, h) summed over its rows as NumPy sums over the examples axis: row after row,
+    # starting from row 0
+    for j in range(a.shape[1]):
+        out[j] = a[0, j]
+    for i in range(1, a.shape[0]):
+        ai = a[i]
+        for j in range(a.shape[1]):
+            out[j] = out[j] + ai[j]
+
+
+@jit
 def bias_relu(z, b, with_bias, consts, out):
     # out = max(z + b, 0) (out may be z); NumPy's maximum keeps z at a tie or NaN
     zero = consts[0]
@@ -205,14 +217,7 @@ def relu_grad(g, out, dz, db, with_bias, consts):
             for j in range(h):
                 di[j] = gi[j] * (one if oi[j] > zero else zero)
         if with_bias:
-            dbk = db[k]
-            d0 = dz[k, 0]
-            for j in range(h):
-                dbk[j] = d0[j]
-            for i in range(1, m):
-                di = dz[k, i]
-                for j in range(h):
-                    dbk[j] = dbk[j] + di[j]
+            sum_rows(dz[k], db[k])
 
 
 @jit
@@ -221,13 +226,7 @@ def batch_norm(z, gamma, beta, consts, out, xhat, mu, var, inv_std):
     K, m, h = z.shape
     for k in range(K):
         muk, vk, ik, gk, bk = mu[k], var[k], inv_std[k], gamma[k], beta[k]
-        z0 = z[k, 0]
-        for j in range(h):
-            muk[j] = z0[j]
-        for i in range(1, m):
-            zi = z[k, i]
-            for j in range(h):
-                muk[j] = muk[j] + zi[j]
+        sum_rows(z[k], muk)
         for j in range(h):
             muk[j] = muk[j] / m_
         for i in range(m):  # centered, kept in xhat

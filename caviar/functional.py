@@ -242,7 +242,7 @@ def _backprop_activation(g, out, name, slope, b_shape=None):
     pairwise and NumPy runs."""
     h = g.shape[-1]
     K = g.shape[0] if g.ndim == 3 else 1
-    if (name == "relu" and g.shape == out.shape and kernels.usable(g, out)
+    if (name == "relu" and g.ndim <= 3 and g.shape == out.shape and kernels.usable(g, out)
             and (b_shape is None or (h >= 2 and int(numpy.prod(b_shape)) == K * h))):
         dz = numpy.empty_like(g)
         db = numpy.empty(b_shape, dtype=g.dtype) if b_shape is not None else None
