@@ -110,7 +110,7 @@ def _table_flags(g):
     """How a table is read: the same for train, gradcheck and tune."""
     g.add_argument("--data", default="digits", help="a table (.csv, .tsv, .txt, compressed .gz/.bz2/.zip/.xz, .parquet, "
                    ".feather), an .npz with X and y, or a bundled dataset (moons, circles, digits, iris, wine, "
-                   "breast_cancer, synthetic[:M]) (default: digits)")
+                   "breast_cancer, synthetic[:M]) or the bundled table penguins (default: digits)")
     g.add_argument("--target", help="the label column of a table (default: the last column)")
     g.add_argument("--task", choices=["classification", "regression"], help="default: guessed from the target")
     g.add_argument("--na-values", type=_word_list, metavar="A,B", help="more spellings of a missing cell (besides "
@@ -151,7 +151,9 @@ def _train_flags():
                    help="train every epoch, keeping the last weights")
     g.add_argument("--augment", type=_word_list, help="image augmentation: flip,shift,rotate,elastic")
     g.add_argument("--image-shape", type=_shape, help="HxW of image rows, for --augment (digits: 8x8)")
-    g.add_argument("--ensemble", type=_positive_int, default=1, metavar="K", help="train K networks as one population and average them")
+    g.add_argument("--ensemble", type=_positive_int, default=1, metavar="K", help="train K networks (seeds SEED to "
+                   "SEED+K-1) as one population and keep the greedy ensemble of them selected on dev")
+    _ensemble_size_flag(g)
     g.add_argument("--human-error", type=_rate, default=0.0, help="human-level error for the diagnosis (0.01 or 1%%)")
     g.add_argument("--out", default="caviar-run", help="directory for the model, history.csv and plots")
     g.add_argument("--checkpoint-every", type=_positive_int, default=10, metavar="N",
@@ -163,6 +165,11 @@ def _train_flags():
     _backend_flag(g)
     _watch_flags(g)
     return p
+
+
+def _ensemble_size_flag(g):
+    g.add_argument("--ensemble-size", type=_positive_int, help="steps of greedy ensemble selection (default 50; "
+                   "the step with the lowest dev loss is kept)")
 
 
 def _backend_flag(g):
@@ -234,8 +241,7 @@ def build_parser():
                    f"ends within it plus 10%% (default {DEFAULT_TIME:g} s unless --trials is given)")
     p.add_argument("--patience", type=_positive_int, default=10, help="stop a trial after this many epochs without a "
                    "better dev metric (default 10); its best epoch is kept")
-    p.add_argument("--ensemble-size", type=_positive_int, help="steps of greedy ensemble selection (default 50; "
-                   "the step with the lowest dev loss is kept)")
+    _ensemble_size_flag(p)
     p.add_argument("--rounds", type=_positive_int, default=3, help="coarse-to-fine rounds")
     p.add_argument("--epochs", type=_positive_int, default=100, help="the most epochs per trial (the largest budget "
                    "for halving; default 100, early stopping ends most trials sooner)")
@@ -299,8 +305,11 @@ def format_report(report):
     for k in sets:
         lines.append(f"{k:<6} {report[k]['cost']:>10.4f}" + "".join(f" {report[k][m]:>10.4f}" for m in metrics))
     if "ensemble" in report:
-        for i, m in enumerate(report["ensemble"]["members"], start=1):
-            lines.append(f"  dev, member {i}: cost {m['cost']:.4f}" + "".join(f"  {k} {m[k]:.4f}" for k in metrics))
+        e = report["ensemble"]
+        lines.append(f"ensemble: {len(e['members'])} of {e['trained']} members kept by greedy selection on dev")
+        for seed, weight, m in zip(e["members"], e["weights"], e["dev_members"]):
+            lines.append(f"  dev, seed {seed} (weight {weight:.2f}): cost {m['cost']:.4f}"
+                         + "".join(f"  {k} {m[k]:.4f}" for k in metrics))
     if report.get("diagnosis"):
         from .diagnose.recipe import describe
 
@@ -327,8 +336,11 @@ def format_leaderboard(study, top=10):
     ensemble = settings.get("ensemble")
     if ensemble:  # the greedy ensemble of the kept trials, beside them (its dev figure is the one it was selected on)
         members = ", ".join(f"{n}" + (f" x{c}" if c > 1 else "") for n, c in zip(ensemble["members"], ensemble["counts"]))
+        loss = "log loss" if "accuracy" in ensemble.get("dev", {}) else "MSE"
+        selected = (f"selected on dev {loss} {ensemble['dev_cost']:.4f} (best single trial "
+                    f"{ensemble['single_dev_cost']:.4f}); " if "single_dev_cost" in ensemble else "")
         lines.append(f"{'ens.':>5} {'ensemble':<9} {ensemble[metric]:>12.4f}" + (" " * 5 if halving else "")
-                     + f"  {len(ensemble['members'])} of {ensemble['candidates']} trials: {members}")
+                     + f"  {selected}{len(ensemble['members'])} of {ensemble['candidates']} trials: {members}")
     return "\n".join(lines)
 
 

@@ -21,6 +21,7 @@ from .nn import Network, heads
 from .train import Controller, EarlyStopping, Ensemble, fit, load_model, save, state_of
 from .train import hyperparameters as H
 from .data.mismatch import MIN_EXAMPLES
+from .train.ensemble import DEFAULT_SIZE
 from .train.resume import ResumePoints, resume_fit
 
 
@@ -53,6 +54,7 @@ class TrainConfig:
     augment: list | None = None
     image_shape: tuple | None = None
     ensemble: int = 1
+    ensemble_size: int | None = None  # steps of greedy selection among the ensemble's members (None: 50)
     human_error: float = 0.0
     seed: int = 0
     out: str = "caviar-run"
@@ -212,6 +214,14 @@ def train_job(cfg, verbose=True, log=None, on_start=None, resume=None):
             activation=H.value(params, "activation"), output=output, init=H.value(params, "init"),
             batchnorm=H.value(params, "batchnorm"), callbacks=callbacks, augment=augment, verbose=verbose,
             class_weight=weights)
+        # the same greedy selection on dev as a study's ensemble (caviar tune), and its model format
+        trained = model.members
+        model, counts = Ensemble.select(trained, *sets["dev"], size=cfg.ensemble_size or DEFAULT_SIZE)
+        selection = {"members": [cfg.seed + int(k) for k in numpy.flatnonzero(counts)],
+                     "counts": [int(c) for c in counts[counts > 0]], "weights": model.weights}
+        log(f"ensemble: greedy selection on dev kept {len(model.members)} of {len(trained)} members (seeds "
+            + ", ".join(f"{s}" + (f" x{c}" if c > 1 else "") for s, c in zip(selection["members"], selection["counts"]))
+            + ")")
     members = model.members if isinstance(model, Ensemble) else [model]
     results = {name: _summary(model.evaluate(X, y), ds.target_scale) for name, (X, y) in sets.items()}
     report = {name: results[name] for name in results}
@@ -220,14 +230,15 @@ def train_job(cfg, verbose=True, log=None, on_start=None, resume=None):
         report["diagnosis"] = diag.to_dict()
     else:
         report["diagnosis"] = None
-    if len(members) > 1:
-        report["ensemble"] = {"members": [_summary(m, ds.target_scale) for m in model.evaluate(*sets["dev"])["members"]]}
+    if cfg.ensemble > 1:
+        report["ensemble"] = {**selection, "trained": len(trained),
+                              "dev_members": [_summary(m, ds.target_scale) for m in model.evaluate(*sets["dev"])["members"]]}
     if mismatch is not None:
         report["mismatch"] = {"auc": mismatch.auc, "warning": mismatch.mismatched,
                               "top_features": mismatch.features[:3]}
     extras = D.model_extras(ds, normalizer, cfg.data)
     model_path = os.path.join(out, "model")
-    if len(members) == 1:
+    if not isinstance(model, Ensemble):
         model.extras = extras
         save(model, model_path)
     else:

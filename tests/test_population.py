@@ -215,10 +215,45 @@ def test_an_ensemble_with_early_stopping_and_augmentation_trains_as_one_populati
     from caviar.workflow import TrainConfig, train_job
 
     logs = []
-    report = train_job(TrainConfig(data="digits", hidden=[16], epochs=6, ensemble=3, early_stopping=1, augment=["shift"],
+    report = train_job(TrainConfig(data="digits", hidden=[16], epochs=12, ensemble=3, early_stopping=1, augment=["shift"],
                                    out=str(tmp_path / "run")), verbose=False, log=logs.append)
     assert "training an ensemble of 3 as one population" in logs
-    assert len(report["ensemble"]["members"]) == 3 and report["dev"]["accuracy"] > 0.5
+    assert report["ensemble"]["trained"] == 3 and report["dev"]["accuracy"] > 0.5
+
+
+def test_caviar_train_ensemble_keeps_the_greedy_selection_of_its_members_in_a_study_s_format(tmp_path, monkeypatch):
+    """``caviar train --ensemble K`` selects among its K trained members as a study does
+    (greedy, on dev, with replacement) and saves the same ensemble model."""
+    from caviar.nn import heads
+    from caviar.train import load_model
+    from caviar.train.ensemble import greedy_selection
+    from caviar.workflow import TrainConfig, prepare_data, train_job
+
+    seen = []
+    select = Ensemble.select.__func__
+
+    def spy(cls, candidates, X_dev, y_dev, size):
+        seen.append((list(candidates), size))
+        return select(cls, candidates, X_dev, y_dev, size)
+
+    monkeypatch.setattr(Ensemble, "select", classmethod(spy))
+    cfg = TrainConfig(data="iris", hidden=[8], epochs=30, ensemble=6, seed=3, lr=0.01, keep_prob=0.6,
+                      out=str(tmp_path / "run"))
+    report = train_job(cfg, verbose=False, log=lambda *a: None)
+    (candidates, size), = seen
+    assert len(candidates) == 6 and size == 50
+    assert [c.config["seed"] for c in candidates] == list(range(3, 9))
+    _, _, _, sets = prepare_data(cfg)
+    P = np.stack([c.predict_proba(sets["dev"][0]) for c in candidates])
+    counts, _ = greedy_selection(P, sets["dev"][1], heads.get("softmax"))
+    e = report["ensemble"]
+    assert e["trained"] == 6 and 1 <= len(e["members"]) < 6  # some members were left out
+    assert e["members"] == [3 + int(i) for i in np.flatnonzero(counts)] and e["counts"] == counts[counts > 0].tolist()
+    model = load_model(report["model"])  # the format of a study's ensemble-model
+    assert isinstance(model, Ensemble) and len(model.members) == len(e["members"])
+    np.testing.assert_allclose(model.weights, counts[counts > 0] / counts.sum(), rtol=1e-12)
+    np.testing.assert_allclose(model.predict_proba(sets["dev"][0]),
+                               np.tensordot(counts / counts.sum(), P.astype(np.float64), axes=1), rtol=1e-6, atol=1e-7)
 
 
 @pytest.mark.parametrize("optimizer", ["gd", "momentum", "rmsprop", "adam"])

@@ -84,6 +84,39 @@ def test_a_weighted_ensemble_averages_with_its_weights_and_saves_them(tmp_path):
         Ensemble(nets, weights=[1, -1, 1])
 
 
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_an_ensemble_predicts_in_one_stacked_forward_pass_per_architecture(dtype, monkeypatch):
+    """Members of one architecture are computed together (their weights stacked, as a
+    population's): one forward pass per architecture, each member's values those it gives alone."""
+    from caviar.nn import Network
+
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((300, 6))
+    y = rng.integers(0, 3, 300)
+    nets = [Network([6, 8, 3], seed=0, dtype=dtype), Network([6, 8, 3], seed=1, dtype=dtype, keep_prob=0.7),
+            Network([6, 5, 4, 3], seed=2, dtype=dtype, batchnorm=True), Network([6, 8, 3], seed=3, dtype=dtype),
+            Network([6, 5, 4, 3], seed=4, dtype=dtype, batchnorm=True)]
+    for net in nets:  # trained a little, so batch norm's running statistics are not their start
+        caviar.fit(net, X, y, epochs=2, batch_size=32, verbose=False)
+    alone = [net.predict_proba(X) for net in nets]  # before the spy: member by member
+    calls = []
+    forward = Network.forward
+
+    def spy(self, X, training=False):
+        out = forward(self, X, training)
+        calls.append(out.data.shape)
+        return out
+
+    monkeypatch.setattr(Network, "forward", spy)
+    ens = Ensemble(nets, weights=[1, 2, 3, 0, 4])
+    P = ens.member_proba(X)
+    assert sorted(calls) == [(2, 300, 3), (3, 300, 3)]  # two architectures: two passes, not five
+    for p, expected in zip(P, alone):
+        np.testing.assert_array_equal(p, expected)
+    expected = sum(w * a.astype(np.float64) for w, a in zip(ens.weights, alone))
+    np.testing.assert_allclose(ens.predict_proba(X), expected, rtol=1e-12, atol=1e-15)
+
+
 # -- every trial's best epoch is kept ----------------------------------------------------------------
 
 

@@ -105,16 +105,7 @@ class Population:
         dropouts = iter(keep[l] for l in range(n_hidden) if any(k < 1 for k in keep[l]))
         self.net.layers = [PopulationDropout(next(dropouts), self.rngs) if isinstance(layer, Dropout) else layer
                            for layer in self.net.layers]
-        for layer in self.net.layers:
-            for key, p in list(layer.params.items()):
-                stacked = Tensor(_stack([n.params[p.name].data for n in nets]), requires_grad=True, name=p.name)
-                layer.params[key] = stacked
-                self.net.params[p.name] = stacked
-            for key, buf in list(layer.buffers.items()):
-                name = self._buffer_name(buf)
-                stacked = _stack([n.buffers[name] for n in nets])
-                layer.buffers[key] = stacked
-                self.net.buffers[name] = stacked
+        _stack_into(self.net, nets)
         self.index = list(range(len(self.members)))  # original member number of each active slot
         self.results = {}  # original member number -> (status, Network, History)
 
@@ -351,6 +342,42 @@ class _OnEpoch(Callback):
 
     def on_epoch_end(self, run, epoch, logs):
         run.stop_members(self.fn(epoch, run.member_logs) or ())
+
+
+def _stack_into(net, nets):
+    """Give ``net`` the parameters and buffers of ``nets`` (networks of its architecture)
+    stacked on a leading model axis: its forward pass then computes every one of them."""
+    names = {id(b): k for k, b in net.buffers.items()}
+    for layer in net.layers:
+        for key, p in list(layer.params.items()):
+            stacked = Tensor(_stack([n.params[p.name].data for n in nets]), requires_grad=True, name=p.name)
+            layer.params[key] = stacked
+            net.params[p.name] = stacked
+        for key, buf in list(layer.buffers.items()):
+            name = names[id(buf)]
+            stacked = _stack([n.buffers[name] for n in nets])
+            layer.buffers[key] = stacked
+            net.buffers[name] = stacked
+    return net
+
+
+def stacked_network(nets):
+    """One network whose forward pass in evaluation (dropout off, batch norm's running
+    statistics) gives the logits of every network in ``nets``, (K, m, n_y): their weights
+    stacked on a leading axis, as a population's are. ``nets`` share an architecture
+    (``architecture``)."""
+    c = nets[0].config
+    if any(architecture(n) != architecture(nets[0]) for n in nets):
+        raise ValueError("only networks of one architecture stack into one forward pass")
+    net = Network(c["layer_sizes"], c["activation"], c["output"], c["init"], batchnorm=c["batchnorm"],
+                  dtype=c["dtype"], bn_momentum=c["bn_momentum"], bn_epsilon=c["bn_epsilon"])
+    return _stack_into(net, nets)
+
+
+def architecture(net):
+    """What networks must share to be computed in one stacked forward pass."""
+    c = net.config
+    return (tuple(c["layer_sizes"]), c["activation"], c["output"], c["batchnorm"], c["bn_epsilon"], c["dtype"])
 
 
 def _unstack(array, name):

@@ -19,13 +19,9 @@ import numpy
 
 from ..nn import heads
 from ..train import hyperparameters as H
-from ..train.ensemble import Ensemble, greedy_selection
+from ..train.ensemble import DEFAULT_SIZE, Ensemble, greedy_selection
 from .objective import metric_for, study_data
 
-# On two tables and three search spaces (benchmarks/tune_defaults.py, README "Hyperparameter
-# search"), the test score at 10, 20, 50 and 100 steps was within 0.6 points and 5 steps trailed
-# by up to 1.4; ``greedy_selection`` keeps its best step, so 50 costs little.
-DEFAULT_SIZE = 50
 
 
 class StudyEnsemble:
@@ -61,6 +57,7 @@ class StudyEnsemble:
         dev = self.head.proba_metrics(p, self.y)
         self.result = {"members": [numbers[i] for i in chosen], "counts": [int(c) for c in counts[chosen]],
                        "weights": [float(w) for w in weights], "dev_cost": losses[-1],
+                       "single_dev_cost": losses[0],  # the first step: the best single trial's loss
                        self.metric: float(dev[self.head.metric]), "dev": {"cost": losses[-1], **dev},
                        "candidates": len(numbers)}
         self.seconds = time.perf_counter() - started
