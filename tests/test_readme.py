@@ -76,6 +76,33 @@ def test_the_workflow_on_your_own_data_runs_end_to_end(tmp_path):
     assert (tmp_path / "run" / "model").is_dir() and (tmp_path / "predictions.csv").stat().st_size > 0
 
 
+def test_the_quick_start_s_main_job_runs_as_written_in_under_a_minute(tmp_path):
+    """The README's first command (after its install): the caviar strategy on the bundled
+    penguins table, ending within its budget plus 10% with the best trial's and the ensemble's
+    test scores printed."""
+    import time
+
+    first = BASH[0].splitlines()[0].split("  #")[0]
+    install, _, job = first.partition(" && ")
+    assert install == "pip install ." and job.startswith("caviar tune --data penguins --time ")
+    budget = float(shlex.split(job)[-1])
+    t0 = time.time()
+    r = subprocess.run([sys.executable, "-m", "caviar", *shlex.split(job)[1:]], capture_output=True, text=True,
+                       cwd=tmp_path, env=ENV, timeout=120)
+    wall = time.time() - t0
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert wall <= min(60, 1.1 * budget), wall
+    lines = r.stdout.splitlines()
+    best = lines.index(next(x for x in lines if x.startswith("best trial ")))
+    ensemble = lines.index(next(x for x in lines if x.startswith("ensemble of ")))
+    for at in (best, ensemble):
+        test = next(x for x in lines[at:at + 3] if x.strip().startswith("test: "))
+        accuracy = float(re.search(r"accuracy ([0-9.]+)", test).group(1))
+        assert accuracy > 0.75, test  # sex from the measurements: chance is 0.5
+    assert "dropped 11 row(s) whose target 'Sex' is missing" in r.stderr
+    assert re.search(r"^Region +constant .*\(dropped\)$", r.stderr, flags=re.M)  # the roles, shown first
+
+
 def test_the_gitignore_lists_the_default_output_folders():
     ignored = open(os.path.join(ROOT, ".gitignore")).read().split()
     assert "caviar-run/" in ignored and "caviar-tune/" in ignored

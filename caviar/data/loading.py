@@ -49,7 +49,18 @@ class Dataset:
         return len(self.X)
 
 
-BUNDLED = ("moons", "circles", "digits", "iris", "wine", "breast_cancer", "synthetic")
+# a real table that ships with caviar (caviar/data/tables/README.md: where it comes from, its
+# license) and the column it predicts unless a target is named
+TABLES = {"penguins": ("penguins.csv", "Sex")}
+BUNDLED = ("moons", "circles", "digits", "iris", "wine", "breast_cancer", "synthetic") + tuple(TABLES)
+
+
+def bundled_table(spec):
+    """The file of a bundled table named ``spec`` (where no file of that name exists), else
+    ``spec`` itself."""
+    if isinstance(spec, (str, os.PathLike)) and os.fspath(spec) in TABLES and not os.path.exists(spec):
+        return os.path.join(os.path.dirname(os.path.abspath(__file__)), "tables", TABLES[os.fspath(spec)][0])
+    return spec
 
 
 def load(spec, target=None, seed=0, task=None, na_values=None):
@@ -58,7 +69,8 @@ def load(spec, target=None, seed=0, task=None, na_values=None):
     with X and y.
 
     Bundled: 'moons', 'circles', 'digits', 'iris', 'wine', 'breast_cancer', and
-    'synthetic' or 'synthetic:M' (M examples, default 10,000; for the big-data split rule).
+    'synthetic' or 'synthetic:M' (M examples, default 10,000; for the big-data split rule);
+    and a real table, 'penguins' (text categories, empty cells; its target 'Sex' by default).
     """
     from . import table
 
@@ -66,6 +78,8 @@ def load(spec, target=None, seed=0, task=None, na_values=None):
         return load_table(spec, target, task, na_values)
     spec = os.fspath(spec)
     name, _, arg = spec.partition(":")
+    if name in TABLES and not os.path.exists(spec):
+        return load_table(bundled_table(spec), target or TABLES[name][1], task, na_values)
     if name in BUNDLED and not os.path.exists(spec):
         return load_bundled(name, seed=seed, **({"n_samples": _count(arg, spec)} if arg else {}))
     if not os.path.exists(spec):

@@ -7,7 +7,7 @@ import os
 
 import numpy
 
-from .loading import DataError, load
+from .loading import DataError, bundled_table, load
 from .normalize import Normalizer
 from .preprocess import Preprocessor, numbers
 from .split import Split, split_indices
@@ -137,6 +137,7 @@ def features_for(extras, data):
     """A model's inputs (float32) from raw data: a table through its saved preprocessing, or
     numeric columns (or an .npz's X) through its normalizer."""
     name = os.fspath(data) if isinstance(data, (str, os.PathLike)) else "the DataFrame"
+    data = bundled_table(data)
     if "preprocessor" in extras:
         frame = read_table(data)
         lines = isinstance(data, (str, os.PathLike))
