@@ -309,6 +309,7 @@ def test_sigkill_during_a_study_resumes_trials_from_their_points_with_equal_valu
     r = subprocess.run([sys.executable, "-m", "caviar", "tune", *common, "--study", whole, "--out",
                         str(tmp_path / "w")], capture_output=True, text=True, env=ENV, timeout=600)
     assert r.returncode == 0, r.stderr
+    whole_ensemble = json.loads(r.stdout)["ensemble"]
     path = str(tmp_path / "killed.sqlite")
     cmd = [sys.executable, "-m", "caviar", "tune", *common, "--study", path, "--out", str(tmp_path / "k")]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=ENV,
@@ -335,6 +336,9 @@ def test_sigkill_during_a_study_resumes_trials_from_their_points_with_equal_valu
     assert r.returncode == 0, r.stderr
     assert "from their resume points: trial" in r.stderr
     assert _trials_of(path) == _trials_of(whole)  # the same values and best epochs, trial by trial
+    killed_ensemble = json.loads(r.stdout)["ensemble"]  # the killed study's ensemble is the uninterrupted one's
+    for key in ("members", "counts", "weights", "dev", "test"):
+        assert killed_ensemble[key] == whole_ensemble[key], key
     killed, uninterrupted = Study.open(path), Study.open(whole)
     try:
         for n in reached:
