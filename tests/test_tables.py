@@ -105,6 +105,17 @@ def test_missing_cells_in_every_spelling_and_na_values(tmp_path):
     assert D.load(path, na_values=["-999"]).frame["a"].isna().sum() == 8
 
 
+def test_spaces_after_the_delimiter_are_skipped(tmp_path):
+    path = tmp_path / "spaced.csv"
+    path.write_text("a, kind, y\n" + "".join(f"{i}, {'NA' if i % 4 == 0 else 'red'}, {i % 2}\n" for i in range(40)))
+    frame = D.load(path, target="y").frame
+    assert list(frame.columns) == ["a", "kind"] and frame["a"].dtype.kind in "if"
+    assert set(frame["kind"].dropna()) == {"red"} and frame["kind"].isna().sum() == 10
+    plain = tmp_path / "plain.csv"  # no spaces: read without the parser's slower option, the same frame
+    plain.write_text(path.read_text().replace(", ", ","))
+    pd.testing.assert_frame_equal(D.load(plain, target="y").frame, frame)
+
+
 def test_a_dataframe_is_data_too():
     frame = messy()
     with pytest.warns(UserWarning, match="DataFrame: dropped column 'id'"):

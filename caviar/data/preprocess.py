@@ -159,7 +159,7 @@ class Preprocessor:
         for both."""
         whole = self._fit(frame, rows, source, position)
         every_row = _rows_of(self._columns(Rows(frame, None), source, position, whole))
-        return [every_row.take(index, axis=0) for index in sets]
+        return _each(lambda index: every_row.take(index, axis=0), list(sets))  # gathers release the GIL
 
     def _fit(self, frame, rows, source, position):
         """Fits; returns what it converted of each whole column (numbers, date parts, category
