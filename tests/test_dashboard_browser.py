@@ -5,6 +5,7 @@ Screenshots are saved under pytest's temporary folder (the path is printed) for 
 import json
 import os
 import shutil
+import sqlite3
 import subprocess
 import sys
 import time
@@ -93,6 +94,20 @@ def test_page_shows_a_finished_run_and_a_finished_study(browser, tmp_path):
         browser.save_screenshot(str(tmp_path / "dashboard-study.png"))
         print(f"screenshots: {tmp_path / 'dashboard-run.png'} {tmp_path / 'dashboard-study.png'}")
         assert (tmp_path / "dashboard-run.png").stat().st_size > 10000
+
+        # queued trials (pending: no worker has started them) and running ones are shown apart
+        shutil.copy(tmp_path / "study.sqlite", tmp_path / "busy.sqlite")
+        conn = sqlite3.connect(tmp_path / "busy.sqlite")
+        conn.execute("UPDATE trials SET status = 'running' WHERE number = 6")
+        conn.execute("UPDATE trials SET status = 'pending', value = NULL WHERE number > 6")
+        conn.commit()
+        conn.close()
+        dashboard.add(tmp_path / "busy.sqlite")
+        browser.get(base + "study/busy")
+        wait_for(lambda: browser.find_elements("id", "queued"))
+        assert browser.find_element("id", "running").text == "1 running"
+        assert browser.find_element("id", "queued").text == "2 queued"
+        assert "5 of 8 trials finished" in browser.find_element("id", "study-status").text
 
         browser.get(base + "run/nothing")
         assert "nothing is watched under the name 'nothing'" in browser.page_source

@@ -160,7 +160,9 @@ function renderStudy(name, d) {
   // the greedy ensemble of the kept trials, beside the best trial (its dev figure is the one it was selected on)
   const e = d.ensemble;
   const ensembleRow = e ? `<tr id="ensemble-row"><td></td><td>ensemble</td><td>${e.members.length} of ${e.candidates} trials</td><td>${fmt(e.value)}</td><td></td><td>${esc(e.members.map((n, i) => n + (e.counts[i] > 1 ? " x" + e.counts[i] : "")).join(", "))}</td></tr>` : "";
-  $("main").innerHTML = `<div class="status"><b>${esc(name)}</b> — ${esc(d.strategy)} search, ${trials.filter((t) => ["complete", "diverged", "failed"].includes(t.status)).length} of ${trials.length} trials finished</div>
+  // trials a worker has started are running; those waiting for a worker are queued (pending)
+  const count = (statuses) => trials.filter((t) => statuses.includes(t.status)).length;
+  $("main").innerHTML = `<div class="status" id="study-status"><b>${esc(name)}</b> — ${esc(d.strategy)} search, ${count(["complete", "diverged", "failed"])} of ${trials.length} trials finished, <span id="running">${count(["running"])} running</span>, <span id="queued">${count(["pending"])} queued</span></div>
     <div class="card"><h3>leaderboard</h3><table id="leaderboard"><tr><th>#</th><th>trial</th><th>status</th><th>${esc(d.metric)}</th><th>rung</th><th>parameters</th></tr>${board}${ensembleRow}</table></div>
     <div class="grid" id="charts">${curves}${scatters}</div>`;
 }
