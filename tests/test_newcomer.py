@@ -81,6 +81,19 @@ def test_the_auc_interval_covers_chance_for_sets_from_one_distribution():
     assert 0.92 <= covered / 400 <= 0.99  # a 95% interval
 
 
+def test_an_auc_below_chance_says_it_is_no_difference():
+    from caviar.data.mismatch import MismatchReport, check_same_distribution
+
+    below = str(MismatchReport(0.37, 0.05, 0.6, [], low=0.28, high=0.46))
+    assert below.startswith("same distribution") and "below chance is no difference either" in below
+    assert "below chance" not in str(MismatchReport(0.48, 0.05, 0.6, [], low=0.38, high=0.58))
+    # sets of 60 from one distribution: the cross-validated AUC scatters on both sides of 0.5
+    aucs = [check_same_distribution(np.random.default_rng(s).standard_normal((60, 3)),
+                                    np.random.default_rng(s + 1000).standard_normal((60, 3)), seed=0).auc
+            for s in range(40)]
+    assert min(aucs) < 0.35 and max(aucs) > 0.6 and abs(np.mean(aucs) - 0.5) < 0.03
+
+
 def test_the_gradient_check_table_says_how_it_is_sorted():
     import caviar as C
 
