@@ -9,7 +9,9 @@ from .autodiff import Tensor, Variable, check_finite, detect_anomaly, is_grad_en
 from .diagnose import gradient_check
 from .errors import AnomalyError, CaviarError, DivergedError, GradientCheckError, ShapeError
 from .nn import Network
-from .train import History, fit, load, save
+from .train import History, fit
+from .train import load_model as load  # a Network or an Ensemble
+from .train import save_model as save
 from .ops import concatenate, stack
 
 __version__ = "0.1.0"

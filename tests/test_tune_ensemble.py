@@ -184,6 +184,12 @@ def test_the_ensemble_is_no_worse_on_dev_than_the_best_trial(study_of_population
     assert set(result) >= {"members", "counts", "weights", "dev", "test", "model"}
     assert abs(sum(result["weights"]) - 1) < 1e-12 and len(result["members"]) == len(result["weights"])
     assert isinstance(load_model(result["model"]), Ensemble)
+    loaded = caviar.load(result["model"])  # the top-level load and save take ensembles too
+    _, _, sets = study_data(study_of_populations.settings)
+    again = caviar.load(caviar.save(loaded, tmp_path / "again"))
+    assert isinstance(again, Ensemble) and again.weights == loaded.weights
+    np.testing.assert_array_equal(again.predict_proba(sets["test"][0]), loaded.predict_proba(sets["test"][0]))
+    assert again.evaluate(*sets["test"])["accuracy"] == result["test"]["accuracy"]
 
 
 # -- the time budget -----------------------------------------------------------------------------------

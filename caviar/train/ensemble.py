@@ -217,8 +217,15 @@ class Snapshots(Callback):
             self.snapshots.append(snapshot(run.net))
 
 
+def save_model(model, path, extras=None):
+    """Write a Network or an Ensemble to the directory ``path`` (``caviar.save``)."""
+    if isinstance(model, Ensemble):
+        return model.save(path, extras)
+    return save(model, path, extras)
+
+
 def load_model(path):
-    """A Network or an Ensemble from a directory written by ``save``."""
+    """A Network or an Ensemble from a directory written by ``save`` (``caviar.load``)."""
     from .modelfile import ModelFileError, load
 
     path = os.fspath(path)
