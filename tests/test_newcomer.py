@@ -114,6 +114,8 @@ def test_coarse_to_fine_plots_name_their_rounds_and_warn_nothing(tmp_path):
 
     def keep_labels(fig, *args, **kwargs):
         labels.extend(t.get_text() for ax in fig.axes if ax.get_legend() for t in ax.get_legend().get_texts())
+        fig.canvas.draw()
+        _inside(fig)  # the study's plots' fixed margins hold their labels too
         return real_savefig(fig, *args, **kwargs)
 
     plt.Figure.savefig = keep_labels
@@ -141,6 +143,44 @@ def test_learning_curves_mark_the_controls_applied():
     assert [line.get_xdata()[0] for line in lines] == [3, 5, 6]  # controls only, each at its epoch
     assert [line.get_label() for line in lines if not line.get_label().startswith("_")] == ["set-lr 0.01", "pause"]
     plt.close(fig)
+
+
+def test_the_plots_fixed_margins_keep_every_label_inside_the_figure(tmp_path, monkeypatch):
+    """Plots use fixed margins (tight_layout took 40% of their time): the widest labels, log
+    ticks like 3 x 10^0 beside an axis title, must still fit."""
+    from caviar.diagnose import plots
+    from caviar.train import History
+
+    from matplotlib.figure import Figure
+
+    seen = []
+    savefig = Figure.savefig
+
+    def checked(fig, *args, **kwargs):  # as the figure is written, margins set
+        fig.canvas.draw()
+        _inside(fig)
+        seen.append(fig)
+        return savefig(fig, *args, **kwargs)
+
+    monkeypatch.setattr(Figure, "savefig", checked)
+    history = History()
+    history.iterations += [3.0 * 0.97 ** i for i in range(200)]
+    history.epochs += [{"epoch": e, "train_cost": 2.5 / e, "dev_cost": 2.6 / e, "train_accuracy": 0.5,
+                        "dev_accuracy": 0.5, "lr": 0.001} for e in range(1, 11)]
+    plots.plot_cost(history, tmp_path / "cost.png")
+    plots.plot_learning_curves(history, tmp_path / "curves.png")
+    plots.plot_gradient_norms([{"iteration": i, "W1": 3.0 * 0.99 ** i, "W2": 0.3} for i in range(1, 101)],
+                              tmp_path / "norms.png")
+    assert len(seen) == 3
+
+
+def _inside(fig):
+    """Everything drawn of each axes (tick labels, axis labels, title: what tight_layout would
+    measure) lies within the figure."""
+    width, height = fig.canvas.get_width_height()
+    for ax in fig.axes:
+        box = ax.get_tightbbox(fig.canvas.get_renderer())
+        assert box.x0 >= 0 and box.y0 >= 0 and box.x1 <= width and box.y1 <= height, (ax.get_title(), box)
 
 
 @pytest.mark.skipif(os.name != "posix", reason="file modes")

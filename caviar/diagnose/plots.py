@@ -8,8 +8,13 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 
+# fixed margins for a (6, 4) inch figure with one axes: tight_layout measures every tick label
+# first and took 40% of a plot's time (0.7 s of caviar train's three plots on a 2-core machine)
+MARGINS = dict(left=0.16, right=0.97, bottom=0.13, top=0.92)
+
+
 def _save(fig, path):
-    fig.tight_layout()
+    fig.subplots_adjust(**MARGINS)
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return path

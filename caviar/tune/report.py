@@ -105,6 +105,7 @@ def import_pyplot():
 def plot_study(study, out):
     """``dev_<metric>_vs_<name>.png`` for every hyperparameter; returns the paths written."""
     plt = import_pyplot()
+    from ..diagnose.plots import MARGINS
 
     settings = study.settings
     metric, higher = metric_for(settings)
@@ -120,9 +121,7 @@ def plot_study(study, out):
         if isinstance(dim, Choice) and len(dim.options) == 1:
             continue  # a fixed value: nothing to plot
         fig, ax = plt.subplots(figsize=(6, 4))
-        # fixed margins: tight_layout measured every tick label and took 40% of the plotting
-        # time, which a timed study (caviar tune --time) spends after training
-        fig.subplots_adjust(left=0.13, right=0.97, bottom=0.13, top=0.92)
+        fig.subplots_adjust(**MARGINS)  # no tight_layout: a timed study plots after training
         xs = [_axis_value(dim, t["params"][dim.name]) for t in trials if dim.name in t["params"]]
         ys = [t["value"] for t in trials if dim.name in t["params"]]
         rounds = [t["round"] for t in trials if dim.name in t["params"]]
