@@ -15,7 +15,6 @@ import numpy
 from . import data as D
 from . import backend
 from .diagnose import GradientNorms, check_network, diagnose
-from .diagnose import plots
 from .errors import CaviarError
 from .nn import Network, heads
 from .train import Controller, EarlyStopping, Ensemble, fit, load_model, save, state_of
@@ -256,6 +255,8 @@ def _summary(result, target_scale=None):
 
 
 def _write_artifacts(out, history):
+    from .diagnose import plots  # matplotlib (0.8 s to import) only where plots are drawn, not for predict
+
     files = {"history": history.to_csv(os.path.join(out, "history.csv"))}
     files["cost_plot"] = plots.plot_cost(history, os.path.join(out, "cost.png"))
     files["learning_curves"] = plots.plot_learning_curves(history, os.path.join(out, "learning_curves.png"))
