@@ -259,33 +259,40 @@ def test_a_second_driver_is_refused_while_the_first_runs(tmp_path):
 
 
 def test_trials_are_claimed_when_a_worker_starts_them_not_when_queued(tmp_path):
-    import threading
-
     path = tmp_path / "s.sqlite"
-    most, done = [0], threading.Event()
-
-    def watch():  # what the dashboard reads: at most one trial per worker is running
-        while not done.is_set():
-            if os.path.exists(path):
-                try:
-                    study = Study.open(path)
-                    most[0] = max(most[0], len(study.trials("running")))
-                    study.close()
-                except Exception:  # the file being created
-                    pass
-            time.sleep(0.01)
-
-    watcher = threading.Thread(target=watch)
-    watcher.start()
+    stop = tmp_path / "stop"
+    # what the dashboard reads: at most one trial per worker is running. The watcher is its own
+    # process: a thread of this one could be inside SQLite when the study forks its workers,
+    # and a forked worker would inherit SQLite's lock held and wait forever (it hung once so)
+    watcher = subprocess.Popen([sys.executable, "-c", WATCH_RUNNING, str(path), str(stop)], stdout=subprocess.PIPE,
+                               text=True)
     try:
         study = tune(data="digits", trials=10, epochs=2, workers=2, population=False, study=path, **QUIET)
     finally:
-        done.set()
-        watcher.join()
+        stop.touch()
+        out, _ = watcher.communicate(timeout=60)
+    most = [int(out)]
     assert 1 <= most[0] <= 2
     trials = study.trials()
     assert all(t["status"] == "complete" for t in trials)
     assert [t["runs"] for t in trials] == [1] * 10
+
+
+WATCH_RUNNING = """
+import os, sqlite3, sys, time
+path, stop = sys.argv[1], sys.argv[2]
+most = 0
+while not os.path.exists(stop):
+    if os.path.exists(path):
+        try:
+            conn = sqlite3.connect(path, timeout=5)
+            most = max(most, conn.execute("SELECT COUNT(*) FROM trials WHERE status = 'running'").fetchone()[0])
+            conn.close()
+        except sqlite3.Error:  # the file being created
+            pass
+    time.sleep(0.01)
+print(most)
+"""
 
 
 def _trials_of(path):

@@ -190,6 +190,47 @@ def test_train_and_tune_with_watch_print_the_dashboards_address(tmp_path):
     assert "caviar watch: http://127.0.0.1:" in r.stderr
 
 
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="fork")
+def test_a_fork_waits_for_the_dashboard_s_study_read_to_end(tmp_path):
+    """caviar tune --watch forks its workers beside the dashboard's threads: a fork during a
+    study read would hand the worker SQLite's locks held. A read in progress holds the fork
+    back until it ends, and a study read in the child works."""
+    import threading
+
+    from caviar.tune import tune
+    from caviar.watch import server
+
+    study = tune(data="iris", trials=2, epochs=1, workers=1, study=tmp_path / "s.sqlite", log=lambda line: None)
+    reading, release = threading.Event(), threading.Event()
+
+    def slow_read():
+        with server._READING:  # as study_payload holds it
+            reading.set()
+            release.wait(10)
+
+    thread = threading.Thread(target=slow_read)
+    thread.start()
+    reading.wait(10)
+    threading.Timer(0.5, release.set).start()
+    t0 = time.time()
+    pid = os.fork()
+    if pid == 0:  # the child reads the study as a worker does, then leaves at once
+        try:
+            os._exit(0 if len(server.study_payload(study.path)["trials"]) == 2 else 1)
+        finally:
+            os._exit(2)
+    waited = time.time() - t0
+    deadline = time.time() + 60
+    while (done := os.waitpid(pid, os.WNOHANG))[0] == 0 and time.time() < deadline:
+        time.sleep(0.05)
+    if done[0] == 0:  # the child hangs on a lock it inherited held
+        os.kill(pid, 9)
+        os.waitpid(pid, 0)
+    thread.join()
+    assert done[0] == pid, "the forked child hung on the dashboard's read lock"
+    assert waited >= 0.4 and os.WEXITSTATUS(done[1]) == 0
+
+
 def test_the_dashboard_serves_a_study_while_it_is_being_written(tmp_path):
     from caviar.tune import tune
 

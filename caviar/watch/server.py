@@ -54,7 +54,22 @@ def run_payload(path):
     return {"kind": "run", "path": path, "state": state, "history": live}
 
 
+# A study's driver forks its workers while the dashboard may be serving it from a thread of the
+# same process (caviar tune --watch). A fork in the middle of a read would give the worker
+# SQLite's locks held by a thread it does not have, and the worker would wait on them forever:
+# reads hold this lock, and a fork waits for it.
+_READING = threading.Lock()
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(before=_READING.acquire, after_in_parent=_READING.release,
+                        after_in_child=_READING.release)
+
+
 def study_payload(path):
+    with _READING:
+        return _study_payload(path)
+
+
+def _study_payload(path):
     from ..tune import Study, leaderboard
     from ..tune.objective import metric_for
 
