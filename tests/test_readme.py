@@ -76,6 +76,7 @@ def test_the_workflow_on_your_own_data_runs_end_to_end(tmp_path):
     assert (tmp_path / "run" / "model").is_dir() and (tmp_path / "predictions.csv").stat().st_size > 0
 
 
+@pytest.mark.exclusive  # wall time against a budget: nothing else on the cores
 def test_the_quick_start_s_main_job_runs_as_written_in_under_a_minute(tmp_path):
     """The README's first command (after its install): the caviar strategy on the bundled
     penguins table, ending within its budget plus 10% with the best trial's and the ensemble's

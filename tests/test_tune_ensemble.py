@@ -195,6 +195,7 @@ def test_the_ensemble_is_no_worse_on_dev_than_the_best_trial(study_of_population
 # -- the time budget -----------------------------------------------------------------------------------
 
 
+@pytest.mark.exclusive  # wall time against a budget: nothing else on the cores
 def test_a_time_budget_ends_the_command_within_it_plus_ten_percent(tmp_path):
     budget = 12
     t0 = time.time()
