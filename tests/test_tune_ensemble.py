@@ -203,7 +203,7 @@ def test_a_time_budget_ends_the_command_within_it_plus_ten_percent(tmp_path):
     wall = time.time() - t0
     assert r.returncode == 0, r.stderr
     out = json.loads(r.stdout)
-    assert wall <= 1.1 * budget, wall
+    assert wall <= 1.1 * budget, (wall, out["seconds"], r.stderr[-1500:])  # the command's own clock, its log
     assert "time budget spent" in r.stderr
     study = Study.open(out["study"])
     try:
