@@ -93,42 +93,60 @@ def adam(p, g, v, s, beta1, one_minus1, beta2, one_minus2, correct2, eps, step, 
                 pk[j] = pk[j] - (vv / (numpy.sqrt(ss * h2) + e)) * a
 
 
-# -- sums of squares -------------------------------------------------------------------
-@jit
-def block_squares(a, lo, n, negzero):
-    # a block of NumPy's pairwise sum (numpy/_core/src/umath/loops_utils.h), of squares: under
-    # 8 terms one by one from -0.0; else eight running sums combined as a tree, then the rest
+# -- NumPy's pairwise sums ------------------------------------------------------------------
+@numba.njit(cache=True, nogil=True, error_model="numpy", inline="always")  # inlined: 6x faster on short rows
+def block_sum(a, lo, n, negzero, square):
+    # a block of NumPy's pairwise sum (numpy/_core/src/umath/loops_utils.h) of a, or of its
+    # squares: under 8 terms one by one from -0.0; else eight running sums combined as a tree,
+    # then the rest
     if n < 8:
         res = negzero
         for i in range(lo, lo + n):
-            res += a[i] * a[i]
+            res += a[i] * a[i] if square else a[i]
         return res
-    r0, r1, r2, r3 = a[lo] * a[lo], a[lo + 1] * a[lo + 1], a[lo + 2] * a[lo + 2], a[lo + 3] * a[lo + 3]
-    r4, r5, r6, r7 = a[lo + 4] * a[lo + 4], a[lo + 5] * a[lo + 5], a[lo + 6] * a[lo + 6], a[lo + 7] * a[lo + 7]
+    if square:
+        r0, r1, r2, r3 = a[lo] * a[lo], a[lo + 1] * a[lo + 1], a[lo + 2] * a[lo + 2], a[lo + 3] * a[lo + 3]
+        r4, r5, r6, r7 = a[lo + 4] * a[lo + 4], a[lo + 5] * a[lo + 5], a[lo + 6] * a[lo + 6], a[lo + 7] * a[lo + 7]
+    else:
+        r0, r1, r2, r3, r4, r5, r6, r7 = a[lo], a[lo + 1], a[lo + 2], a[lo + 3], a[lo + 4], a[lo + 5], a[lo + 6], a[lo + 7]
     i = 8
     while i < n - n % 8:
         b = lo + i
-        r0 += a[b] * a[b]
-        r1 += a[b + 1] * a[b + 1]
-        r2 += a[b + 2] * a[b + 2]
-        r3 += a[b + 3] * a[b + 3]
-        r4 += a[b + 4] * a[b + 4]
-        r5 += a[b + 5] * a[b + 5]
-        r6 += a[b + 6] * a[b + 6]
-        r7 += a[b + 7] * a[b + 7]
+        if square:
+            r0 += a[b] * a[b]
+            r1 += a[b + 1] * a[b + 1]
+            r2 += a[b + 2] * a[b + 2]
+            r3 += a[b + 3] * a[b + 3]
+            r4 += a[b + 4] * a[b + 4]
+            r5 += a[b + 5] * a[b + 5]
+            r6 += a[b + 6] * a[b + 6]
+            r7 += a[b + 7] * a[b + 7]
+        else:
+            r0 += a[b]
+            r1 += a[b + 1]
+            r2 += a[b + 2]
+            r3 += a[b + 3]
+            r4 += a[b + 4]
+            r5 += a[b + 5]
+            r6 += a[b + 6]
+            r7 += a[b + 7]
         i += 8
     res = ((r0 + r1) + (r2 + r3)) + ((r4 + r5) + (r6 + r7))
     while i < n:
-        res += a[lo + i] * a[lo + i]
+        res += a[lo + i] * a[lo + i] if square else a[lo + i]
         i += 1
     return res
 
 
 @jit
-def pairwise_squares(a, negzero):
-    # NumPy's pairwise sum of a ** 2: over 128 terms, the two halves (the first a multiple of
-    # 8) are summed apart and added. Its recursion, walked with an explicit stack (numba
-    # caches no recursive function): frames of (start, length, stage, left half's sum).
+def pairwise_sum(a, negzero, square):
+    # NumPy's pairwise sum of a 1-D a (or of a ** 2): over 128 terms, the two halves (the first
+    # a multiple of 8) are summed apart and added. Its recursion, walked with an explicit stack
+    # (numba caches no recursive function): frames of (start, length, stage, left half's sum).
+    # A reduction over a contiguous last axis is this sum of each row (from -0.0, which adds
+    # nothing), and a mean is it divided by n (tests/test_kernels.py holds both).
+    if a.shape[0] <= 128:
+        return block_sum(a, 0, a.shape[0], negzero, square)
     los = numpy.empty(64, numpy.int64)
     ns = numpy.empty(64, numpy.int64)
     stages = numpy.zeros(64, numpy.int64)
@@ -140,7 +158,7 @@ def pairwise_squares(a, negzero):
         half = n // 2
         half -= half % 8
         if n <= 128 or stages[top] == 2:
-            value = block_squares(a, lo, n, negzero) if n <= 128 else lefts[top] + value
+            value = block_sum(a, lo, n, negzero, square) if n <= 128 else lefts[top] + value
             top -= 1  # the value goes to the frame below
             if top >= 0 and stages[top] == 1:
                 lefts[top] = value
@@ -158,7 +176,83 @@ def pairwise_squares(a, negzero):
 @jit
 def squares(w, out, consts):  # out[k, 0] = (w[k] * w[k]).sum() as NumPy sums it
     for k in range(w.shape[0]):
-        out[k, 0] = pairwise_squares(w[k], consts[0])
+        out[k, 0] = pairwise_sum(w[k], consts[0], True)
+
+
+# -- softmax cross-entropy over (K, m, C) logits, with class indices (K, m) ------------------
+# exp and log stay in NumPy between these passes (functional.softmax_cross_entropy): its SIMD
+# versions round differently from a compiler's
+@jit
+def softmax_shift(z, shifted):
+    # shifted = z - the row's max, taken as NumPy's maximum takes it: NaN where the row has one
+    K, m, C = z.shape
+    for k in range(K):
+        for i in range(m):
+            zi, si = z[k, i], shifted[k, i]
+            top = zi[0]
+            nan = top != top
+            for c in range(1, C):
+                x = zi[c]
+                nan |= x != x
+                top = x if x > top else top
+            if nan:  # rare: the row's first NaN (a float of z's dtype) is its max
+                for c in range(C):
+                    if zi[c] != zi[c]:
+                        top = zi[c]
+                        break
+            for c in range(C):
+                si[c] = zi[c] - top
+
+
+@jit
+def row_sums(e, out, consts):  # out[k, i] = e[k, i].sum(), as NumPy sums a row
+    for k in range(e.shape[0]):
+        for i in range(e.shape[1]):
+            out[k, i] = (block_sum(e[k, i], 0, e.shape[2], consts[0], False) if e.shape[2] <= 128
+                         else pairwise_sum(e[k, i], consts[0], False))
+
+
+@jit
+def softmax_log_p(shifted, log_sums, labels, log_p, losses):
+    # log p = shifted - log(sum exp(shifted)); each example's loss is -log p of its class
+    K, m, C = shifted.shape
+    for k in range(K):
+        for i in range(m):
+            si, li, ls = shifted[k, i], log_p[k, i], log_sums[k, i]
+            for c in range(C):
+                li[c] = si[c] - ls
+            losses[k, i] = -li[labels[k, i]]
+
+
+@jit
+def minus_one_at(p, labels, consts):  # p - y with y one-hot: 1 subtracted at each example's class
+    one = consts[0]
+    for k in range(p.shape[0]):
+        for i in range(p.shape[1]):
+            c = labels[k, i]
+            p[k, i, c] = p[k, i, c] - one
+
+
+@jit
+def hits(z, labels, out):
+    # out[k, 0] = how many rows of z[k] have their argmax (the first max, or the first NaN) at the label
+    K, m, C = z.shape
+    for k in range(K):
+        count = 0
+        for i in range(m):
+            zi = z[k, i]
+            best, at = zi[0], 0
+            if best == best:
+                for c in range(1, C):
+                    x = zi[c]
+                    if x != x:
+                        at = c
+                        break
+                    if x > best:
+                        best, at = x, c
+            if at == labels[k, i]:
+                count += 1
+        out[k, 0] = count
 
 
 # -- layers over (K, m, h) ----------------------------------------------------------------
@@ -282,4 +376,6 @@ def batch_norm_grad(g, xhat, gamma, inv_std, consts, dz, dgamma, dbeta, s1, s2, 
 
 
 KERNELS = {"gd": sgd, "momentum": momentum, "rmsprop": rmsprop, "adam": adam, "squares": squares, "bias_relu": bias_relu,
-           "dropout": dropout, "relu_grad": relu_grad, "batch_norm": batch_norm, "batch_norm_grad": batch_norm_grad}
+           "dropout": dropout, "relu_grad": relu_grad, "batch_norm": batch_norm, "batch_norm_grad": batch_norm_grad,
+           "softmax_shift": softmax_shift, "row_sums": row_sums, "softmax_log_p": softmax_log_p,
+           "minus_one_at": minus_one_at, "hits": hits}

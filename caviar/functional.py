@@ -117,6 +117,29 @@ def class_cross_entropy(log_p, indices, probs=False):
     return losses, p
 
 
+def _compiled_class_cross_entropy(z, indices, probs):
+    """``class_cross_entropy(_log_softmax_data(z), indices, probs)`` in three compiled passes
+    and NumPy's exp and log between them (a compiler's exp and log round differently): the
+    row max and shift, the row sums of exp (in NumPy's pairwise order), log p with each
+    example's loss, then 1 subtracted at each example's class of exp(log p). The same values."""
+    z3 = kernels.stacked(z)
+    K, m, _ = z3.shape
+    labels = numpy.broadcast_to(indices.reshape((-1, m)), (K, m))
+    shifted = numpy.empty_like(z3)
+    kernels.run("softmax_shift", z3, shifted)
+    e = numpy.exp(shifted)
+    sums = numpy.empty((K, m), dtype=z.dtype)
+    kernels.run("row_sums", e, sums, kernels.constants(z.dtype, -0.0))
+    numpy.log(sums, out=sums)
+    losses = numpy.empty((K, m), dtype=z.dtype)
+    kernels.run("softmax_log_p", shifted, sums, labels, e, losses)  # log p written over exp
+    if not probs:
+        return losses.reshape(z.shape[:-1]), None
+    p = numpy.exp(e, out=shifted)
+    kernels.run("minus_one_at", p, labels, kernels.constants(z.dtype, 1))
+    return losses.reshape(z.shape[:-1]), p.reshape(z.shape)
+
+
 def softmax_cross_entropy(logits, labels, reduction="mean"):
     """Cross-entropy of softmax(logits) against labels: mean over examples of -sum y log yhat.
 
@@ -128,10 +151,12 @@ def softmax_cross_entropy(logits, labels, reduction="mean"):
     logits = lift(logits)
     z = logits.data
     indices, y = _class_targets(z, labels)
-    log_p = _log_softmax_data(z)
-    if indices is not None:
-        losses, probs_minus_y = class_cross_entropy(log_p, indices, logits.requires_grad)
+    if indices is not None and z.ndim <= 3 and kernels.usable(z):
+        losses, probs_minus_y = _compiled_class_cross_entropy(z, indices, logits.requires_grad)
+    elif indices is not None:
+        losses, probs_minus_y = class_cross_entropy(_log_softmax_data(z), indices, logits.requires_grad)
     else:
+        log_p = _log_softmax_data(z)
         losses = -(y * log_p).sum(axis=-1)
         probs_minus_y = backend.get_array_module(z).exp(log_p) - y if logits.requires_grad else None
     if reduction == "none":

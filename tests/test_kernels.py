@@ -14,7 +14,8 @@ from caviar.train.population import Population
 def test_the_kernels_compile_here():
     # without this, every comparison below would compare the NumPy update with itself
     assert set(kernels.kernels()) == {"gd", "momentum", "rmsprop", "adam", "squares", "bias_relu", "dropout",
-                                      "relu_grad", "batch_norm", "batch_norm_grad"}
+                                      "relu_grad", "batch_norm", "batch_norm_grad", "softmax_shift", "row_sums",
+                                      "softmax_log_p", "minus_one_at", "hits"}
     assert kernels.usable(np.zeros(kernels.MIN_SIZE, np.float32))
     assert not kernels.usable(np.zeros(kernels.MIN_SIZE - 1, np.float32))
     assert not kernels.usable(np.zeros(kernels.MIN_SIZE, np.int64))
@@ -244,3 +245,66 @@ def test_a_study_s_forked_workers_start_with_the_kernels_loaded():
     assert no_pool
     for name in ("bias_relu", "relu_grad", "dropout", "squares", "adam"):  # machine code loaded before the fork
         assert signatures[name] >= 1, name
+
+
+# -- softmax cross-entropy and accuracy ---------------------------------------------------------
+
+
+def _softmax_head(K, m, C, dtype, seed):
+    """Per-example losses and dlogits of softmax cross-entropy with class indices, a
+    population's per-member mean losses, and the accuracy, from logits with a NaN row, ties
+    and a row of -inf and +inf: every value the head computes."""
+    from caviar import functional as F
+    from caviar.nn import heads
+
+    r = np.random.default_rng(seed)
+    z = (r.standard_normal((K, m, C)) * r.uniform(0.1, 30.0, (K, m, 1))).astype(dtype)
+    z[0, 1, C // 2] = np.nan  # a NaN is the row's max, as in NumPy
+    z[-1, 2, :] = 3.0  # a tie: argmax takes the first
+    z[-1, 3, 0], z[-1, 3, -1] = -np.inf, np.inf
+    y = r.integers(0, C, m)
+    head = heads.get("softmax")
+    logits = Tensor(z if K > 1 else z[0], requires_grad=True)
+    with np.errstate(invalid="ignore"):  # inf - inf, as the training loop lets it be
+        losses = F.softmax_cross_entropy(logits, np.broadcast_to(y, logits.shape[:-1]), reduction="none")
+        dlogits = losses._backward(np.full(losses.shape, 1 / m, dtype))[0]
+        return [losses.data, dlogits, head.member_losses(Tensor(z), y).data, np.asarray(head.primary(logits.data, y))]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("K,m,C", [(1, 70, 10), (32, 64, 10), (3, 40, 2), (4, 33, 130), (2, 17, 300), (5, 9, 7),
+                                   (2, 64, 8), (3, 12, 129)])
+@pytest.mark.parametrize("threads", [1, 2])
+def test_softmax_cross_entropy_kernels_give_the_numpy_values(monkeypatch, dtype, K, m, C, threads):
+    # rows shorter and longer than NumPy's 8-term and 128-term blocks of its pairwise sums
+    monkeypatch.setattr(kernels, "MIN_SIZE", 1)
+    monkeypatch.setattr(kernels, "SPLIT", 1)
+    monkeypatch.setattr(kernels, "THREADS", threads)
+    calls = spy(monkeypatch)
+    compiled = _softmax_head(K, m, C, dtype, seed=K * m * C)
+    assert {"softmax_shift", "row_sums", "softmax_log_p", "minus_one_at", "hits"} <= set(calls)
+    monkeypatch.setattr(kernels, "ENABLED", False)
+    reference = _softmax_head(K, m, C, dtype, seed=K * m * C)
+    for name, a, b in zip(("losses", "dlogits", "member losses", "accuracy"), compiled, reference):
+        assert a.dtype == b.dtype, name
+        np.testing.assert_array_equal(a, b, err_msg=name)
+    assert np.isnan(compiled[0][1] if K == 1 else compiled[0][0, 1])  # the NaN row's loss stayed NaN
+
+
+def test_a_population_with_the_softmax_kernels_equals_its_members_solo_runs():
+    # the population's logits are large enough for the kernels, each member's alone are not:
+    # the member still equals its solo run bit for bit, its accuracy per mini-batch too
+    ds = D.load("digits")
+    X, y = ds.X[:300].astype(np.float32) / 16, ds.y[:300]
+    members = [{"seed": s, "lr": 0.003 * (s + 1), "l2": 0.01 * s} for s in range(8)]
+    assert kernels.usable(np.zeros((8, 64, 10), np.float32)) and not kernels.usable(np.zeros((64, 10), np.float32))
+    pop = Population([64, 16, 10], members)
+    histories = pop.fit(X, y, epochs=3, batch_size=64, shuffle_seed=5)
+    for number in (0, 5):
+        solo = caviar.Network([64, 16, 10], l2=members[number]["l2"], seed=members[number]["seed"])
+        history = caviar.fit(solo, X, y, optimizer="adam", lr=members[number]["lr"], epochs=3, batch_size=64,
+                             seed=members[number]["seed"], shuffle_seed=5)
+        assert history.iterations == histories[number].iterations
+        assert [e["train_accuracy"] for e in history.epochs] == [e["train_accuracy"] for e in histories[number].epochs]
+        for name, p in solo.params.items():
+            np.testing.assert_array_equal(pop.network(number).params[name].data, p.data, err_msg=name)

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import numpy
 
-from .. import backend
+from .. import backend, kernels
 from .. import functional as F
 from ..autodiff import Tensor
 
@@ -186,7 +186,14 @@ class Softmax(Head):
         return out
 
     def primary(self, z, y):
-        hits = (z.argmax(axis=-1) == self._classes(y)).mean(axis=-1)
+        labels = self._classes(y)
+        if z.ndim <= 3 and kernels.usable(z):  # one compiled pass: argmax, compare, count
+            z3 = kernels.stacked(z)
+            counts = numpy.empty((len(z3), 1), dtype=numpy.float64)
+            kernels.run("hits", z3, numpy.broadcast_to(numpy.asarray(labels).reshape(1, -1), z3.shape[:2]), counts)
+            hits = counts[:, 0] / z.shape[-2]  # a mean of bools: the count over m, in float64
+            return float(hits[0]) if z.ndim == 2 else hits
+        hits = (z.argmax(axis=-1) == labels).mean(axis=-1)
         return float(hits) if hits.ndim == 0 else hits
 
     def proba_costs(self, P, y):
