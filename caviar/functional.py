@@ -207,6 +207,7 @@ def sigmoid_cross_entropy(logits, labels, reduction="mean"):
 # -- layers ----------------------------------------------------------------------------------
 
 ACTIVATIONS = ("relu", "leaky_relu", "tanh", "sigmoid", "linear")
+LEAKY_SLOPE = 0.01  # leaky ReLU's slope for z < 0
 
 
 def check_activation(name):
@@ -279,7 +280,7 @@ def _backprop_activation(g, out, name, slope, b_shape=None):
     return dz, (unbroadcast(dz, b_shape) if b_shape is not None else None)
 
 
-def activation(z, name, slope=0.01):
+def activation(z, name, slope=LEAKY_SLOPE):
     """A = g(Z) for g in relu, leaky_relu (slope 0.01), tanh, sigmoid, linear."""
     check_activation(name)
     z = lift(z)
@@ -289,7 +290,7 @@ def activation(z, name, slope=0.01):
     return result(out, (z,), lambda g: (_backprop_activation(g, out, name, slope)[0],), name)
 
 
-def dense(a, W, b=None, activation="linear", slope=0.01):
+def dense(a, W, b=None, activation="linear", slope=LEAKY_SLOPE):
     """One layer of the notes, fused: A = g(A_prev @ W + b).
 
     Backward is the notes' layer backprop: dZ = dA * g'(Z), dW = A_prev^T dZ, db = sum of dZ

@@ -34,6 +34,7 @@ from .batches import check_batch_size
 from .callbacks import Callback
 from .history import History
 from .loop import as_features, check_augment, check_validation, run_epochs
+from .step import StackedStep
 
 MEMBER_KEYS = H.MEMBER
 
@@ -58,18 +59,26 @@ class PopulationDropout(Layer):
         self._keep = backend.xp.asarray(self._keep_probs, dtype=numpy.float64).reshape(-1, 1, 1)
         self._inverse = backend.xp.asarray([1.0 / k for k in self._keep_probs], dtype=numpy.float64).reshape(-1, 1, 1)
 
+    def drop(self, a, s=slice(None)):
+        """(a with dropout, the scale its gradient is multiplied by) for the members in slice
+        ``s`` (``a`` holds just those), or (a, None) where no member drops units."""
+        if not self._dropping:
+            return a, None
+        F.refuse_if_checking(min(self.keep_probs))
+        members = range(len(self._keep_probs))[s]
+        dropping = [k for k in members if self._keep_probs[k] < 1.0]
+        # members without dropout draw nothing: 0 < keep 1, so they keep every unit
+        draws = backend.xp.empty(a.shape, dtype=a.dtype) if len(dropping) == len(members) \
+            else backend.xp.zeros(a.shape, dtype=a.dtype)
+        for k in dropping:  # the draws of rng.random((m, n), dtype); CuPy needs the size
+            self.rngs[k].random(draws.shape[1:], dtype=a.dtype, out=draws[k - members.start])  # with out, or draws one value
+        # (draws < keep) * float32(1 / keep): the single network's mask and scale
+        return F.dropout_scale(a, draws, self._keep[s], self._inverse[s])
+
     def __call__(self, a, training=False, rng=None):
         if not training or not self._dropping:
             return a
-        F.refuse_if_checking(min(self.keep_probs))
-        dtype = a.dtype
-        # members without dropout draw nothing: 0 < keep 1, so they keep every unit
-        draws = backend.xp.empty(a.shape, dtype=dtype) if len(self._dropping) == len(self._keep_probs) \
-            else backend.xp.zeros(a.shape, dtype=dtype)
-        for k in self._dropping:  # the draws of rng.random((m, n), dtype); CuPy needs the size
-            self.rngs[k].random(draws.shape[1:], dtype=dtype, out=draws[k])  # with out, or draws one value
-        # (draws < keep) * float32(1 / keep): the single network's mask and scale
-        out, scale = F.dropout_scale(a.data, draws, self._keep, self._inverse)
+        out, scale = self.drop(a.data)
         return result(out, (a,), lambda g: (g * scale,), "dropout")
 
 
@@ -157,16 +166,28 @@ class Population:
         cw = self.shared["class_weight"]
         losses = self.head.member_losses(logits, y, None if cw is None else self.head.example_weights(y, cw))
         total = losses.sum()
-        lambd = numpy.asarray([self.members[i].get("l2", 0.0) or 0.0 for i in self.index])
-        reg = numpy.zeros(K)
-        if lambd.any():
-            if l2_on_tape:
+        if l2_on_tape:
+            lambd = self._lambdas()
+            reg = numpy.zeros(K)
+            if lambd.any():
                 penalty, reg = F.l2_penalty_per_member(self.net.weights(), lambd, m)
                 total = total + penalty
-            else:
-                reg, twice = F.l2_terms(self.net.weights(), lambd, m)
-                self.step_decay = {id(w): twice for w in self.net.weights()}
+        else:
+            reg = self._step_l2(m)
         return total, losses, logits, reg
+
+    def _lambdas(self):
+        return numpy.asarray([self.members[i].get("l2", 0.0) or 0.0 for i in self.index])
+
+    def _step_l2(self, m):
+        """Each member's L2 term (K,) for a training step on m examples, and ``step_decay``
+        set for the optimizer to add the term's gradient as it updates."""
+        lambd = self._lambdas()
+        if not lambd.any():
+            return numpy.zeros(self.size)
+        reg, twice = F.l2_terms(self.net.weights(), lambd, m)
+        self.step_decay = {id(w): twice for w in self.net.weights()}
+        return reg
 
     def evaluate(self, X, y):
         """Per-member {'cost', and the head's metrics} with dropout off and running statistics."""
@@ -295,6 +316,11 @@ class Population:
 
     def batch_cost(self, Xb, yb):
         self.step_decay = None
+        if StackedStep.supports(self):  # forward and backward at once, the tape's gradients
+            losses, logits = StackedStep(self).run(Xb, yb)
+            reg = self._step_l2(Xb.shape[-2])
+            values = losses + reg.astype(losses.dtype)
+            return _Backpropagated(), values.astype(numpy.float64), Tensor(logits)
         total, losses, logits, reg = self.cost(Xb, yb, training=True, l2_on_tape=False)
         # J + L2 term summed in the parameters' dtype, as a single network reports its cost
         values = backend.to_numpy(losses.data + backend.to_module_of(reg.astype(losses.dtype), losses.data))
@@ -331,6 +357,14 @@ class Population:
     def lrs(self, opt):
         lr = opt.current_lr()
         return [float(v) for v in numpy.broadcast_to(numpy.asarray(lr, dtype=numpy.float64).reshape(-1), (self.size,))]
+
+
+class _Backpropagated:
+    """The total cost of a step whose gradients are already in ``.grad`` (``StackedStep``):
+    the training loop's ``backward()`` has nothing left to do."""
+
+    def backward(self):
+        pass
 
 
 class _OnEpoch(Callback):

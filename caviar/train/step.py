@@ -1,0 +1,88 @@
+"""A population's training step without the tape.
+
+The notes' layer backprop written once for a population's stack of Dense -> [BatchNorm] ->
+activation -> [Dropout] layers and its head: the forward pass keeps what each layer's backward
+needs, and the backward pass runs the layers in reverse, each with the same data-level
+functions its op's closure calls (``caviar.functional``: the fused bias and activation, its
+gradient with db, batch norm's closed form, dropout's scale; the same matrix products on the
+same arrays). Every gradient is therefore the tape's, bit for bit (``tests/test_step.py``), and
+a member still equals its solo run. The head's loss and its gradient dZ[L] stay on the tape
+(three nodes), and batch norm's closure is called as it is; the rest of the tape's work per op
+(a Tensor and a closure, the graph's sort, the dictionary of gradients, shape checks) is left
+out.
+
+``StackedStep.supports`` says which populations it takes (NumPy, every layer one of those
+four); the others train through the tape.
+"""
+
+from __future__ import annotations
+
+from .. import backend
+from .. import functional as F
+from ..autodiff import Tensor
+from ..nn.layers import Activation, BatchNorm, Dense
+
+
+class StackedStep:
+    """The forward and backward pass of population ``pop``'s mini-batch, writing every
+    parameter's gradient into its ``.grad``."""
+
+    def __init__(self, pop):
+        self.pop = pop
+
+    @staticmethod
+    def supports(pop):
+        from .population import PopulationDropout
+
+        return backend.name() == "numpy" and all(isinstance(layer, (Dense, BatchNorm, Activation, PopulationDropout)) for layer in pop.net.layers)
+
+    def run(self, Xb, yb):
+        """(each member's data loss (K,) in the parameters' dtype, the logits (K, m, n_y)),
+        with every parameter's ``.grad`` set."""
+        from .population import PopulationDropout
+
+        pop = self.pop
+        a, saved = Xb, []  # augmented batches are (K, m, n), one per member
+        for layer in pop.net.layers:
+            if isinstance(layer, Dense):
+                b = layer.params.get("b")
+                out = F._bias_activate(a @ layer.params["W"].data, None if b is None else b.data, layer.activation,
+                                       F.LEAKY_SLOPE)
+                saved.append((layer, a, out))
+                a = out
+            elif isinstance(layer, BatchNorm):
+                node = F.batch_norm(Tensor(a, requires_grad=True), layer.params["gamma"], layer.params["beta"],
+                                    (layer.buffers["running_mean"], layer.buffers["running_var"]), True,
+                                    layer.momentum, layer.epsilon)
+                saved.append((layer, node, None))
+                a = node.data
+            elif isinstance(layer, Activation):
+                out = a if layer.name == "linear" else F._bias_activate(a, None, layer.name, F.LEAKY_SLOPE, False)
+                saved.append((layer, None, out))
+                a = out
+            elif isinstance(layer, PopulationDropout):
+                a, scale = layer.drop(a)
+                saved.append((layer, scale, None))
+        # the head on the tape: its loss per member and dZ[L], as the population's cost gives them
+        logits = Tensor(a, requires_grad=True)
+        cw = pop.shared["class_weight"]
+        losses = pop.head.member_losses(logits, yb, None if cw is None else pop.head.example_weights(yb, cw))
+        losses.sum().backward()
+        g = logits.grad
+        for layer, kept, out in reversed(saved):
+            if isinstance(layer, Dense):
+                W, b = layer.params["W"], layer.params.get("b")
+                dz, db = F._backprop_activation(g, out, layer.activation, F.LEAKY_SLOPE, None if b is None else b.shape)
+                W.grad = kept.swapaxes(-1, -2) @ dz
+                if b is not None:
+                    b.grad = db
+                if kept is not Xb:  # the first layer's input needs no gradient
+                    g = dz @ W.data.swapaxes(-1, -2)
+            elif isinstance(layer, BatchNorm):
+                g, layer.params["gamma"].grad, layer.params["beta"].grad = kept._backward(g)
+            elif isinstance(layer, Activation):
+                if layer.name != "linear":
+                    g = F._backprop_activation(g, out, layer.name, F.LEAKY_SLOPE)[0]
+            elif kept is not None:  # dropout
+                g = g * kept
+        return losses.data, logits.data
