@@ -151,7 +151,7 @@ def softmax_cross_entropy(logits, labels, reduction="mean"):
     logits = lift(logits)
     z = logits.data
     indices, y = _class_targets(z, labels)
-    if indices is not None and z.ndim <= 3 and kernels.usable(z):
+    if indices is not None and z.ndim <= 3 and z.shape[-1] <= kernels.ROW_BLOCK and kernels.usable(z):
         losses, probs_minus_y = _compiled_class_cross_entropy(z, indices, logits.requires_grad)
     elif indices is not None:
         losses, probs_minus_y = class_cross_entropy(_log_softmax_data(z), indices, logits.requires_grad)

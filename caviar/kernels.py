@@ -34,6 +34,7 @@ from . import backend
 
 MIN_SIZE = 1 << 12  # elements from which a kernel beats NumPy's passes (and pays numba's start, once)
 SPLIT = 1 << 18  # elements from which a kernel's work is split over two threads
+ROW_BLOCK = 128  # terms of a row the row-sum kernel adds (one block of NumPy's pairwise sum)
 THREADS = min(2, os.cpu_count() or 1)  # 1 where each core already has its own worker (caviar tune)
 ENABLED = os.environ.get("CAVIAR_FUSED", "1") != "0"  # CAVIAR_FUSED=0: the NumPy code everywhere
 _pool = None

@@ -272,11 +272,11 @@ def _softmax_head(K, m, C, dtype, seed):
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@pytest.mark.parametrize("K,m,C", [(1, 70, 10), (32, 64, 10), (3, 40, 2), (4, 33, 130), (2, 17, 300), (5, 9, 7),
-                                   (2, 64, 8), (3, 12, 129)])
+@pytest.mark.parametrize("K,m,C", [(1, 70, 10), (32, 64, 10), (3, 40, 2), (4, 33, 128), (2, 17, 100), (5, 9, 7),
+                                   (2, 64, 8), (3, 12, 17)])
 @pytest.mark.parametrize("threads", [1, 2])
 def test_softmax_cross_entropy_kernels_give_the_numpy_values(monkeypatch, dtype, K, m, C, threads):
-    # rows shorter and longer than NumPy's 8-term and 128-term blocks of its pairwise sums
+    # rows shorter than NumPy's 8-term block of its pairwise sums, and longer, up to 128 terms
     monkeypatch.setattr(kernels, "MIN_SIZE", 1)
     monkeypatch.setattr(kernels, "SPLIT", 1)
     monkeypatch.setattr(kernels, "THREADS", threads)
@@ -308,3 +308,15 @@ def test_a_population_with_the_softmax_kernels_equals_its_members_solo_runs():
         assert [e["train_accuracy"] for e in history.epochs] == [e["train_accuracy"] for e in histories[number].epochs]
         for name, p in solo.params.items():
             np.testing.assert_array_equal(pop.network(number).params[name].data, p.data, err_msg=name)
+
+
+def test_softmax_rows_longer_than_a_pairwise_block_go_through_numpy(monkeypatch):
+    from caviar import functional as F
+
+    monkeypatch.setattr(kernels, "MIN_SIZE", 1)
+    calls = spy(monkeypatch)
+    z = np.random.default_rng(0).standard_normal((3, 20, kernels.ROW_BLOCK + 1)).astype(np.float32)
+    F.softmax_cross_entropy(Tensor(z, requires_grad=True), np.zeros((3, 20), np.int64), reduction="none")
+    assert "row_sums" not in calls and "softmax_shift" not in calls
+    F.softmax_cross_entropy(Tensor(np.ascontiguousarray(z[..., :-1]), requires_grad=True), np.zeros((3, 20), np.int64), reduction="none")
+    assert calls["row_sums"] == 1
