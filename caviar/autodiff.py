@@ -57,6 +57,10 @@ def detect_anomaly():
         _modes.anomaly = previous
 
 
+def is_anomaly_enabled() -> bool:
+    return _modes.anomaly
+
+
 def check_finite(tensor, what="tensor"):
     """Raise ``AnomalyError`` if ``tensor`` (a Tensor or array) holds NaN or inf; return it otherwise."""
     data = tensor.data if isinstance(tensor, Tensor) else tensor

@@ -151,3 +151,12 @@ def _fit(monkeypatch, stacked, y, **options):
 def test_class_weights_and_one_hot_targets_step_as_on_the_tape(monkeypatch, case):
     y, options = (Y_CLASS, {"class_weight": [1.0, 3.0, 0.5]}) if case == "class weights" else (np.eye(3)[Y_CLASS], {})
     assert_same(_fit(monkeypatch, True, y, **options), _fit(monkeypatch, False, y, **options))
+
+
+def test_anomaly_mode_trains_through_the_tape_which_checks_every_op():
+    from caviar.autodiff import detect_anomaly
+
+    pop = P.Population([5, 7, 3], MEMBERS[:2])
+    assert S.StackedStep.supports(pop)
+    with detect_anomaly():
+        assert not S.StackedStep.supports(pop)

@@ -59,21 +59,19 @@ class PopulationDropout(Layer):
         self._keep = backend.xp.asarray(self._keep_probs, dtype=numpy.float64).reshape(-1, 1, 1)
         self._inverse = backend.xp.asarray([1.0 / k for k in self._keep_probs], dtype=numpy.float64).reshape(-1, 1, 1)
 
-    def drop(self, a, s=slice(None)):
-        """(a with dropout, the scale its gradient is multiplied by) for the members in slice
-        ``s`` (``a`` holds just those), or (a, None) where no member drops units."""
+    def drop(self, a):
+        """(a with dropout, the scale its gradient is multiplied by), or (a, None) where no
+        member drops units."""
         if not self._dropping:
             return a, None
         F.refuse_if_checking(min(self.keep_probs))
-        members = range(len(self._keep_probs))[s]
-        dropping = [k for k in members if self._keep_probs[k] < 1.0]
         # members without dropout draw nothing: 0 < keep 1, so they keep every unit
-        draws = backend.xp.empty(a.shape, dtype=a.dtype) if len(dropping) == len(members) \
+        draws = backend.xp.empty(a.shape, dtype=a.dtype) if len(self._dropping) == len(self._keep_probs) \
             else backend.xp.zeros(a.shape, dtype=a.dtype)
-        for k in dropping:  # the draws of rng.random((m, n), dtype); CuPy needs the size
-            self.rngs[k].random(draws.shape[1:], dtype=a.dtype, out=draws[k - members.start])  # with out, or draws one value
+        for k in self._dropping:  # the draws of rng.random((m, n), dtype); CuPy needs the size
+            self.rngs[k].random(draws.shape[1:], dtype=a.dtype, out=draws[k])  # with out, or draws one value
         # (draws < keep) * float32(1 / keep): the single network's mask and scale
-        return F.dropout_scale(a, draws, self._keep[s], self._inverse[s])
+        return F.dropout_scale(a, draws, self._keep, self._inverse)
 
     def __call__(self, a, training=False, rng=None):
         if not training or not self._dropping:

@@ -12,14 +12,14 @@ a member still equals its solo run. The head's loss and its gradient dZ[L] stay 
 out.
 
 ``StackedStep.supports`` says which populations it takes (NumPy, every layer one of those
-four); the others train through the tape.
+four, outside ``detect_anomaly``); the others train through the tape.
 """
 
 from __future__ import annotations
 
 from .. import backend
 from .. import functional as F
-from ..autodiff import Tensor
+from ..autodiff import Tensor, is_anomaly_enabled
 from ..nn.layers import Activation, BatchNorm, Dense
 
 
@@ -34,7 +34,9 @@ class StackedStep:
     def supports(pop):
         from .population import PopulationDropout
 
-        return backend.name() == "numpy" and all(isinstance(layer, (Dense, BatchNorm, Activation, PopulationDropout)) for layer in pop.net.layers)
+        if backend.name() != "numpy" or is_anomaly_enabled():  # anomaly mode checks every op's output
+            return False
+        return all(isinstance(layer, (Dense, BatchNorm, Activation, PopulationDropout)) for layer in pop.net.layers)
 
     def run(self, Xb, yb):
         """(each member's data loss (K,) in the parameters' dtype, the logits (K, m, n_y)),
