@@ -21,6 +21,7 @@ from .. import backend
 from .. import functional as F
 from ..autodiff import Tensor, is_anomaly_enabled
 from ..nn.layers import Activation, BatchNorm, Dense
+from .dropout import PopulationDropout
 
 
 class StackedStep:
@@ -32,8 +33,6 @@ class StackedStep:
 
     @staticmethod
     def supports(pop):
-        from .population import PopulationDropout
-
         if backend.name() != "numpy" or is_anomaly_enabled():  # anomaly mode checks every op's output
             return False
         return all(isinstance(layer, (Dense, BatchNorm, Activation, PopulationDropout)) for layer in pop.net.layers)
@@ -41,8 +40,6 @@ class StackedStep:
     def run(self, Xb, yb):
         """(each member's data loss (K,) in the parameters' dtype, the logits (K, m, n_y)),
         with every parameter's ``.grad`` set."""
-        from .population import PopulationDropout
-
         pop = self.pop
         a, saved = Xb, []  # augmented batches are (K, m, n), one per member
         for layer in pop.net.layers:

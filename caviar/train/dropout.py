@@ -1,0 +1,51 @@
+"""A population's dropout layer: each member drops units with its own keep_prob and generator."""
+
+from __future__ import annotations
+
+import numpy
+
+from .. import backend
+from .. import functional as F
+from ..autodiff import result
+from ..nn.layers import Layer
+
+
+class PopulationDropout(Layer):
+    """Inverted dropout with each member's keep_prob and generator: member k's mask is drawn
+    exactly as the single network's would be, (m, n) from its own generator."""
+
+    def __init__(self, keep_probs, rngs):
+        super().__init__()
+        self.keep_probs, self.rngs = keep_probs, rngs
+
+    @property
+    def keep_probs(self):
+        return self._keep_probs
+
+    @keep_probs.setter
+    def keep_probs(self, values):
+        self._keep_probs = list(values)
+        self._dropping = [k for k, keep in enumerate(self._keep_probs) if keep < 1.0]
+        # built where the draws are (the GPU's memory on cupy), so a call copies nothing there
+        self._keep = backend.xp.asarray(self._keep_probs, dtype=numpy.float64).reshape(-1, 1, 1)
+        self._inverse = backend.xp.asarray([1.0 / k for k in self._keep_probs], dtype=numpy.float64).reshape(-1, 1, 1)
+
+    def drop(self, a):
+        """(a with dropout, the scale its gradient is multiplied by), or (a, None) where no
+        member drops units."""
+        if not self._dropping:
+            return a, None
+        F.refuse_if_checking(min(self.keep_probs))
+        # members without dropout draw nothing: 0 < keep 1, so they keep every unit
+        draws = backend.xp.empty(a.shape, dtype=a.dtype) if len(self._dropping) == len(self._keep_probs) \
+            else backend.xp.zeros(a.shape, dtype=a.dtype)
+        for k in self._dropping:  # the draws of rng.random((m, n), dtype); CuPy needs the size
+            self.rngs[k].random(draws.shape[1:], dtype=a.dtype, out=draws[k])  # with out, or draws one value
+        # (draws < keep) * float32(1 / keep): the single network's mask and scale
+        return F.dropout_scale(a, draws, self._keep, self._inverse)
+
+    def __call__(self, a, training=False, rng=None):
+        if not training or not self._dropping:
+            return a
+        out, scale = self.drop(a.data)
+        return result(out, (a,), lambda g: (g * scale,), "dropout")
