@@ -97,8 +97,8 @@ def adam(p, g, v, s, beta1, one_minus1, beta2, one_minus2, correct2, eps, step, 
 @jit
 def block_sum(a, lo, n, negzero, square):
     # a block (up to 128 terms) of NumPy's pairwise sum (numpy/_core/src/umath/loops_utils.h)
-    # of a, or of its squares: under 8 terms one by one from -0.0; else eight running sums combined as a tree,
-    # then the rest
+    # of a, or of its squares: under 8 terms one by one from -0.0; else eight running sums
+    # combined as a tree, then the rest
     if n < 8:
         res = negzero
         for i in range(lo, lo + n):
@@ -143,8 +143,6 @@ def pairwise_sum(a, negzero, square):
     # NumPy's pairwise sum of a 1-D a (or of a ** 2): over 128 terms, the two halves (the first
     # a multiple of 8) are summed apart and added. Its recursion, walked with an explicit stack
     # (numba caches no recursive function): frames of (start, length, stage, left half's sum).
-    # A reduction over a contiguous last axis is this sum of each row (from -0.0, which adds
-    # nothing), and a mean is it divided by n (tests/test_kernels.py holds both).
     if a.shape[0] <= 128:
         return block_sum(a, 0, a.shape[0], negzero, square)
     los = numpy.empty(64, numpy.int64)

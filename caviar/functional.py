@@ -118,7 +118,7 @@ def class_cross_entropy(log_p, indices, probs=False):
 
 
 def _compiled_class_cross_entropy(z, indices, probs):
-    """``class_cross_entropy(_log_softmax_data(z), indices, probs)`` in three compiled passes
+    """``class_cross_entropy(_log_softmax_data(z), indices, probs)`` in four compiled passes
     and NumPy's exp and log between them (a compiler's exp and log round differently): the
     row max and shift, the row sums of exp (in NumPy's pairwise order), log p with each
     example's loss, then 1 subtracted at each example's class of exp(log p). The same values."""
@@ -316,14 +316,24 @@ def dense(a, W, b=None, activation="linear", slope=LEAKY_SLOPE):
     out = _bias_activate(z, None if b is None else b.data, activation, slope)
 
     def backward(g):
-        dz, db = _backprop_activation(g, out, activation, slope, b.shape if b is not None and b.requires_grad else None)
-        da = dz @ W.data.swapaxes(-1, -2) if a.requires_grad else None
-        dW = unbroadcast(a.data.swapaxes(-1, -2) @ dz, W.shape) if W.requires_grad else None
+        da, dW, db = dense_backward(g, a.data, W.data, out, activation, slope,
+                                    b.shape if b is not None and b.requires_grad else None, a.requires_grad,
+                                    W.requires_grad)
         if b is None:
             return da, dW
         return da, dW, db
 
     return result(out, parents, backward, f"dense[{activation}]")
+
+
+def dense_backward(g, a, W, out, activation, slope=LEAKY_SLOPE, b_shape=None, need_da=True, need_dW=True):
+    """The notes' layer backprop on arrays, from dA = ``g`` and the layer's input ``a``, weights
+    ``W`` and output ``out`` = g(Z): (dA_prev, dW, db), each None unless asked for (db where
+    ``b_shape`` is given). ``dense``'s backward, and a population's tape-free step."""
+    dz, db = _backprop_activation(g, out, activation, slope, b_shape)
+    da = dz @ W.swapaxes(-1, -2) if need_da else None
+    dW = unbroadcast(a.swapaxes(-1, -2) @ dz, W.shape) if need_dW else None
+    return da, dW, db
 
 
 def mean_squared_error(yhat, y, reduction="mean"):

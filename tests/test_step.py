@@ -28,15 +28,15 @@ def train(monkeypatch, stacked, output="softmax", activation="relu", batchnorm=F
     monkeypatch.setattr(kernels, "SPLIT", 1 if threads == 2 else kernels.SPLIT)
     runs = []
     if not stacked:
-        monkeypatch.setattr(S.StackedStep, "supports", staticmethod(lambda pop: False))
+        monkeypatch.setattr(S, "supports", lambda pop: False)
     else:
-        real = S.StackedStep.run
+        real = S.run
 
-        def counted(self, Xb, yb):
+        def counted(pop, Xb, yb):
             runs.append(1)
-            return real(self, Xb, yb)
+            return real(pop, Xb, yb)
 
-        monkeypatch.setattr(S.StackedStep, "run", counted)
+        monkeypatch.setattr(S, "run", counted)
     y, n_y = TARGETS[output]
     members = [dict(m, keep_prob=m["keep_prob"] if dropout else 1.0) for m in MEMBERS]
     pop = P.Population([5, 7, 6, n_y], members, activation=activation, output=output, batchnorm=batchnorm,
@@ -103,8 +103,8 @@ def test_the_stacked_step_s_gradients_pass_a_numerical_check():
     # entries of every parameter; and the tape's gradient is the same bit for bit
     pop = P.Population([5, 7, 6, 3], [dict(m, keep_prob=1.0) for m in MEMBERS], batchnorm=True, dtype="float64")
     Xb, yb = X[:16], Y_CLASS[:16]
-    assert S.StackedStep.supports(pop)
-    losses, _ = S.StackedStep(pop).run(Xb.astype("float64"), yb)
+    assert S.supports(pop)
+    losses, _ = S.run(pop, Xb.astype("float64"), yb)
     grads = {name: p.grad.copy() for name, p in pop.net.params.items()}
 
     def J():  # batch norm in training mode uses the batch's statistics, not the running ones
@@ -135,10 +135,10 @@ def _fit(monkeypatch, stacked, y, **options):
     monkeypatch.setattr(kernels, "MIN_SIZE", 1)
     calls = []
     if stacked:
-        real = S.StackedStep.run
-        monkeypatch.setattr(S.StackedStep, "run", lambda self, Xb, yb: calls.append(1) or real(self, Xb, yb))
+        real = S.run
+        monkeypatch.setattr(S, "run", lambda pop, Xb, yb: calls.append(1) or real(pop, Xb, yb))
     else:
-        monkeypatch.setattr(S.StackedStep, "supports", staticmethod(lambda pop: False))
+        monkeypatch.setattr(S, "supports", lambda pop: False)
     pop = P.Population([5, 7, 3], MEMBERS, **options)
     histories = pop.fit(X, y, epochs=2, batch_size=16, shuffle_seed=2)
     monkeypatch.undo()
@@ -157,6 +157,6 @@ def test_anomaly_mode_trains_through_the_tape_which_checks_every_op():
     from caviar.autodiff import detect_anomaly
 
     pop = P.Population([5, 7, 3], MEMBERS[:2])
-    assert S.StackedStep.supports(pop)
+    assert S.supports(pop)
     with detect_anomaly():
-        assert not S.StackedStep.supports(pop)
+        assert not S.supports(pop)

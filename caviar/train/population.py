@@ -35,7 +35,7 @@ from .callbacks import Callback
 from .dropout import PopulationDropout
 from .history import History
 from .loop import as_features, check_augment, check_validation, run_epochs
-from .step import StackedStep
+from . import step as stacked
 
 MEMBER_KEYS = H.MEMBER
 
@@ -274,14 +274,14 @@ class Population:
 
     def batch_cost(self, Xb, yb):
         self.step_decay = None
-        if StackedStep.supports(self):  # forward and backward at once, the tape's gradients
-            losses, logits = StackedStep(self).run(Xb, yb)
-            reg = self._step_l2(Xb.shape[-2])
-            values = losses + reg.astype(losses.dtype)
-            return _Backpropagated(), values.astype(numpy.float64), Tensor(logits)
-        total, losses, logits, reg = self.cost(Xb, yb, training=True, l2_on_tape=False)
+        if stacked.supports(self):  # forward and backward at once, the tape's gradients
+            losses, z = stacked.run(self, Xb, yb)
+            total, logits, reg = _Backpropagated(), Tensor(z), self._step_l2(Xb.shape[-2])
+        else:
+            total, losses, logits, reg = self.cost(Xb, yb, training=True, l2_on_tape=False)
+            losses = losses.data
         # J + L2 term summed in the parameters' dtype, as a single network reports its cost
-        values = backend.to_numpy(losses.data + backend.to_module_of(reg.astype(losses.dtype), losses.data))
+        values = backend.to_numpy(losses + backend.to_module_of(reg.astype(losses.dtype), losses))
         return total, values.astype(numpy.float64), logits
 
     def metric(self, z, y):
@@ -318,7 +318,7 @@ class Population:
 
 
 class _Backpropagated:
-    """The total cost of a step whose gradients are already in ``.grad`` (``StackedStep``):
+    """The total cost of a step whose gradients are already in ``.grad`` (``step.run``):
     the training loop's ``backward()`` has nothing left to do."""
 
     def backward(self):

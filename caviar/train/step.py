@@ -11,8 +11,8 @@ a member still equals its solo run. The head's loss and its gradient dZ[L] stay 
 (a Tensor and a closure, the graph's sort, the dictionary of gradients, shape checks) is left
 out.
 
-``StackedStep.supports`` says which populations it takes (NumPy, every layer one of those
-four, outside ``detect_anomaly``); the others train through the tape.
+``supports`` says which populations it takes (NumPy, every layer one of those four, outside
+``detect_anomaly``); the others train through the tape.
 """
 
 from __future__ import annotations
@@ -24,64 +24,58 @@ from ..nn.layers import Activation, BatchNorm, Dense
 from .dropout import PopulationDropout
 
 
-class StackedStep:
-    """The forward and backward pass of population ``pop``'s mini-batch, writing every
-    parameter's gradient into its ``.grad``."""
+def supports(pop):
+    """Whether population ``pop``'s steps run here: NumPy, every layer one of the four,
+    outside ``detect_anomaly`` (which checks every op's output on the tape)."""
+    if backend.name() != "numpy" or is_anomaly_enabled():
+        return False
+    return all(isinstance(layer, (Dense, BatchNorm, Activation, PopulationDropout)) for layer in pop.net.layers)
 
-    def __init__(self, pop):
-        self.pop = pop
 
-    @staticmethod
-    def supports(pop):
-        if backend.name() != "numpy" or is_anomaly_enabled():  # anomaly mode checks every op's output
-            return False
-        return all(isinstance(layer, (Dense, BatchNorm, Activation, PopulationDropout)) for layer in pop.net.layers)
-
-    def run(self, Xb, yb):
-        """(each member's data loss (K,) in the parameters' dtype, the logits (K, m, n_y)),
-        with every parameter's ``.grad`` set."""
-        pop = self.pop
-        a, saved = Xb, []  # augmented batches are (K, m, n), one per member
-        for layer in pop.net.layers:
-            if isinstance(layer, Dense):
-                b = layer.params.get("b")
-                out = F._bias_activate(a @ layer.params["W"].data, None if b is None else b.data, layer.activation,
-                                       F.LEAKY_SLOPE)
-                saved.append((layer, a, out))
-                a = out
-            elif isinstance(layer, BatchNorm):
-                node = F.batch_norm(Tensor(a, requires_grad=True), layer.params["gamma"], layer.params["beta"],
-                                    (layer.buffers["running_mean"], layer.buffers["running_var"]), True,
-                                    layer.momentum, layer.epsilon)
-                saved.append((layer, node, None))
-                a = node.data
-            elif isinstance(layer, Activation):
-                out = a if layer.name == "linear" else F._bias_activate(a, None, layer.name, F.LEAKY_SLOPE, False)
-                saved.append((layer, None, out))
-                a = out
-            elif isinstance(layer, PopulationDropout):
-                a, scale = layer.drop(a)
-                saved.append((layer, scale, None))
-        # the head on the tape: its loss per member and dZ[L], as the population's cost gives them
-        logits = Tensor(a, requires_grad=True)
-        cw = pop.shared["class_weight"]
-        losses = pop.head.member_losses(logits, yb, None if cw is None else pop.head.example_weights(yb, cw))
-        losses.sum().backward()
-        g = logits.grad
-        for layer, kept, out in reversed(saved):
-            if isinstance(layer, Dense):
-                W, b = layer.params["W"], layer.params.get("b")
-                dz, db = F._backprop_activation(g, out, layer.activation, F.LEAKY_SLOPE, None if b is None else b.shape)
-                W.grad = kept.swapaxes(-1, -2) @ dz
-                if b is not None:
-                    b.grad = db
-                if kept is not Xb:  # the first layer's input needs no gradient
-                    g = dz @ W.data.swapaxes(-1, -2)
-            elif isinstance(layer, BatchNorm):
-                g, layer.params["gamma"].grad, layer.params["beta"].grad = kept._backward(g)
-            elif isinstance(layer, Activation):
-                if layer.name != "linear":
-                    g = F._backprop_activation(g, out, layer.name, F.LEAKY_SLOPE)[0]
-            elif kept is not None:  # dropout
-                g = g * kept
-        return losses.data, logits.data
+def run(pop, Xb, yb):
+    """The forward and backward pass of population ``pop``'s mini-batch: (each member's data
+    loss (K,) in the parameters' dtype, the logits (K, m, n_y)), with every parameter's
+    ``.grad`` set."""
+    a, saved = Xb, []  # augmented batches are (K, m, n), one per member
+    for layer in pop.net.layers:
+        if isinstance(layer, Dense):
+            b = layer.params.get("b")
+            out = F._bias_activate(a @ layer.params["W"].data, None if b is None else b.data, layer.activation,
+                                   F.LEAKY_SLOPE)
+            saved.append((layer, a, out))
+            a = out
+        elif isinstance(layer, BatchNorm):
+            node = F.batch_norm(Tensor(a, requires_grad=True), layer.params["gamma"], layer.params["beta"],
+                                (layer.buffers["running_mean"], layer.buffers["running_var"]), True,
+                                layer.momentum, layer.epsilon)
+            saved.append((layer, node, None))
+            a = node.data
+        elif isinstance(layer, Activation):
+            out = a if layer.name == "linear" else F._bias_activate(a, None, layer.name, F.LEAKY_SLOPE, False)
+            saved.append((layer, None, out))
+            a = out
+        elif isinstance(layer, PopulationDropout):
+            a, scale = layer.drop(a)
+            saved.append((layer, scale, None))
+    # the head on the tape: its loss per member and dZ[L], as the population's cost gives them
+    logits = Tensor(a, requires_grad=True)
+    cw = pop.shared["class_weight"]
+    losses = pop.head.member_losses(logits, yb, None if cw is None else pop.head.example_weights(yb, cw))
+    losses.sum().backward()
+    g = logits.grad
+    for layer, kept, out in reversed(saved):
+        if isinstance(layer, Dense):
+            W, b = layer.params["W"], layer.params.get("b")
+            # the first layer's input needs no gradient
+            g, W.grad, db = F.dense_backward(g, kept, W.data, out, layer.activation, F.LEAKY_SLOPE,
+                                             None if b is None else b.shape, kept is not Xb)
+            if b is not None:
+                b.grad = db
+        elif isinstance(layer, BatchNorm):
+            g, layer.params["gamma"].grad, layer.params["beta"].grad = kept._backward(g)
+        elif isinstance(layer, Activation):
+            if layer.name != "linear":
+                g = F._backprop_activation(g, out, layer.name, F.LEAKY_SLOPE)[0]
+        elif kept is not None:  # dropout
+            g = g * kept
+    return losses.data, logits.data
