@@ -133,23 +133,33 @@ def run(name, *args):
     _halves(kernel, half(slice(None, h)), half(slice(h, None)))
 
 
-def update(kind, param, grad, state, columns, decay=None, start=0):
-    """Optimizer ``kind``'s kernel: ``param`` and its ``state`` arrays (K, P) updated in place
-    over the columns ``start`` .. ``start + grad.shape[1]`` from ``grad``, taken as ``grad +
-    decay * param`` where ``decay`` (the L2 term's factor per member) is given; ``columns``
-    are the update's coefficients as (K,) arrays (``column``). Split over two threads when
-    large (memory-bound work gains the second core)."""
+def update(kind, param, grads, state, columns, decays=None, starts=None):
+    """Optimizer ``kind``'s kernel, one call for a step's parameters: ``param`` and its
+    ``state`` arrays (K, P) updated in place from ``grads``, a list of (K, n_i) C-contiguous
+    gradients, the i-th covering the columns ``starts[i]`` .. ``starts[i] + n_i`` (one gradient
+    of every column where ``starts`` is None) and taken as ``grad + decays[i] * param`` where
+    ``decays[i]`` (the L2 term's factor per member) is given; ``columns`` are the update's
+    coefficients as (K,) arrays (``column``). Split over two threads when large (memory-bound
+    work gains the second core)."""
     kernel = kernels()[kind]
-    K, P = grad.shape
-    columns = list(columns) + [column(0.0 if decay is None else decay, K, param.dtype)]
-    with_decay = decay is not None
-    if K * P < SPLIT or THREADS < 2:
-        kernel(param, grad, *state, *columns, with_decay, start)
+    K, n = param.shape[0], len(grads)
+    starts = numpy.zeros(n, dtype=numpy.int64) if starts is None else numpy.asarray(starts, dtype=numpy.int64)
+    rows = numpy.zeros((n, K), dtype=param.dtype)  # each gradient's decay per member (0: none)
+    with_decay = numpy.zeros(n, dtype=numpy.bool_)
+    for i, d in enumerate(decays or ()):
+        if d is not None:
+            rows[i], with_decay[i] = column(d, K, param.dtype), True
+    if K * sum(g.shape[1] for g in grads) < SPLIT or THREADS < 2:
+        kernel(param, tuple(grads), starts, rows, with_decay, *state, *columns)
     elif K >= 2:  # whole members on each thread
         h = K // 2
-        _halves(kernel, [param[:h], grad[:h], *(a[:h] for a in state), *(c[:h] for c in columns), with_decay, start],
-                [param[h:], grad[h:], *(a[h:] for a in state), *(c[h:] for c in columns), with_decay, start])
-    else:  # one row: a half of its columns on each thread
-        h = P // 2
-        _halves(kernel, [param, grad[:, :h], *state, *columns, with_decay, start],
-                [param, grad[:, h:], *state, *columns, with_decay, start + h])
+        _halves(kernel, [param[:h], tuple(g[:h] for g in grads), starts, numpy.ascontiguousarray(rows[:, :h]),
+                         with_decay, *(a[:h] for a in state), *(c[:h] for c in columns)],
+                [param[h:], tuple(g[h:] for g in grads), starts, numpy.ascontiguousarray(rows[:, h:]), with_decay,
+                 *(a[h:] for a in state), *(c[h:] for c in columns)])
+    else:  # one row: a half of each gradient's columns on each thread
+        cut = [g.shape[1] // 2 for g in grads]
+        _halves(kernel, [param, tuple(g[:, :c] for g, c in zip(grads, cut)), starts, rows, with_decay, *state,
+                         *columns],
+                [param, tuple(g[:, c:] for g, c in zip(grads, cut)), starts + numpy.asarray(cut, dtype=numpy.int64),
+                 rows, with_decay, *state, *columns])

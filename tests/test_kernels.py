@@ -14,8 +14,8 @@ from caviar.train.population import Population
 def test_the_kernels_compile_here():
     # without this, every comparison below would compare the NumPy update with itself
     assert set(kernels.kernels()) == {"gd", "momentum", "rmsprop", "adam", "squares", "bias_relu", "dropout",
-                                      "relu_grad", "batch_norm", "batch_norm_grad", "softmax_shift", "row_sums",
-                                      "softmax_log_p", "minus_one_at", "hits"}
+                                      "relu_grad", "column_sums", "batch_norm", "batch_norm_grad", "softmax_shift",
+                                      "row_sums", "softmax_log_p", "minus_one_at", "hits"}
     assert kernels.usable(np.zeros(kernels.MIN_SIZE, np.float32))
     assert not kernels.usable(np.zeros(kernels.MIN_SIZE - 1, np.float32))
     assert not kernels.usable(np.zeros(kernels.MIN_SIZE, np.int64))
@@ -123,8 +123,11 @@ def _layers_step(dtype, K, m, h, n_in=6, seed=0):
     a1 = F.activation(F.batch_norm(z1, gamma, beta, running, True), "relu")
     a1 = F.dropout(a1, 0.7, np.random.default_rng(seed))
     a2 = F.dense(a1, W2, b2, "relu")
-    (a2 * caviar.Tensor(r.standard_normal(a2.shape).astype(dtype))).sum().backward()
-    return [a2.data, W1.grad, W2.grad, b2.grad, gamma.grad, beta.grad, *running]
+    W3 = caviar.Variable(r.standard_normal(lead + (h, h)).astype(dtype))
+    b3 = caviar.Variable(r.standard_normal(vec).astype(dtype))
+    z3 = F.dense(a2, W3, b3, "linear")
+    (z3 * caviar.Tensor(r.standard_normal(z3.shape).astype(dtype))).sum().backward()
+    return [a2.data, z3.data, W1.grad, W2.grad, b2.grad, gamma.grad, beta.grad, W3.grad, b3.grad, *running]
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
@@ -143,6 +146,7 @@ def test_layer_kernels_give_the_numpy_values(monkeypatch, dtype, K, m, h, thread
         if compiled:
             assert calls.get("bias_relu") and calls.get("relu_grad") and calls.get("dropout")  # the kernels ran
             assert bool(calls.get("batch_norm")) == (h >= 2)  # over one unit NumPy sums pairwise: NumPy runs
+            assert bool(calls.get("column_sums")) == (h >= 2)  # the linear layer's db
         else:
             reference = values
     for i, (a, b) in enumerate(zip(reference, values)):

@@ -90,6 +90,15 @@ class Head:
             losses = losses * weights.astype(losses.dtype, copy=False).reshape(m, 1)
         return losses.mean(axis=(-2, -1))
 
+    def member_loss_grads(self, z, y, weights=None):
+        """Each member's mean loss (K,) and dZ[L] (the gradient of their sum) for population
+        logits ``z`` (K, m, n_y) as arrays: what backprop of ``member_losses`` gives (a
+        population's tape-free step)."""
+        logits = Tensor(z, requires_grad=True)
+        losses = self.member_losses(logits, y, weights)
+        losses.sum().backward()
+        return losses.data, logits.grad
+
     def loss(self, logits, y, weights=None):
         """The data term of J: the mean loss over the examples, without regularization;
         ``weights`` (m,) weigh the examples (class weights), as scikit-learn's sample weights."""
@@ -164,6 +173,17 @@ class Softmax(Head):
         labels = backend.get_array_module(y).broadcast_to(y, (logits.shape[0],) + y.shape)
         losses = F.softmax_cross_entropy(logits, labels, reduction="none")
         return (losses if weights is None else losses * weights.astype(losses.dtype, copy=False)).mean(axis=-1)
+
+    def member_loss_grads(self, z, y, weights=None):
+        """With class indices and no weights, the tape's numbers without the tape: each
+        member's mean of the examples' losses, and (Yhat - Y) times the 1/m that the mean's
+        backward gives every example (rounded in z's dtype, as the tape rounds it)."""
+        if weights is not None or y.ndim != 1 or y.dtype.kind not in "iu" or z.ndim != 3:
+            return super().member_loss_grads(z, y, weights)
+        xp = backend.get_array_module(z)
+        losses, dz = F.class_cross_entropy_data(z, xp.broadcast_to(F.class_indices(y, z.shape[-1]), z.shape[:-1]), True)
+        dz *= xp.ones((), dtype=z.dtype) / z.shape[1]
+        return losses.mean(axis=-1), dz
 
     def class_of(self, y):
         return self._classes(y)

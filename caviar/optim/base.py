@@ -82,25 +82,24 @@ def fused_update(kind, param, grad, state_arrays, coefficients):
     ``coefficients`` are the update's hyperparameters as the NumPy update computes them (floats,
     or per-member (K, 1) float64 arrays); ``state_arrays`` are updated in place.
 
-    A population's (K, P) block (``_Flat``) is updated parameter by parameter from each one's
-    own ``.grad`` (``grad`` None: nothing was gathered), each with its L2 term's gradient added
+    A population's (K, P) block (``_Flat``) is updated in one call from each parameter's own
+    ``.grad`` (``grad`` None: nothing was gathered), each with its L2 term's gradient added
     inside the kernel where the step gives one (``_Flat.decay``)."""
     data = param.data
     if isinstance(param, _Flat) and grad is None:
         K = len(data)
-        columns = [kernels.column(c, K, data.dtype) for c in coefficients]
-        for i, (p, (start, _)) in enumerate(zip(param.params, param.columns)):
-            kernels.update(kind, data, numpy.ascontiguousarray(p.grad.reshape(K, -1)), state_arrays, columns,
-                           param.decay[i] if param.decay else None, start)
+        kernels.update(kind, data, [numpy.ascontiguousarray(p.grad.reshape(K, -1)) for p in param.params],
+                       state_arrays, [kernels.column(c, K, data.dtype) for c in coefficients], param.decay,
+                       [start for start, _ in param.columns])
         return True
     if not kernels.usable(data, *state_arrays) or getattr(grad, "dtype", None) != data.dtype:
         return False
     K = len(data) if isinstance(param, _Flat) else 1
     columns = [kernels.column(c, K, data.dtype) for c in coefficients]
     if isinstance(param, _Flat):  # a population's gathered (K, P) block
-        kernels.update(kind, data, numpy.ascontiguousarray(grad), state_arrays, columns)
+        kernels.update(kind, data, [numpy.ascontiguousarray(grad)], state_arrays, columns)
     else:  # a single network's parameter and its state, each one row
-        kernels.update(kind, data.reshape(1, -1), numpy.ascontiguousarray(grad.reshape(1, -1)),
+        kernels.update(kind, data.reshape(1, -1), [numpy.ascontiguousarray(grad.reshape(1, -1))],
                        [a.reshape(1, -1) for a in state_arrays], columns)
     return True
 

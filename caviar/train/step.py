@@ -6,10 +6,11 @@ needs, and the backward pass runs the layers in reverse, each with the same data
 functions its op's closure calls (``caviar.functional``: the fused bias and activation, its
 gradient with db, batch norm's closed form, dropout's scale; the same matrix products on the
 same arrays). Every gradient is therefore the tape's, bit for bit (``tests/test_step.py``), and
-a member still equals its solo run. The head's loss and its gradient dZ[L] stay on the tape
-(three nodes), and batch norm's closure is called as it is; the rest of the tape's work per op
-(a Tensor and a closure, the graph's sort, the dictionary of gradients, shape checks) is left
-out.
+a member still equals its solo run. The head gives each member's loss and dZ[L]
+(``Head.member_loss_grads``: softmax with class indices computes them directly, the other
+heads on the tape), and batch norm's closure is called as it is; the rest of the tape's work
+per op (a Tensor and a closure, the graph's sort, the dictionary of gradients, shape checks) is
+left out.
 
 ``supports`` says which populations it takes (NumPy, every layer one of those four, outside
 ``detect_anomaly``); the others train through the tape.
@@ -57,12 +58,9 @@ def run(pop, Xb, yb):
         elif isinstance(layer, PopulationDropout):
             a, scale = layer.drop(a)
             saved.append((layer, scale, None))
-    # the head on the tape: its loss per member and dZ[L], as the population's cost gives them
-    logits = Tensor(a, requires_grad=True)
+    # the head: its loss per member and dZ[L], as backprop of the population's cost gives them
     cw = pop.shared["class_weight"]
-    losses = pop.head.member_losses(logits, yb, None if cw is None else pop.head.example_weights(yb, cw))
-    losses.sum().backward()
-    g = logits.grad
+    losses, g = pop.head.member_loss_grads(a, yb, None if cw is None else pop.head.example_weights(yb, cw))
     for layer, kept, out in reversed(saved):
         if isinstance(layer, Dense):
             W, b = layer.params["W"], layer.params.get("b")
@@ -78,4 +76,4 @@ def run(pop, Xb, yb):
                 g = F._backprop_activation(g, out, layer.name, F.LEAKY_SLOPE)[0]
         elif kept is not None:  # dropout
             g = g * kept
-    return losses.data, logits.data
+    return losses, a
