@@ -128,7 +128,7 @@ def class_cross_entropy_data(z, indices, probs=False):
     """Each example's -log softmax(z) of its class (class indices broadcasting against
     ``z.shape[:-1]``), and with ``probs`` Yhat - Y: in compiled passes where they run, else
     through ``log_softmax``. The same values either way."""
-    if z.ndim <= 3 and z.shape[-1] <= kernels.ROW_BLOCK and kernels.usable(z):
+    if z.ndim <= 3 and z.shape[-1] <= kernels.ROW_BLOCK and kernels.usable(z, min_size=kernels.LOGITS_MIN_SIZE):
         return _compiled_class_cross_entropy(z, indices, probs)
     return class_cross_entropy(_log_softmax_data(z), indices, probs)
 

@@ -20,7 +20,8 @@ of the data's dtype, for the same reason. Large work is split by members over tw
 (numba releases the GIL).
 
 Without numba, on the GPU, below ``MIN_SIZE`` elements (where a kernel call costs more than
-NumPy's few passes) or with ``CAVIAR_FUSED=0``, ``usable`` is False and the reference runs.
+NumPy's few passes; ``LOGITS_MIN_SIZE`` for the softmax and accuracy kernels, which replace
+more of them) or with ``CAVIAR_FUSED=0``, ``usable`` is False and the reference runs.
 """
 
 from __future__ import annotations
@@ -33,6 +34,9 @@ import numpy
 from . import backend
 
 MIN_SIZE = 1 << 12  # elements from which a kernel beats NumPy's passes (and pays numba's start, once)
+# logits from which the softmax and accuracy kernels run: they replace about ten NumPy calls
+# each, and win from a single network's batch (20 against 37 us on (64, 10) here)
+LOGITS_MIN_SIZE = 1 << 9
 SPLIT = 1 << 18  # elements from which a kernel's work is split over two threads
 ROW_BLOCK = 128  # terms of a row the row-sum kernel adds (one block of NumPy's pairwise sum)
 THREADS = min(2, os.cpu_count() or 1)  # 1 where each core already has its own worker (caviar tune)
@@ -58,13 +62,14 @@ def kernels():
     return _kernels
 
 
-def usable(*arrays, contiguous=True):
+def usable(*arrays, contiguous=True, min_size=None):
     """Whether the kernels run on ``arrays``: NumPy arrays of one float dtype, C-contiguous
-    (unless ``contiguous`` is False), the first of ``MIN_SIZE`` elements or more
-    (``CAVIAR_FUSED=0`` turns the kernels off)."""
+    (unless ``contiguous`` is False), the first of ``min_size`` (``MIN_SIZE`` by default)
+    elements or more (``CAVIAR_FUSED=0`` turns the kernels off)."""
     first = arrays[0]
     return (ENABLED and isinstance(first, numpy.ndarray) and backend.name() == "numpy"
-            and first.dtype in (numpy.float32, numpy.float64) and first.size >= MIN_SIZE
+            and first.dtype in (numpy.float32, numpy.float64)
+            and first.size >= (MIN_SIZE if min_size is None else min_size)
             and all(isinstance(a, numpy.ndarray) and a.dtype == first.dtype and (a.flags.c_contiguous or not contiguous)
                     for a in arrays)
             and bool(kernels()))

@@ -7,6 +7,7 @@ import caviar
 from caviar import data as D
 from caviar import optim
 from caviar.autodiff import Tensor
+from caviar.nn.heads import HEADS
 from caviar import kernels
 from caviar.train.population import Population
 
@@ -136,6 +137,7 @@ def _layers_step(dtype, K, m, h, n_in=6, seed=0):
 @pytest.mark.parametrize("threads", [1, 2])
 def test_layer_kernels_give_the_numpy_values(monkeypatch, dtype, K, m, h, threads):
     monkeypatch.setattr(kernels, "MIN_SIZE", 1)
+    monkeypatch.setattr(kernels, "LOGITS_MIN_SIZE", 1)
     monkeypatch.setattr(kernels, "SPLIT", 1)  # members split over two threads wherever K >= 2
     monkeypatch.setattr(kernels, "THREADS", threads)
     reference = None
@@ -160,6 +162,7 @@ def test_the_training_step_s_l2_gradient_is_backprop_s(monkeypatch, dtype, optim
     # the training step leaves the L2 term off the tape and the optimizer adds its gradient as it
     # updates (inside the kernel where it runs): the same new weights as backprop through the term
     monkeypatch.setattr(kernels, "MIN_SIZE", 1)
+    monkeypatch.setattr(kernels, "LOGITS_MIN_SIZE", 1)
     monkeypatch.setattr(kernels, "SPLIT", 1)
     monkeypatch.setattr(kernels, "ENABLED", compiled)
     ds = D.load("digits")
@@ -194,6 +197,7 @@ def test_sums_of_squares_are_numpy_s_pairwise_sums(monkeypatch, dtype, K, n, h):
     from caviar import functional as F
 
     monkeypatch.setattr(kernels, "MIN_SIZE", 1)
+    monkeypatch.setattr(kernels, "LOGITS_MIN_SIZE", 1)
     monkeypatch.setattr(kernels, "SPLIT", 1)
     r = np.random.default_rng(n * h)
     block = (r.standard_normal((K, n * h + 50)) * 10.0 ** r.uniform(-3, 3, (K, n * h + 50))).astype(dtype)
@@ -208,6 +212,7 @@ def test_a_population_s_dropout_is_numpy_s_with_each_member_s_keep_prob(monkeypa
     from caviar import functional as F
 
     monkeypatch.setattr(kernels, "MIN_SIZE", 1)
+    monkeypatch.setattr(kernels, "LOGITS_MIN_SIZE", 1)
     r = np.random.default_rng(0)
     a = r.standard_normal((4, 30, 20)).astype(dtype)
     draws = r.random((4, 30, 20)).astype(dtype)
@@ -282,6 +287,7 @@ def _softmax_head(K, m, C, dtype, seed):
 def test_softmax_cross_entropy_kernels_give_the_numpy_values(monkeypatch, dtype, K, m, C, threads):
     # rows shorter than NumPy's 8-term block of its pairwise sums, and longer, up to 128 terms
     monkeypatch.setattr(kernels, "MIN_SIZE", 1)
+    monkeypatch.setattr(kernels, "LOGITS_MIN_SIZE", 1)
     monkeypatch.setattr(kernels, "SPLIT", 1)
     monkeypatch.setattr(kernels, "THREADS", threads)
     calls = spy(monkeypatch)
@@ -318,9 +324,28 @@ def test_softmax_rows_longer_than_a_pairwise_block_go_through_numpy(monkeypatch)
     from caviar import functional as F
 
     monkeypatch.setattr(kernels, "MIN_SIZE", 1)
+    monkeypatch.setattr(kernels, "LOGITS_MIN_SIZE", 1)
     calls = spy(monkeypatch)
     z = np.random.default_rng(0).standard_normal((3, 20, kernels.ROW_BLOCK + 1)).astype(np.float32)
     F.softmax_cross_entropy(Tensor(z, requires_grad=True), np.zeros((3, 20), np.int64), reduction="none")
     assert "row_sums" not in calls and "softmax_shift" not in calls
     F.softmax_cross_entropy(Tensor(np.ascontiguousarray(z[..., :-1]), requires_grad=True), np.zeros((3, 20), np.int64), reduction="none")
     assert calls["row_sums"] == 1
+
+
+def test_a_single_network_s_logits_go_through_the_softmax_kernels(monkeypatch):
+    # from kernels.LOGITS_MIN_SIZE on (a batch of 64 x 10 classes), with the NumPy values
+    from caviar import functional as F
+
+    r = np.random.default_rng(3)
+    z, y = r.standard_normal((64, 10)).astype(np.float32), r.integers(0, 10, 64)
+    values = {}
+    for compiled in (False, True):
+        monkeypatch.setattr(kernels, "ENABLED", compiled)
+        calls = spy(monkeypatch)
+        logits = Tensor(z, requires_grad=True)
+        F.softmax_cross_entropy(logits, y).backward()
+        values[compiled] = (logits.grad, HEADS["softmax"].primary(z, y))
+        assert bool(calls.get("softmax_shift")) == bool(calls.get("hits")) == compiled
+    np.testing.assert_array_equal(values[True][0], values[False][0])
+    assert values[True][1] == values[False][1]

@@ -207,7 +207,7 @@ class Softmax(Head):
 
     def primary(self, z, y):
         labels = self._classes(y)
-        if z.ndim <= 3 and kernels.usable(z):  # one compiled pass: argmax, compare, count
+        if z.ndim <= 3 and kernels.usable(z, min_size=kernels.LOGITS_MIN_SIZE):  # one pass: argmax, compare, count
             z3 = kernels.stacked(z)
             counts = numpy.empty((len(z3), 1), dtype=numpy.float64)
             kernels.run("hits", z3, numpy.broadcast_to(numpy.asarray(labels).reshape(1, -1), z3.shape[:2]), counts)
