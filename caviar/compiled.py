@@ -119,93 +119,36 @@ def adam(p, grads, starts, decays, with_decay, v, s, beta1, one_minus1, beta2, o
                    with_decay[i], starts[i])
 
 
-# -- NumPy's pairwise sums ------------------------------------------------------------------
-@jit
-def block_sum(a, lo, n, negzero, square):
-    # a block (up to 128 terms) of NumPy's pairwise sum (numpy/_core/src/umath/loops_utils.h)
-    # of a, or of its squares: under 8 terms one by one from -0.0; else eight running sums
-    # combined as a tree, then the rest
+# -- NumPy's pairwise sum, one block ------------------------------------------------------
+# inlined where a kernel calls it once per short row (rows of logits): a call per row of 10
+# terms cost 4x the sum itself (35 against 8 us on (32, 64, 10))
+@numba.njit(cache=True, nogil=True, error_model="numpy", inline="always")
+def block_sum(a, n, negzero):
+    # the first n terms of a, as one block (up to 128 terms) of NumPy's pairwise sum
+    # (numpy/_core/src/umath/loops_utils.h): under 8 terms one by one from -0.0; else eight
+    # running sums combined as a tree, then the rest
     if n < 8:
         res = negzero
-        for i in range(lo, lo + n):
-            res += a[i] * a[i] if square else a[i]
+        for i in range(n):
+            res += a[i]
         return res
-    if square:
-        r0, r1, r2, r3 = a[lo] * a[lo], a[lo + 1] * a[lo + 1], a[lo + 2] * a[lo + 2], a[lo + 3] * a[lo + 3]
-        r4, r5, r6, r7 = a[lo + 4] * a[lo + 4], a[lo + 5] * a[lo + 5], a[lo + 6] * a[lo + 6], a[lo + 7] * a[lo + 7]
-    else:
-        r0, r1, r2, r3, r4, r5, r6, r7 = a[lo], a[lo + 1], a[lo + 2], a[lo + 3], a[lo + 4], a[lo + 5], a[lo + 6], a[lo + 7]
+    r0, r1, r2, r3, r4, r5, r6, r7 = a[0], a[1], a[2], a[3], a[4], a[5], a[6], a[7]
     i = 8
     while i < n - n % 8:
-        b = lo + i
-        if square:
-            r0 += a[b] * a[b]
-            r1 += a[b + 1] * a[b + 1]
-            r2 += a[b + 2] * a[b + 2]
-            r3 += a[b + 3] * a[b + 3]
-            r4 += a[b + 4] * a[b + 4]
-            r5 += a[b + 5] * a[b + 5]
-            r6 += a[b + 6] * a[b + 6]
-            r7 += a[b + 7] * a[b + 7]
-        else:
-            r0 += a[b]
-            r1 += a[b + 1]
-            r2 += a[b + 2]
-            r3 += a[b + 3]
-            r4 += a[b + 4]
-            r5 += a[b + 5]
-            r6 += a[b + 6]
-            r7 += a[b + 7]
+        r0 += a[i]
+        r1 += a[i + 1]
+        r2 += a[i + 2]
+        r3 += a[i + 3]
+        r4 += a[i + 4]
+        r5 += a[i + 5]
+        r6 += a[i + 6]
+        r7 += a[i + 7]
         i += 8
     res = ((r0 + r1) + (r2 + r3)) + ((r4 + r5) + (r6 + r7))
     while i < n:
-        res += a[lo + i] * a[lo + i] if square else a[lo + i]
+        res += a[i]
         i += 1
     return res
-
-
-@jit
-def pairwise_sum(a, negzero, square):
-    # NumPy's pairwise sum of a 1-D a (or of a ** 2): over 128 terms, the two halves (the first
-    # a multiple of 8) are summed apart and added. Its recursion, walked with an explicit stack
-    # (numba caches no recursive function): frames of (start, length, stage, left half's sum).
-    if a.shape[0] <= 128:
-        return block_sum(a, 0, a.shape[0], negzero, square)
-    los = numpy.empty(64, numpy.int64)
-    ns = numpy.empty(64, numpy.int64)
-    stages = numpy.zeros(64, numpy.int64)
-    lefts = numpy.empty(64, a.dtype)
-    los[0], ns[0], stages[0], top = 0, a.shape[0], 0, 0
-    value = negzero
-    while top >= 0:
-        lo, n = los[top], ns[top]
-        half = n // 2
-        half -= half % 8
-        if n <= 128 or stages[top] == 2:
-            value = block_sum(a, lo, n, negzero, square) if n <= 128 else lefts[top] + value
-            top -= 1  # the value goes to the frame below
-            if top >= 0 and stages[top] == 1:
-                lefts[top] = value
-        elif stages[top] == 0:
-            stages[top] = 1
-            top += 1
-            los[top], ns[top], stages[top] = lo, half, 0
-        else:
-            stages[top] = 2
-            top += 1
-            los[top], ns[top], stages[top] = lo + half, n - half, 0
-    return value
-
-
-# block_sum compiled again to be inlined where a kernel calls it once per short row (rows of
-# logits): a call per row of 10 terms cost 4x the sum itself (35 against 8 us on (32, 64, 10))
-_inline_block_sum = numba.njit(cache=True, nogil=True, error_model="numpy", inline="always")(block_sum.py_func)
-
-
-@jit
-def squares(w, out, consts):  # out[k, 0] = (w[k] * w[k]).sum() as NumPy sums it
-    for k in range(w.shape[0]):
-        out[k, 0] = pairwise_sum(w[k], consts[0], True)
 
 
 # -- softmax cross-entropy over (K, m, C) logits, with class indices (K, m) ------------------
@@ -240,7 +183,7 @@ def row_sums(e, out, consts):
     # would triple this kernel's compile time)
     for k in range(e.shape[0]):
         for i in range(e.shape[1]):
-            out[k, i] = _inline_block_sum(e[k, i], 0, e.shape[2], consts[0], False)
+            out[k, i] = block_sum(e[k, i], e.shape[2], consts[0])
 
 
 @jit
@@ -442,7 +385,7 @@ def batch_norm_grad(g, xhat, gamma, inv_std, consts, dz, dgamma, dbeta, s1, s2, 
                 di[j] = ck[j] * ((m_ * dx - s1k[j]) - xi[j] * s2k[j])
 
 
-KERNELS = {"gd": sgd, "momentum": momentum, "rmsprop": rmsprop, "adam": adam, "squares": squares, "bias_relu": bias_relu,
+KERNELS = {"gd": sgd, "momentum": momentum, "rmsprop": rmsprop, "adam": adam, "bias_relu": bias_relu,
            "dropout": dropout, "relu_grad": relu_grad, "column_sums": column_sums, "batch_norm": batch_norm, "batch_norm_grad": batch_norm_grad,
            "softmax_shift": softmax_shift, "row_sums": row_sums, "softmax_log_p": softmax_log_p,
            "minus_one_at": minus_one_at, "hits": hits}

@@ -14,7 +14,7 @@ from caviar.train.population import Population
 
 def test_the_kernels_compile_here():
     # without this, every comparison below would compare the NumPy update with itself
-    assert set(kernels.kernels()) == {"gd", "momentum", "rmsprop", "adam", "squares", "bias_relu", "dropout",
+    assert set(kernels.kernels()) == {"gd", "momentum", "rmsprop", "adam", "bias_relu", "dropout",
                                       "relu_grad", "column_sums", "batch_norm", "batch_norm_grad", "softmax_shift",
                                       "row_sums", "softmax_log_p", "minus_one_at", "hits"}
     assert kernels.usable(np.zeros(kernels.MIN_SIZE, np.float32))
@@ -47,8 +47,8 @@ def _train(monkeypatch, compiled, name, dtype, per_member, K, shape, steps=4):
 @pytest.mark.parametrize("name", ["gd", "momentum", "rmsprop", "adam"])
 def test_a_compiled_update_equals_the_numpy_update(monkeypatch, name, dtype, per_member, size):
     K, shape = {"small": (3, (40, 50)), "split over members": (5, (300, 200)), "split over columns": (1, (700, 400))}[size]
-    if K * shape[0] * shape[1] >= kernels.SPLIT:
-        assert size != "small"
+    monkeypatch.setattr(kernels, "SPLIT", 100_000)  # the two larger sizes split over two threads
+    assert (K * shape[0] * shape[1] >= kernels.SPLIT) == (size != "small")
     reference, _ = _train(monkeypatch, False, name, dtype, per_member, K, shape)
     compiled, _ = _train(monkeypatch, True, name, dtype, per_member, K, shape)
     for a, b in zip(reference, compiled):
@@ -192,19 +192,19 @@ def test_the_training_step_s_l2_gradient_is_backprop_s(monkeypatch, dtype, optim
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("K,n,h", [(3, 4, 5), (2, 784, 256), (16, 40, 33), (1, 7, 1), (5, 1, 9), (4, 33, 17)])
-def test_sums_of_squares_are_numpy_s_pairwise_sums(monkeypatch, dtype, K, n, h):
-    # the L2 term's value per member, from a population's weights (views of its (K, P) block)
+def test_a_member_s_sum_of_squares_is_its_solo_network_s(dtype, K, n, h):
+    # the L2 term's value per member, from a population's weights (views of its (K, P) block):
+    # NumPy sums each member's block pairwise, as the member's own contiguous weights alone
     from caviar import functional as F
 
-    monkeypatch.setattr(kernels, "MIN_SIZE", 1)
-    monkeypatch.setattr(kernels, "LOGITS_MIN_SIZE", 1)
-    monkeypatch.setattr(kernels, "SPLIT", 1)
     r = np.random.default_rng(n * h)
     block = (r.standard_normal((K, n * h + 50)) * 10.0 ** r.uniform(-3, 3, (K, n * h + 50))).astype(dtype)
     w = block[:, 10:10 + n * h].reshape(K, n, h)
-    calls = spy(monkeypatch)
-    np.testing.assert_array_equal(F._squares(w), (w * w).sum(axis=(-2, -1)))
-    assert calls.get("squares")  # the kernel ran (in two halves where K >= 2)
+    lambd = r.uniform(0.1, 1.0, K)
+    per_member, _ = F.l2_terms([caviar.Variable(w)], lambd, 32)
+    for k in range(K):
+        alone = np.ascontiguousarray(w[k])
+        assert per_member[k] == lambd[k] / 64.0 * float((alone * alone).sum())
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
@@ -252,7 +252,7 @@ def test_a_study_s_forked_workers_start_with_the_kernels_loaded():
     no_pool, signatures = queue.get(timeout=60)
     child.join(60)
     assert no_pool
-    for name in ("bias_relu", "relu_grad", "dropout", "squares", "adam"):  # machine code loaded before the fork
+    for name in ("bias_relu", "relu_grad", "dropout", "adam"):  # machine code loaded before the fork
         assert signatures[name] >= 1, name
 
 
