@@ -270,8 +270,7 @@ def bias_relu(z, b, with_bias, consts, out):
     for k in range(z.shape[0]):
         bk = b[k]
         for i in range(z.shape[1]):
-            zi = z[k, i]
-            oi = zi if inplace else out[k, i]
+            zi, oi = z[k, i], out[k, i]  # oi only where out is not z
             if inplace and with_bias:
                 for j in range(zi.shape[0]):
                     x = zi[j] + bk[j]
@@ -386,6 +385,6 @@ def batch_norm_grad(g, xhat, gamma, inv_std, consts, dz, dgamma, dbeta, s1, s2, 
 
 
 KERNELS = {"gd": sgd, "momentum": momentum, "rmsprop": rmsprop, "adam": adam, "bias_relu": bias_relu,
-           "dropout": dropout, "relu_grad": relu_grad, "column_sums": column_sums, "batch_norm": batch_norm, "batch_norm_grad": batch_norm_grad,
-           "softmax_shift": softmax_shift, "row_sums": row_sums, "softmax_log_p": softmax_log_p,
-           "minus_one_at": minus_one_at, "hits": hits}
+           "dropout": dropout, "relu_grad": relu_grad, "column_sums": column_sums, "batch_norm": batch_norm,
+           "batch_norm_grad": batch_norm_grad, "softmax_shift": softmax_shift, "row_sums": row_sums,
+           "softmax_log_p": softmax_log_p, "minus_one_at": minus_one_at, "hits": hits}
