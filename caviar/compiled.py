@@ -289,17 +289,31 @@ def bias_relu(z, b, with_bias, consts, out):
                     oi[j] = x if (x >= zero or x != x) else zero
 
 
+# the mask stream of caviar.functional.dropout_bits: SplitMix64 over the element's counter
+_GOLDEN = numpy.uint64(0x9E3779B97F4A7C15)
+_MIX1 = numpy.uint64(0xBF58476D1CE4E5B9)
+_MIX2 = numpy.uint64(0x94D049BB133111EB)
+
+
 @jit
-def dropout(draws, a, keep, inverse, consts, out):
-    # inverted dropout: draws become the scale (1/keep where draw < keep, else 0) and out = a * scale
-    zero = consts[0]
-    for k in range(draws.shape[0]):
-        kp, inv = keep[k, 0], inverse[k, 0]
-        for i in range(draws.shape[1]):
-            di, ai, oi = draws[k, i], a[k, i], out[k, i]
-            for j in range(di.shape[0]):
-                sc = inv if di[j] < kp else zero
-                di[j] = sc
+def dropout(a, keys, thresholds, inverse, out, scale):
+    # inverted dropout: element (i, j) of member k keeps its unit where the top 53 bits of
+    # SplitMix64's output number i * h + j + 1 from keys[k] fall under thresholds[k]; the scale
+    # is 1/keep there, else 0, and out = a * scale
+    for k in range(a.shape[0]):
+        key, t, inv = keys[k, 0], thresholds[k, 0], inverse[k, 0]
+        zero = inv * 0
+        for i in range(a.shape[1]):
+            ai, oi, si = a[k, i], out[k, i], scale[k, i]
+            h = ai.shape[0]
+            base = key + numba.uint64(i * h) * _GOLDEN
+            for j in range(h):
+                z = base + numba.uint64(j + 1) * _GOLDEN
+                z = (z ^ (z >> numba.uint64(30))) * _MIX1
+                z = (z ^ (z >> numba.uint64(27))) * _MIX2
+                z = z ^ (z >> numba.uint64(31))
+                sc = inv if (z >> numba.uint64(11)) < t else zero
+                si[j] = sc
                 oi[j] = ai[j] * sc
 
 

@@ -206,14 +206,46 @@ def test_l2_and_l1_penalties_follow_the_notes_and_pass_gradient_check():
 # -- dropout -------------------------------------------------------------------------------
 
 
-def test_dropout_is_inverted_dropout_of_the_notes():
-    a = caviar.Variable(np.ones((200, 50)))
+def splitmix64(state, n):
+    """Outputs 1 .. n of SplitMix64 from ``state``, in Python integers (Vigna's splitmix64.c)."""
+    out, mask = [], (1 << 64) - 1
+    for _ in range(n):
+        state = (state + 0x9E3779B97F4A7C15) & mask
+        z = state
+        z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & mask
+        z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & mask
+        out.append(z ^ (z >> 31))
+    return out
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_dropout_is_inverted_dropout_of_the_notes(dtype):
+    a = caviar.Variable(np.ones((200, 50), dtype=dtype))
     out = F.dropout(a, 0.8, rng=caviar.backend.rng(0), training=True)
-    d = np.random.default_rng(0).random((200, 50), dtype=np.float64) < 0.8  # d = rand < keep_prob
-    np.testing.assert_allclose(out.data, a.data * d / 0.8)
+    # rand: SplitMix64 keyed by one raw draw of the layer's generator, its top 53 bits / 2**53
+    key = np.random.default_rng(0).bit_generator.random_raw()
+    rand = np.array([(x >> 11) / 2.0 ** 53 for x in splitmix64(key, 200 * 50)]).reshape(200, 50)
+    d = rand < 0.8  # d = rand < keep_prob
+    np.testing.assert_array_equal(out.data, a.data * d / dtype(0.8))
     assert abs(out.data.mean() - 1.0) < 0.02  # expected value is preserved
     out.sum().backward()
-    np.testing.assert_array_equal(a.grad, d / 0.8)  # the same mask in backward
+    np.testing.assert_array_equal(a.grad, d / dtype(0.8))  # the same mask in backward
+
+
+def test_dropout_s_uniforms_are_uniform_and_independent():
+    """Each mask's keep rate is keep_prob within sampling error; masks of successive calls, and
+    of two seeds, are unrelated (their agreement is that of independent draws)."""
+    a = np.ones((400, 250))
+    rng = caviar.backend.rng(1)
+    masks = [F.dropout(a, 0.6, rng=rng).data > 0 for _ in range(3)] + [F.dropout(a, 0.6, rng=2).data > 0]
+    sd = (0.6 * 0.4 / a.size) ** 0.5
+    for m in masks:
+        assert abs(m.mean() - 0.6) < 5 * sd
+        assert abs(m[:, :125].mean() - m[:, 125:].mean()) < 10 * sd  # no drift along a row
+    agree = 0.6 ** 2 + 0.4 ** 2  # of independent masks
+    for i in range(len(masks)):
+        for j in range(i):
+            assert abs((masks[i] == masks[j]).mean() - agree) < 0.01
 
 
 def test_dropout_is_identity_outside_training_or_at_keep_prob_one():

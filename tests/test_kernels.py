@@ -209,25 +209,34 @@ def test_a_member_s_sum_of_squares_is_its_solo_network_s(dtype, K, n, h):
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_a_population_s_dropout_is_numpy_s_with_each_member_s_keep_prob(monkeypatch, dtype):
+    """The compiled mask stream is NumPy's uint64 reference, member by member, and each member's
+    mask and product are its solo network's."""
     from caviar import functional as F
 
-    monkeypatch.setattr(kernels, "MIN_SIZE", 1)
-    monkeypatch.setattr(kernels, "LOGITS_MIN_SIZE", 1)
     r = np.random.default_rng(0)
     a = r.standard_normal((4, 30, 20)).astype(dtype)
-    draws = r.random((4, 30, 20)).astype(dtype)
-    draws[3] = 0.0  # a member without dropout draws nothing
-    keep = np.array([0.5, 0.9, 0.77, 1.0]).reshape(-1, 1, 1)
+    keep = [0.5, 0.9, 0.77, 1.0]  # the last member has no dropout: it draws nothing
     results = []
     for compiled in (False, True):
         monkeypatch.setattr(kernels, "ENABLED", compiled)
         calls = spy(monkeypatch)
-        out, scale = F.dropout_scale(a, draws.copy(), keep, 1.0 / keep)
+        rngs = [np.random.default_rng(k) for k in range(4)]
+        results.append(F.dropout_mask(a, rngs, keep))
         assert bool(calls.get("dropout")) == compiled
-        results.append((out, scale))
+        assert rngs[3].bit_generator.state == np.random.default_rng(3).bit_generator.state
+        for k in range(3):  # one draw each, the mask's key
+            fresh = np.random.default_rng(k)
+            fresh.bit_generator.random_raw()
+            assert rngs[k].bit_generator.state == fresh.bit_generator.state
+        solo = [F.dropout_mask(a[k], [np.random.default_rng(k)], [keep[k]]) for k in range(4)]
+        for k in range(4):
+            np.testing.assert_array_equal(solo[k][0], results[-1][0][k])
+            np.testing.assert_array_equal(solo[k][1], results[-1][1][k])
     for x, y in zip(*results):
         np.testing.assert_array_equal(x, y)
     np.testing.assert_array_equal(results[0][0][3], a[3])
+    for k in range(3):
+        assert set(np.unique(results[0][1][k])) == {0, dtype(1 / keep[k])}
 
 
 def _child_state(queue):

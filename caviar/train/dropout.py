@@ -12,7 +12,7 @@ from ..nn.layers import Layer
 
 class PopulationDropout(Layer):
     """Inverted dropout with each member's keep_prob and generator: member k's mask is drawn
-    exactly as the single network's would be, (m, n) from its own generator."""
+    exactly as the single network's would be, with its own generator."""
 
     def __init__(self, keep_probs, rngs):
         super().__init__()
@@ -26,7 +26,7 @@ class PopulationDropout(Layer):
     def keep_probs(self, values):
         self._keep_probs = list(values)
         self._dropping = [k for k, keep in enumerate(self._keep_probs) if keep < 1.0]
-        # built where the draws are (the GPU's memory on cupy), so a call copies nothing there
+        # the GPU's draws are compared with these where they are, so a call copies nothing there
         self._keep = backend.xp.asarray(self._keep_probs, dtype=numpy.float64).reshape(-1, 1, 1)
         self._inverse = backend.xp.asarray([1.0 / k for k in self._keep_probs], dtype=numpy.float64).reshape(-1, 1, 1)
 
@@ -36,13 +36,8 @@ class PopulationDropout(Layer):
         if not self._dropping:
             return a, None
         F.refuse_if_checking(min(self.keep_probs))
-        # members without dropout draw nothing: 0 < keep 1, so they keep every unit
-        draws = backend.xp.empty(a.shape, dtype=a.dtype) if len(self._dropping) == len(self._keep_probs) \
-            else backend.xp.zeros(a.shape, dtype=a.dtype)
-        for k in self._dropping:  # the draws of rng.random((m, n), dtype); CuPy needs the size
-            self.rngs[k].random(draws.shape[1:], dtype=a.dtype, out=draws[k])  # with out, or draws one value
-        # (draws < keep) * float32(1 / keep): the single network's mask and scale
-        return F.dropout_scale(a, draws, self._keep, self._inverse)
+        # member k's mask is the single network's (F.dropout_mask), drawn with its own generator
+        return F.dropout_mask(a, self.rngs, self._keep_probs, self._keep, self._inverse)
 
     def __call__(self, a, training=False, rng=None):
         if not training or not self._dropping:
