@@ -338,7 +338,9 @@ def column_sums(g, db):  # db = g summed over the examples, row after row (a lin
 
 
 @jit
-def batch_norm(z, gamma, beta, consts, out, xhat, mu, var, inv_std):
+def batch_norm(z, gamma, beta, consts, out, xhat, mu, var, inv_std, run_mean, run_var, update):
+    # update: the running estimates as NumPy's in-place lines give them, run *= momentum, then
+    # run += (1 - momentum) * batch (consts[3], consts[4])
     m_, eps, one = consts[0], consts[1], consts[2]
     K, m, h = z.shape
     for k in range(K):
@@ -366,6 +368,13 @@ def batch_norm(z, gamma, beta, consts, out, xhat, mu, var, inv_std):
                 x = xi[j] * ik[j]
                 xi[j] = x
                 oi[j] = gk[j] * x + bk[j]
+        if update:
+            rm, rv, beta_, rest = run_mean[k], run_var[k], consts[3], consts[4]
+            for j in range(h):
+                rm[j] = rm[j] * beta_
+                rm[j] = rm[j] + rest * muk[j]
+                rv[j] = rv[j] * beta_
+                rv[j] = rv[j] + rest * vk[j]
 
 
 @jit

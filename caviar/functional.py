@@ -393,71 +393,98 @@ def batch_norm(z, gamma, beta, running=None, training=True, momentum=0.9, epsilo
     z, gamma, beta = lift(z), lift(gamma), lift(beta)
     if z.ndim < 2:
         raise ShapeError(f"batch_norm needs z of shape (m, n) or (K, m, n), got {z.shape}")
-    mod = backend.get_array_module(z.data)
-    m, h = z.shape[-2], z.shape[-1]
-    K = z.shape[0] if z.ndim == 3 else 1
-    # one compiled pass each way where it can, with the same values (see caviar.kernels): the
-    # kernel sums over the examples row after row, as NumPy does except over a single unit
-    compiled = (training and h >= 2 and z.ndim <= 3 and kernels.usable(z.data)
-                and gamma.dtype == beta.dtype == z.dtype and gamma.size == beta.size == K * h)
     if training:
-        if m < 2:
-            raise ValueError("batch norm in training mode needs at least 2 examples in a mini-batch, got 1")
-        if compiled:
-            out, xhat = numpy.empty_like(z.data), numpy.empty_like(z.data)
-            mu, var, inv_std = (numpy.empty(z.shape[:-2] + (1, h), dtype=z.dtype) for _ in range(3))
-            kernels.run("batch_norm", kernels.stacked(z.data), kernels.per_unit(gamma.data, K),
-                        kernels.per_unit(beta.data, K), kernels.constants(z.dtype, m, epsilon, 1.0),
-                        kernels.stacked(out), kernels.stacked(xhat), mu.reshape(K, h), var.reshape(K, h),
-                        inv_std.reshape(K, h))
-        else:
-            mu = z.data.mean(axis=-2, keepdims=True)
-            centered = z.data - mu
-            var = (centered * centered).mean(axis=-2, keepdims=True)
-            inv_std = 1.0 / mod.sqrt(var + epsilon)
-            xhat = centered * inv_std
-        if running is not None:
-            run_mean, run_var = running
-            run_mean *= momentum
-            run_mean += (1 - momentum) * mu.reshape(run_mean.shape)
-            run_var *= momentum
-            run_var += (1 - momentum) * var.reshape(run_var.shape)
-    else:
-        if running is None:
-            raise ValueError("batch norm in eval mode needs the running (mean, var) estimates")
-        run_mean, run_var = running
-        stat_shape = z.shape[:-2] + (1, z.shape[-1]) if run_mean.ndim > 1 else (z.shape[-1],)
-        inv_std = 1.0 / mod.sqrt(run_var.reshape(stat_shape) + epsilon)
-        xhat = (z.data - run_mean.reshape(stat_shape)) * inv_std
-    if not compiled:
-        out = gamma.data * xhat + beta.data
+        out, xhat, inv_std = batch_norm_train(z.data, gamma.data, beta.data, running, momentum, epsilon)
 
-    def backward(g):
-        if compiled and kernels.usable(g, xhat) and g.shape == xhat.shape:
-            dz, dgamma, dbeta = numpy.empty_like(g), numpy.empty(gamma.shape, g.dtype), numpy.empty(beta.shape, g.dtype)
-            kernels.run(
-                "batch_norm_grad", kernels.stacked(g), kernels.stacked(xhat), kernels.per_unit(gamma.data, K),
-                inv_std.reshape(K, h),
-                kernels.constants(g.dtype, m), kernels.stacked(dz), dgamma.reshape(K, h), dbeta.reshape(K, h),
-                numpy.empty((K, h), g.dtype), numpy.empty((K, h), g.dtype), numpy.empty((K, h), g.dtype))
+        def backward(g):
+            dz, dgamma, dbeta = batch_norm_grad(g, xhat, gamma.data, inv_std)
+            if beta.shape != gamma.shape:
+                dbeta = unbroadcast(g, beta.shape)
             return (dz if z.requires_grad else None, dgamma if gamma.requires_grad else None,
                     dbeta if beta.requires_grad else None)
+
+        return result(out, (z, gamma, beta), backward, "batch_norm")
+    if running is None:
+        raise ValueError("batch norm in eval mode needs the running (mean, var) estimates")
+    mod = backend.get_array_module(z.data)
+    run_mean, run_var = running
+    stat_shape = z.shape[:-2] + (1, z.shape[-1]) if run_mean.ndim > 1 else (z.shape[-1],)
+    inv_std = 1.0 / mod.sqrt(run_var.reshape(stat_shape) + epsilon)
+    xhat = (z.data - run_mean.reshape(stat_shape)) * inv_std
+    out = gamma.data * xhat + beta.data
+
+    def backward(g):
         dgamma = unbroadcast(g * xhat, gamma.shape) if gamma.requires_grad else None
         dbeta = unbroadcast(g, beta.shape) if beta.requires_grad else None
-        dz = None
-        if z.requires_grad:
-            dxhat = g * gamma.data
-            if training:
-                dz = (inv_std / m) * (
-                    m * dxhat
-                    - dxhat.sum(axis=-2, keepdims=True)
-                    - xhat * (dxhat * xhat).sum(axis=-2, keepdims=True)
-                )
-            else:
-                dz = dxhat * inv_std
-        return dz, dgamma, dbeta
+        return (g * gamma.data * inv_std if z.requires_grad else None), dgamma, dbeta
 
     return result(out, (z, gamma, beta), backward, "batch_norm")
+
+
+def _batch_norm_compiled(z, gamma, beta):
+    """Whether batch norm's kernels take these arrays: (m, h) or (K, m, h) of a float dtype
+    with per-unit gamma and beta of it, h >= 2 (the kernels sum over the examples row after
+    row, as NumPy does except over a single unit, where it sums pairwise)."""
+    K = z.shape[0] if z.ndim == 3 else 1
+    return (z.ndim in (2, 3) and z.shape[-1] >= 2 and kernels.usable(z) and gamma.dtype == beta.dtype == z.dtype
+            and gamma.size == beta.size == K * z.shape[-1])
+
+
+def batch_norm_train(z, gamma, beta, running=None, momentum=0.9, epsilon=1e-5):
+    """Training-mode batch norm on arrays (``batch_norm``'s forward, which a population's step
+    calls as it is): (out, xhat, inv_std) with the mini-batch statistics, and ``running =
+    (mean, var)`` updated in place. One compiled pass where it can, with the same values
+    (``caviar.kernels``); the running estimates in it too where they are contiguous arrays of
+    z's dtype."""
+    m, h = z.shape[-2], z.shape[-1]
+    if m < 2:
+        raise ValueError("batch norm in training mode needs at least 2 examples in a mini-batch, got 1")
+    if _batch_norm_compiled(z, gamma, beta):
+        K = z.shape[0] if z.ndim == 3 else 1
+        out, xhat = numpy.empty_like(z), numpy.empty_like(z)
+        mu, var, inv_std = (numpy.empty(z.shape[:-2] + (1, h), dtype=z.dtype) for _ in range(3))
+        rows = [mu.reshape(K, h), var.reshape(K, h)]
+        inside = running is not None and all(isinstance(r, numpy.ndarray) and r.dtype == z.dtype and r.size == K * h
+                                             and r.flags.c_contiguous for r in running)
+        kernels.run("batch_norm", kernels.stacked(z), kernels.per_unit(gamma, K), kernels.per_unit(beta, K),
+                    kernels.constants(z.dtype, m, epsilon, 1.0, momentum, 1 - momentum), kernels.stacked(out),
+                    kernels.stacked(xhat), *rows, inv_std.reshape(K, h),
+                    *([r.reshape(K, h) for r in running] if inside else rows), inside)
+        if inside:
+            return out, xhat, inv_std
+    else:
+        mod = backend.get_array_module(z)
+        mu = z.mean(axis=-2, keepdims=True)
+        centered = z - mu
+        var = (centered * centered).mean(axis=-2, keepdims=True)
+        inv_std = 1.0 / mod.sqrt(var + epsilon)
+        xhat = centered * inv_std
+        out = gamma * xhat + beta
+    if running is not None:
+        run_mean, run_var = running
+        run_mean *= momentum
+        run_mean += (1 - momentum) * mu.reshape(run_mean.shape)
+        run_var *= momentum
+        run_var += (1 - momentum) * var.reshape(run_var.shape)
+    return out, xhat, inv_std
+
+
+def batch_norm_grad(g, xhat, gamma, inv_std):
+    """(dz, dgamma, dbeta) of training-mode batch norm from the upstream gradient ``g`` and
+    ``batch_norm_train``'s xhat and inv_std: the closed form, dgamma and dbeta shaped as gamma.
+    One compiled pass where it can, with the same values."""
+    m = xhat.shape[-2]
+    if _batch_norm_compiled(xhat, gamma, gamma) and kernels.usable(g, xhat) and g.shape == xhat.shape:
+        K, h = (xhat.shape[0] if xhat.ndim == 3 else 1), xhat.shape[-1]
+        dz, dgamma, dbeta = numpy.empty_like(g), numpy.empty(gamma.shape, g.dtype), numpy.empty(gamma.shape, g.dtype)
+        kernels.run("batch_norm_grad", kernels.stacked(g), kernels.stacked(xhat), kernels.per_unit(gamma, K),
+                    inv_std.reshape(K, h), kernels.constants(g.dtype, m), kernels.stacked(dz), dgamma.reshape(K, h),
+                    dbeta.reshape(K, h), *(numpy.empty((K, h), g.dtype) for _ in range(3)))
+        return dz, dgamma, dbeta
+    dgamma, dbeta = unbroadcast(g * xhat, gamma.shape), unbroadcast(g, gamma.shape)
+    dxhat = g * gamma
+    dz = (inv_std / m) * (m * dxhat - dxhat.sum(axis=-2, keepdims=True) - xhat * (dxhat * xhat).sum(axis=-2, keepdims=True))
+    return dz, dgamma, dbeta
 
 
 # -- dropout ---------------------------------------------------------------------------------

@@ -65,17 +65,22 @@ def kernels():
     return _kernels
 
 
+_FLOATS = (numpy.dtype(numpy.float32), numpy.dtype(numpy.float64))
+
+
 def usable(*arrays, contiguous=True, min_size=None):
     """Whether the kernels run on ``arrays``: NumPy arrays of one float dtype, C-contiguous
     (unless ``contiguous`` is False), the first of ``min_size`` (``MIN_SIZE`` by default)
     elements or more (``CAVIAR_FUSED=0`` turns the kernels off)."""
     first = arrays[0]
-    return (ENABLED and isinstance(first, numpy.ndarray) and backend.name() == "numpy"
-            and first.dtype in (numpy.float32, numpy.float64)
-            and first.size >= (MIN_SIZE if min_size is None else min_size)
-            and all(isinstance(a, numpy.ndarray) and a.dtype == first.dtype and (a.flags.c_contiguous or not contiguous)
-                    for a in arrays)
-            and bool(kernels()))
+    if not (ENABLED and isinstance(first, numpy.ndarray) and first.dtype in _FLOATS
+            and first.size >= (MIN_SIZE if min_size is None else min_size)):
+        return False
+    dtype = first.dtype
+    for a in arrays:  # a loop, not all() over a generator: this runs some 20 times a step
+        if not isinstance(a, numpy.ndarray) or a.dtype != dtype or not (a.flags.c_contiguous or not contiguous):
+            return False
+    return backend.name() == "numpy" and bool(_kernels if _kernels is not None else kernels())
 
 
 def column(value, K, dtype):

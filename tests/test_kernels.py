@@ -119,7 +119,7 @@ def _layers_step(dtype, K, m, h, n_in=6, seed=0):
     b2 = caviar.Variable(r.standard_normal(vec).astype(dtype))
     gamma = caviar.Variable(r.uniform(0.5, 2, vec).astype(dtype))
     beta = caviar.Variable(r.standard_normal(vec).astype(dtype))
-    running = (np.zeros(vec, dtype), np.ones(vec, dtype))
+    running = (r.standard_normal(vec).astype(dtype), r.uniform(0.5, 2, vec).astype(dtype))  # updated in place
     z1 = F.dense(X, W1)
     a1 = F.activation(F.batch_norm(z1, gamma, beta, running, True), "relu")
     a1 = F.dropout(a1, 0.7, np.random.default_rng(seed))

@@ -4,13 +4,12 @@ The notes' layer backprop written once for a population's stack of Dense -> [Bat
 activation -> [Dropout] layers and its head: the forward pass keeps what each layer's backward
 needs, and the backward pass runs the layers in reverse, each with the same data-level
 functions its op's closure calls (``caviar.functional``: the fused bias and activation, its
-gradient with db, batch norm's closed form, dropout's scale; the same matrix products on the
-same arrays). Every gradient is therefore the tape's, bit for bit (``tests/test_step.py``), and
+gradient with db, batch norm's forward and closed-form gradient, dropout's scale; the same
+matrix products on the same arrays). Every gradient is therefore the tape's, bit for bit (``tests/test_step.py``), and
 a member still equals its solo run. The head gives each member's loss and dZ[L]
 (``Head.member_loss_grads``: softmax with class indices computes them directly, the other
-heads on the tape), and batch norm's closure is called as it is; the rest of the tape's work
-per op (a Tensor and a closure, the graph's sort, the dictionary of gradients, shape checks) is
-left out.
+heads on the tape). The rest of the tape's work per op (a Tensor and a closure, the graph's
+sort, the dictionary of gradients, shape checks) is left out.
 
 ``supports`` says which populations it takes (NumPy, every layer one of those four, outside
 ``detect_anomaly``); the others train through the tape.
@@ -20,7 +19,7 @@ from __future__ import annotations
 
 from .. import backend
 from .. import functional as F
-from ..autodiff import Tensor, is_anomaly_enabled
+from ..autodiff import is_anomaly_enabled
 from ..nn.layers import Activation, BatchNorm, Dense
 from .dropout import PopulationDropout
 
@@ -46,11 +45,10 @@ def run(pop, Xb, yb):
             saved.append((layer, a, out))
             a = out
         elif isinstance(layer, BatchNorm):
-            node = F.batch_norm(Tensor(a, requires_grad=True), layer.params["gamma"], layer.params["beta"],
-                                (layer.buffers["running_mean"], layer.buffers["running_var"]), True,
-                                layer.momentum, layer.epsilon)
-            saved.append((layer, node, None))
-            a = node.data
+            a, xhat, inv_std = F.batch_norm_train(a, layer.params["gamma"].data, layer.params["beta"].data,
+                                                  (layer.buffers["running_mean"], layer.buffers["running_var"]),
+                                                  layer.momentum, layer.epsilon)
+            saved.append((layer, xhat, inv_std))
         elif isinstance(layer, Activation):
             out = a if layer.name == "linear" else F._bias_activate(a, None, layer.name, F.LEAKY_SLOPE, False)
             saved.append((layer, None, out))
@@ -70,7 +68,8 @@ def run(pop, Xb, yb):
             if b is not None:
                 b.grad = db
         elif isinstance(layer, BatchNorm):
-            g, layer.params["gamma"].grad, layer.params["beta"].grad = kept._backward(g)
+            gamma, beta = layer.params["gamma"], layer.params["beta"]
+            g, gamma.grad, beta.grad = F.batch_norm_grad(g, kept, gamma.data, out)
         elif isinstance(layer, Activation):
             if layer.name != "linear":
                 g = F._backprop_activation(g, out, layer.name, F.LEAKY_SLOPE)[0]
