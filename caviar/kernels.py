@@ -41,6 +41,10 @@ LOGITS_MIN_SIZE = 1 << 9
 # thread costs more than the pass itself below about 3M elements here (ReLU on (16, 128, 256):
 # 44 us on one thread, 132 on two; Adam over 16 x 187,500 parameters: 1.64 ms on one, 1.32 on two)
 SPLIT = 3 << 20
+# gradients per signature of an update kernel: a step's tuple of gradients is padded with empty
+# ones to a multiple of this, as numba compiles a kernel anew for each length of tuple (0.3 to
+# 0.7 s here, on the first run of each depth of network after installing)
+ARITY = 8
 ROW_BLOCK = 128  # terms of a row the row-sum kernel adds (one block of NumPy's pairwise sum)
 THREADS = min(2, os.cpu_count() or 1)  # 1 where each core already has its own worker (caviar tune)
 ENABLED = os.environ.get("CAVIAR_FUSED", "1") != "0"  # CAVIAR_FUSED=0: the NumPy code everywhere
@@ -155,7 +159,12 @@ def update(kind, param, grads, state, columns, decays=None, starts=None):
     coefficients as (K,) arrays (``column``). Split over two threads when large (memory-bound
     work gains the second core)."""
     kernel = kernels()[kind]
-    K, n = param.shape[0], len(grads)
+    K = param.shape[0]
+    pad = -len(grads) % ARITY  # empty gradients: every depth of network runs one compiled signature
+    grads = list(grads) + [numpy.empty((K, 0), dtype=param.dtype)] * pad
+    starts = None if starts is None else list(starts) + [0] * pad
+    decays = None if decays is None else list(decays) + [None] * pad
+    n = len(grads)
     starts = numpy.zeros(n, dtype=numpy.int64) if starts is None else numpy.asarray(starts, dtype=numpy.int64)
     rows = numpy.zeros((n, K), dtype=param.dtype)  # each gradient's decay per member (0: none)
     with_decay = numpy.zeros(n, dtype=numpy.bool_)

@@ -56,6 +56,25 @@ def test_a_compiled_update_equals_the_numpy_update(monkeypatch, name, dtype, per
         np.testing.assert_array_equal(a, b)
 
 
+def test_networks_of_every_depth_share_an_update_kernel_s_signature():
+    """A step's gradients go to an update kernel as a tuple padded to ``kernels.ARITY``: steps
+    of 1 to 8 parameter arrays run one compiled signature, with NumPy's values."""
+    r = np.random.default_rng(3)
+    kernel = kernels.kernels()["gd"]
+    counts = []
+    for n in (1, 2, 5, 8):
+        K, sizes = 2, r.integers(1, 50, n)
+        p = r.standard_normal((K, int(sizes.sum())))
+        grads = [r.standard_normal((K, int(w))) for w in sizes]
+        lr = r.uniform(0.1, 1.0, K)
+        starts = np.concatenate([[0], np.cumsum(sizes)[:-1]])
+        expected = p - lr.reshape(K, 1) * np.concatenate(grads, axis=1)  # p -= lr * g
+        kernels.update("gd", p, grads, [], [lr], None, list(starts))
+        np.testing.assert_array_equal(p, expected)
+        counts.append(len(kernel.signatures))
+    assert counts[1:] == counts[:1] * 3
+
+
 def test_a_population_trains_alike_with_and_without_the_kernels(monkeypatch):
     ds = D.load("digits")
     X = D.Normalizer().fit_transform(ds.X)
