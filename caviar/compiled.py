@@ -378,6 +378,18 @@ def batch_norm(z, gamma, beta, consts, out, xhat, mu, var, inv_std, run_mean, ru
 
 
 @jit
+def batch_norm_eval(z, mean, inv_std, gamma, beta, out):
+    # eval mode with the running estimates: out = gamma * ((z - mean) * inv_std) + beta
+    K, m, h = z.shape
+    for k in range(K):
+        mk, ik, gk, bk = mean[k], inv_std[k], gamma[k], beta[k]
+        for i in range(m):
+            zi, oi = z[k, i], out[k, i]
+            for j in range(h):
+                oi[j] = gk[j] * ((zi[j] - mk[j]) * ik[j]) + bk[j]
+
+
+@jit
 def batch_norm_grad(g, xhat, gamma, inv_std, consts, dz, dgamma, dbeta, s1, s2, c):
     m_ = consts[0]
     K, m, h = g.shape
@@ -409,5 +421,5 @@ def batch_norm_grad(g, xhat, gamma, inv_std, consts, dz, dgamma, dbeta, s1, s2, 
 
 KERNELS = {"gd": sgd, "momentum": momentum, "rmsprop": rmsprop, "adam": adam, "bias_relu": bias_relu,
            "dropout": dropout, "relu_grad": relu_grad, "column_sums": column_sums, "batch_norm": batch_norm,
-           "batch_norm_grad": batch_norm_grad, "softmax_shift": softmax_shift, "row_sums": row_sums,
+           "batch_norm_eval": batch_norm_eval, "batch_norm_grad": batch_norm_grad, "softmax_shift": softmax_shift, "row_sums": row_sums,
            "softmax_log_p": softmax_log_p, "minus_one_at": minus_one_at, "hits": hits}

@@ -15,7 +15,7 @@ import threading
 import numpy
 
 from . import backend, kernels
-from .autodiff import Tensor, lift, result, unbroadcast
+from .autodiff import Tensor, is_grad_enabled, lift, result, unbroadcast
 from .errors import GradientCheckError, ShapeError
 from .ops import sigmoid_data
 
@@ -410,6 +410,16 @@ def batch_norm(z, gamma, beta, running=None, training=True, momentum=0.9, epsilo
     run_mean, run_var = running
     stat_shape = z.shape[:-2] + (1, z.shape[-1]) if run_mean.ndim > 1 else (z.shape[-1],)
     inv_std = 1.0 / mod.sqrt(run_var.reshape(stat_shape) + epsilon)
+    K, h = (z.shape[0] if z.ndim == 3 else 1), z.shape[-1]
+    if (not (is_grad_enabled() and (z.requires_grad or gamma.requires_grad or beta.requires_grad))
+            and _batch_norm_compiled(z.data, gamma.data, beta.data)
+            and kernels.usable(z.data, run_mean, inv_std, contiguous=False) and run_mean.size == K * h):
+        # evaluation (nothing to differentiate): one pass, the same values, no xhat kept
+        out = numpy.empty_like(z.data)
+        kernels.run("batch_norm_eval", kernels.stacked(z.data), kernels.per_unit(run_mean, K),
+                    kernels.per_unit(inv_std, K), kernels.per_unit(gamma.data, K), kernels.per_unit(beta.data, K),
+                    kernels.stacked(out))
+        return result(out, (z, gamma, beta), None, "batch_norm")
     xhat = (z.data - run_mean.reshape(stat_shape)) * inv_std
     out = gamma.data * xhat + beta.data
 

@@ -15,7 +15,8 @@ from caviar.train.population import Population
 def test_the_kernels_compile_here():
     # without this, every comparison below would compare the NumPy update with itself
     assert set(kernels.kernels()) == {"gd", "momentum", "rmsprop", "adam", "bias_relu", "dropout",
-                                      "relu_grad", "column_sums", "batch_norm", "batch_norm_grad", "softmax_shift",
+                                      "relu_grad", "column_sums", "batch_norm", "batch_norm_eval", "batch_norm_grad",
+                                      "softmax_shift",
                                       "row_sums", "softmax_log_p", "minus_one_at", "hits"}
     assert kernels.usable(np.zeros(kernels.MIN_SIZE, np.float32))
     assert not kernels.usable(np.zeros(kernels.MIN_SIZE - 1, np.float32))
@@ -125,7 +126,8 @@ def spy(monkeypatch):
 
 def _layers_step(dtype, K, m, h, n_in=6, seed=0):
     """Forward and backward through dense(relu) -> batch_norm -> activation(relu) -> dropout ->
-    dense(relu) with a bias; every output, gradient and running statistic."""
+    dense(relu) with a bias; every output, gradient and running statistic, and batch norm in
+    evaluation."""
     from caviar import functional as F
 
     r = np.random.default_rng(seed)
@@ -147,7 +149,9 @@ def _layers_step(dtype, K, m, h, n_in=6, seed=0):
     b3 = caviar.Variable(r.standard_normal(vec).astype(dtype))
     z3 = F.dense(a2, W3, b3, "linear")
     (z3 * caviar.Tensor(r.standard_normal(z3.shape).astype(dtype))).sum().backward()
-    return [a2.data, z3.data, W1.grad, W2.grad, b2.grad, gamma.grad, beta.grad, W3.grad, b3.grad, *running]
+    with caviar.no_grad():  # evaluation, with the running estimates this step updated
+        evaluated = F.batch_norm(z1.data * 1.5, gamma, beta, running, False).data
+    return [a2.data, z3.data, W1.grad, W2.grad, b2.grad, gamma.grad, beta.grad, W3.grad, b3.grad, *running, evaluated]
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
@@ -167,6 +171,7 @@ def test_layer_kernels_give_the_numpy_values(monkeypatch, dtype, K, m, h, thread
         if compiled:
             assert calls.get("bias_relu") and calls.get("relu_grad") and calls.get("dropout")  # the kernels ran
             assert bool(calls.get("batch_norm")) == (h >= 2)  # over one unit NumPy sums pairwise: NumPy runs
+            assert bool(calls.get("batch_norm_eval")) == (h >= 2)
             assert bool(calls.get("column_sums")) == (h >= 2)  # the linear layer's db
         else:
             reference = values
