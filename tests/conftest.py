@@ -39,3 +39,13 @@ def pytest_runtest_protocol(item, nextitem):
             yield
         finally:
             fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+@pytest.fixture
+def kernels_at_every_size(monkeypatch):
+    """caviar's compiled kernels run on arrays of any size in this test (``kernels.MIN_SIZE``
+    and ``kernels.LOGITS_MIN_SIZE`` at 1), so that small test arrays reach them."""
+    from caviar import kernels
+
+    monkeypatch.setattr(kernels, "MIN_SIZE", 1)
+    monkeypatch.setattr(kernels, "LOGITS_MIN_SIZE", 1)

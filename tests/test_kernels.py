@@ -158,9 +158,8 @@ def _layers_step(dtype, K, m, h, n_in=6, seed=0):
 @pytest.mark.parametrize("K,m,h", [(None, 2, 3), (None, 64, 32), (None, 7, 1), (3, 64, 32), (4, 5, 2), (2, 129, 8),
                                    (3, 16, 1)])
 @pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.usefixtures("kernels_at_every_size")
 def test_layer_kernels_give_the_numpy_values(monkeypatch, dtype, K, m, h, threads):
-    monkeypatch.setattr(kernels, "MIN_SIZE", 1)
-    monkeypatch.setattr(kernels, "LOGITS_MIN_SIZE", 1)
     monkeypatch.setattr(kernels, "SPLIT", 1)  # members split over two threads wherever K >= 2
     monkeypatch.setattr(kernels, "THREADS", threads)
     reference = None
@@ -182,11 +181,10 @@ def test_layer_kernels_give_the_numpy_values(monkeypatch, dtype, K, m, h, thread
 @pytest.mark.parametrize("compiled", [False, True])
 @pytest.mark.parametrize("optimizer", ["gd", "momentum", "rmsprop", "adam"])
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.usefixtures("kernels_at_every_size")
 def test_the_training_step_s_l2_gradient_is_backprop_s(monkeypatch, dtype, optimizer, compiled):
     # the training step leaves the L2 term off the tape and the optimizer adds its gradient as it
     # updates (inside the kernel where it runs): the same new weights as backprop through the term
-    monkeypatch.setattr(kernels, "MIN_SIZE", 1)
-    monkeypatch.setattr(kernels, "LOGITS_MIN_SIZE", 1)
     monkeypatch.setattr(kernels, "SPLIT", 1)
     monkeypatch.setattr(kernels, "ENABLED", compiled)
     ds = D.load("digits")
@@ -317,10 +315,9 @@ def _softmax_head(K, m, C, dtype, seed):
 @pytest.mark.parametrize("K,m,C", [(1, 70, 10), (32, 64, 10), (3, 40, 2), (4, 33, 128), (2, 17, 100), (5, 9, 7),
                                    (2, 64, 8), (3, 12, 17)])
 @pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.usefixtures("kernels_at_every_size")
 def test_softmax_cross_entropy_kernels_give_the_numpy_values(monkeypatch, dtype, K, m, C, threads):
     # rows shorter than NumPy's 8-term block of its pairwise sums, and longer, up to 128 terms
-    monkeypatch.setattr(kernels, "MIN_SIZE", 1)
-    monkeypatch.setattr(kernels, "LOGITS_MIN_SIZE", 1)
     monkeypatch.setattr(kernels, "SPLIT", 1)
     monkeypatch.setattr(kernels, "THREADS", threads)
     calls = spy(monkeypatch)
@@ -353,11 +350,10 @@ def test_a_population_with_the_softmax_kernels_equals_its_members_solo_runs():
             np.testing.assert_array_equal(pop.network(number).params[name].data, p.data, err_msg=name)
 
 
+@pytest.mark.usefixtures("kernels_at_every_size")
 def test_softmax_rows_longer_than_a_pairwise_block_go_through_numpy(monkeypatch):
     from caviar import functional as F
 
-    monkeypatch.setattr(kernels, "MIN_SIZE", 1)
-    monkeypatch.setattr(kernels, "LOGITS_MIN_SIZE", 1)
     calls = spy(monkeypatch)
     z = np.random.default_rng(0).standard_normal((3, 20, kernels.ROW_BLOCK + 1)).astype(np.float32)
     F.softmax_cross_entropy(Tensor(z, requires_grad=True), np.zeros((3, 20), np.int64), reduction="none")

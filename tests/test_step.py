@@ -9,6 +9,8 @@ from caviar import kernels
 from caviar.train import population as P
 from caviar.train import step as S
 
+pytestmark = pytest.mark.usefixtures("kernels_at_every_size")  # the kernels run on these small arrays too
+
 R = np.random.default_rng(3)
 X = R.standard_normal((70, 5))
 Y_CLASS = R.integers(0, 3, 70)
@@ -23,8 +25,6 @@ def train(monkeypatch, stacked, output="softmax", activation="relu", batchnorm=F
           optimizer="adam", augment=None, threads=1, epochs=3):
     """Every member's weights, buffers and per-step costs after training, with the tape-free step
     or with the tape; ``threads`` 2: the kernels split large work over two threads."""
-    monkeypatch.setattr(kernels, "MIN_SIZE", 1)  # the kernels run on these small arrays too
-    monkeypatch.setattr(kernels, "LOGITS_MIN_SIZE", 1)
     monkeypatch.setattr(kernels, "THREADS", threads)
     monkeypatch.setattr(kernels, "SPLIT", 1 if threads == 2 else kernels.SPLIT)
     runs = []
@@ -85,8 +85,6 @@ def test_augmented_batches_one_per_member_step_as_on_the_tape(monkeypatch):
 
 
 def test_a_member_of_the_stacked_step_equals_its_solo_run(monkeypatch):
-    monkeypatch.setattr(kernels, "MIN_SIZE", 1)
-    monkeypatch.setattr(kernels, "LOGITS_MIN_SIZE", 1)
     pop = P.Population([5, 7, 6, 3], MEMBERS, dtype="float64")
     histories = pop.fit(X, Y_CLASS, epochs=3, batch_size=16, shuffle_seed=2)
     for number in (1, 4):
@@ -134,8 +132,6 @@ def test_the_stacked_step_s_gradients_pass_a_numerical_check():
 
 
 def _fit(monkeypatch, stacked, y, **options):
-    monkeypatch.setattr(kernels, "MIN_SIZE", 1)
-    monkeypatch.setattr(kernels, "LOGITS_MIN_SIZE", 1)
     calls = []
     if stacked:
         real = S.run

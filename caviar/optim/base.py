@@ -72,7 +72,7 @@ def power(beta, t):
     ulp in about 5% of cases), which would break a member's bit-identity with its solo run."""
     if isinstance(beta, float):
         return beta**t
-    return numpy.asarray([float(b) ** t for b in beta.ravel()], dtype=numpy.float64).reshape(beta.shape)
+    return numpy.asarray([b**t for b in beta.ravel().tolist()], dtype=numpy.float64).reshape(beta.shape)
 
 
 def fused_update(kind, param, grad, state_arrays, coefficients):
