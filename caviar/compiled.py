@@ -318,15 +318,21 @@ def dropout(a, keys, thresholds, inverse, out, scale):
 
 
 @jit
-def relu_grad(g, out, dz, db, with_bias, consts):
-    # dz = g * (out > 0); db = dz summed over the examples, row after row
+def relu_grad(g, out, dz, db, with_bias, consts, scale, scaled):
+    # dz = g * (out > 0), where g is taken as g * scale when scaled (the dropout above's
+    # backward, NumPy's product in this pass); db = dz summed over the examples, row after row
     zero, one = consts[0], consts[1]
     K, m, h = g.shape
     for k in range(K):
         for i in range(m):
             gi, oi, di = g[k, i], out[k, i], dz[k, i]
-            for j in range(h):
-                di[j] = gi[j] * (one if oi[j] > zero else zero)
+            if scaled:
+                si = scale[k, i]
+                for j in range(h):
+                    di[j] = (gi[j] * si[j]) * (one if oi[j] > zero else zero)
+            else:
+                for j in range(h):
+                    di[j] = gi[j] * (one if oi[j] > zero else zero)
         if with_bias:
             sum_rows(dz[k], db[k])
 

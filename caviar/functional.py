@@ -275,21 +275,25 @@ def _bias_activate(z, b, name, slope, inplace=True):
     return _activate_inplace(z, name, slope)
 
 
-def _backprop_activation(g, out, name, slope, b_shape=None):
+def _backprop_activation(g, out, name, slope, b_shape=None, scale=None):
     """(dZ, db): dZ = dA * g'(Z), and db = dZ summed over the examples when ``b_shape`` is
-    given. For ReLU, one compiled pass where it can, and for a linear layer's db one pass over
-    dZ = dA: NumPy sums over the examples row after row, which the kernels repeat, except over
-    a single unit (h = 1), where NumPy sums pairwise and NumPy runs."""
+    given; with ``scale`` (the dropout above the activation), dA is taken as g * scale. For
+    ReLU, one compiled pass where it can (the product with the scale in it), and for a linear
+    layer's db one pass over dZ = dA: NumPy sums over the examples row after row, which the
+    kernels repeat, except over a single unit (h = 1), where NumPy sums pairwise and NumPy runs."""
     h = g.shape[-1]
     K = g.shape[0] if g.ndim == 3 else 1
     compiled_db = b_shape is None or (h >= 2 and math.prod(b_shape) == K * h)
-    if (name == "relu" and g.ndim <= 3 and g.shape == out.shape and compiled_db and kernels.usable(g, out)):
+    if (name == "relu" and g.ndim <= 3 and g.shape == out.shape and compiled_db and kernels.usable(g, out)
+            and (scale is None or (kernels.usable(scale) and scale.dtype == g.dtype and scale.shape == g.shape))):
         dz = numpy.empty_like(g)
         db = numpy.empty(b_shape, dtype=g.dtype) if b_shape is not None else None
         kernels.run("relu_grad", kernels.stacked(g), kernels.stacked(out), kernels.stacked(dz),
                     db.reshape(K, -1) if b_shape is not None else numpy.empty((K, 1), g.dtype), b_shape is not None,
-                    kernels.constants(g.dtype, 0, 1))
+                    kernels.constants(g.dtype, 0, 1), kernels.stacked(g if scale is None else scale), scale is not None)
         return dz, db
+    if scale is not None:
+        g = g * scale
     if name == "linear" and b_shape is not None and g.ndim <= 3 and compiled_db and kernels.usable(g):
         db = numpy.empty(b_shape, dtype=g.dtype)
         kernels.run("column_sums", kernels.stacked(g), db.reshape(K, -1))
@@ -344,11 +348,13 @@ def dense(a, W, b=None, activation="linear", slope=LEAKY_SLOPE):
     return result(out, parents, backward, f"dense[{activation}]")
 
 
-def dense_backward(g, a, W, out, activation, slope=LEAKY_SLOPE, b_shape=None, need_da=True, need_dW=True):
-    """The notes' layer backprop on arrays, from dA = ``g`` and the layer's input ``a``, weights
-    ``W`` and output ``out`` = g(Z): (dA_prev, dW, db), each None unless asked for (db where
-    ``b_shape`` is given). ``dense``'s backward, and a population's tape-free step."""
-    dz, db = _backprop_activation(g, out, activation, slope, b_shape)
+def dense_backward(g, a, W, out, activation, slope=LEAKY_SLOPE, b_shape=None, need_da=True, need_dW=True,
+                   scale=None):
+    """The notes' layer backprop on arrays, from dA = ``g`` (times ``scale``, a dropout's above
+    the layer, where given) and the layer's input ``a``, weights ``W`` and output ``out`` = g(Z):
+    (dA_prev, dW, db), each None unless asked for (db where ``b_shape`` is given). ``dense``'s
+    backward, and a population's tape-free step."""
+    dz, db = _backprop_activation(g, out, activation, slope, b_shape, scale)
     da = dz @ W.swapaxes(-1, -2) if need_da else None
     dW = unbroadcast(a.swapaxes(-1, -2) @ dz, W.shape) if need_dW else None
     return da, dW, db

@@ -4,8 +4,9 @@ The notes' layer backprop written once for a population's stack of Dense -> [Bat
 activation -> [Dropout] layers and its head: the forward pass keeps what each layer's backward
 needs, and the backward pass runs the layers in reverse, each with the same data-level
 functions its op's closure calls (``caviar.functional``: the fused bias and activation, its
-gradient with db, batch norm's forward and closed-form gradient, dropout's scale; the same
-matrix products on the same arrays). Every gradient is therefore the tape's, bit for bit (``tests/test_step.py``), and
+gradient with db, batch norm's forward and closed-form gradient, dropout's scale, which the
+ReLU gradient's kernel of the layer below multiplies in, in its own pass; the same matrix
+products on the same arrays). Every gradient is therefore the tape's, bit for bit (``tests/test_step.py``), and
 a member still equals its solo run. The head gives each member's loss and dZ[L]
 (``Head.member_loss_grads``: softmax with class indices computes them directly, the other
 heads on the tape). The rest of the tape's work per op (a Tensor and a closure, the graph's
@@ -59,20 +60,27 @@ def run(pop, Xb, yb):
     # the head: its loss per member and dZ[L], as backprop of the population's cost gives them
     cw = pop.shared["class_weight"]
     losses, g = pop.head.member_loss_grads(a, yb, None if cw is None else pop.head.example_weights(yb, cw))
+    scale = None  # a dropout's scale, multiplied into g by the layer below in its own pass
     for layer, kept, out in reversed(saved):
         if isinstance(layer, Dense):
             W, b = layer.params["W"], layer.params.get("b")
             # the first layer's input needs no gradient
             g, W.grad, db = F.dense_backward(g, kept, W.data, out, layer.activation, F.LEAKY_SLOPE,
-                                             None if b is None else b.shape, kept is not Xb)
+                                             None if b is None else b.shape, kept is not Xb, scale=scale)
             if b is not None:
                 b.grad = db
         elif isinstance(layer, BatchNorm):
             gamma, beta = layer.params["gamma"], layer.params["beta"]
-            g, gamma.grad, beta.grad = F.batch_norm_grad(g, kept, gamma.data, out)
+            g, gamma.grad, beta.grad = F.batch_norm_grad(g if scale is None else g * scale, kept, gamma.data, out)
         elif isinstance(layer, Activation):
             if layer.name != "linear":
-                g = F._backprop_activation(g, out, layer.name, F.LEAKY_SLOPE)[0]
-        elif kept is not None:  # dropout
-            g = g * kept
+                g = F._backprop_activation(g, out, layer.name, F.LEAKY_SLOPE, scale=scale)[0]
+            elif scale is not None:
+                g = g * scale
+        if not isinstance(layer, PopulationDropout):
+            scale = None
+        else:  # its scale (None: no member drops units) goes into the pass of the layer below
+            if scale is not None:  # two dropouts in a row
+                g = g * scale
+            scale = kept
     return losses, a
