@@ -126,8 +126,25 @@ def test_tune_plans_populations_within_the_limits():
               for i in range(9)]
     jobs = plan(trials, ds, population=True, max_population=4, workers=1)
     assert sorted(len(j) for j in jobs) == [2, 3, 4]  # 6 of one shape (4 + 2), 3 of another
-    assert plan(trials, ds, population=False) == [[i] for i in range(9)]
+    assert plan(trials, ds, population=False) == [[6], [7], [8], [0], [1], [2], [3], [4], [5]]  # the wider first
     assert max(len(j) for j in plan(trials, ds, population=True, workers=3)) == 3  # work for every worker
+
+
+def test_tune_starts_the_longest_jobs_first():
+    """Jobs go out longest first (job_cost: members x epochs x work per example and per step),
+    so a worker does not start a long population while the others run out of work."""
+    from caviar.tune.runner import job_cost, plan
+
+    ds = D.load("digits")
+    shapes = [(64, 2, 64), (256, 2, 128), (64, 3, 32), (128, 3, 64)]  # the default search's four groups,
+    trials = [{"number": i, "budget": 10, "params": {"hidden_units": h, "layers": n, "batch_size": b}}  # smallest
+              for i, (h, n, b) in enumerate(s for s in shapes for _ in range(10))]  # first
+    jobs = plan(trials, ds, population=True, workers=2)
+    assert [j[0] // 10 for j in jobs] == [1, 3, 2, 0]  # as their times on a 2-core VM: 0.62, 0.35, 0.25, 0.10 s
+    costs = [job_cost([trials[n] for n in j], ds) for j in jobs]
+    assert costs == sorted(costs, reverse=True)
+    half = [{**t, "budget": 5} for t in trials[10:20]]
+    assert job_cost(half, ds) == job_cost(trials[10:20], ds) / 2
 
 
 def test_tune_gives_the_same_results_with_and_without_populations(tmp_path):
