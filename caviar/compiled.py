@@ -427,5 +427,5 @@ def batch_norm_grad(g, xhat, gamma, inv_std, consts, dz, dgamma, dbeta, s1, s2, 
 
 KERNELS = {"gd": sgd, "momentum": momentum, "rmsprop": rmsprop, "adam": adam, "bias_relu": bias_relu,
            "dropout": dropout, "relu_grad": relu_grad, "column_sums": column_sums, "batch_norm": batch_norm,
-           "batch_norm_eval": batch_norm_eval, "batch_norm_grad": batch_norm_grad, "softmax_shift": softmax_shift, "row_sums": row_sums,
-           "softmax_log_p": softmax_log_p, "minus_one_at": minus_one_at, "hits": hits}
+           "batch_norm_eval": batch_norm_eval, "batch_norm_grad": batch_norm_grad, "softmax_shift": softmax_shift,
+           "row_sums": row_sums, "softmax_log_p": softmax_log_p, "minus_one_at": minus_one_at, "hits": hits}

@@ -499,7 +499,8 @@ def batch_norm_grad(g, xhat, gamma, inv_std):
         return dz, dgamma, dbeta
     dgamma, dbeta = unbroadcast(g * xhat, gamma.shape), unbroadcast(g, gamma.shape)
     dxhat = g * gamma
-    dz = (inv_std / m) * (m * dxhat - dxhat.sum(axis=-2, keepdims=True) - xhat * (dxhat * xhat).sum(axis=-2, keepdims=True))
+    dz = (inv_std / m) * (m * dxhat - dxhat.sum(axis=-2, keepdims=True)
+                          - xhat * (dxhat * xhat).sum(axis=-2, keepdims=True))
     return dz, dgamma, dbeta
 
 
@@ -597,9 +598,11 @@ def dropout_mask(a, rngs, keep_probs, keep=None, inverse=None):
     dtype, K = a.dtype, len(rngs)
     keeps = [float(p) for p in keep_probs]
     if not isinstance(a, numpy.ndarray):  # the GPU: its generator's draws
-        if keep is None:
-            keep, inverse = ((keeps[0], 1.0 / keeps[0]) if K == 1 else
-                             (backend.xp.asarray(keeps).reshape(-1, 1, 1), backend.xp.asarray([1.0 / p for p in keeps]).reshape(-1, 1, 1)))
+        if keep is None and K == 1:
+            keep, inverse = keeps[0], 1.0 / keeps[0]
+        elif keep is None:
+            keep = backend.xp.asarray(keeps).reshape(-1, 1, 1)
+            inverse = backend.xp.asarray([1.0 / p for p in keeps]).reshape(-1, 1, 1)
         draws = (backend.xp.empty if min(keeps) < 1.0 else backend.xp.zeros)(a.shape, dtype=dtype)
         rows = draws.reshape((K,) + a.shape) if K == 1 else draws
         for k in (k for k in range(K) if keeps[k] < 1.0):  # rng.random(shape, dtype): CuPy needs the
