@@ -344,9 +344,10 @@ def column_sums(g, db):  # db = g summed over the examples, row after row (a lin
 
 
 @jit
-def batch_norm(z, gamma, beta, consts, out, xhat, mu, var, inv_std, run_mean, run_var, update):
+def batch_norm(z, gamma, beta, consts, out, xhat, mu, var, inv_std, run_mean, run_var, update, relu):
     # update: the running estimates as NumPy's in-place lines give them, run *= momentum, then
-    # run += (1 - momentum) * batch (consts[3], consts[4])
+    # run += (1 - momentum) * batch (consts[3], consts[4]); relu: the ReLU layer above in the
+    # last pass, as bias_relu computes it (consts[5] is 0)
     m_, eps, one = consts[0], consts[1], consts[2]
     K, m, h = z.shape
     for k in range(K):
@@ -368,12 +369,20 @@ def batch_norm(z, gamma, beta, consts, out, xhat, mu, var, inv_std, run_mean, ru
         for j in range(h):
             vk[j] = vk[j] / m_
             ik[j] = one / numpy.sqrt(vk[j] + eps)
+        zero = consts[5]
         for i in range(m):
             xi, oi = xhat[k, i], out[k, i]
-            for j in range(h):
-                x = xi[j] * ik[j]
-                xi[j] = x
-                oi[j] = gk[j] * x + bk[j]
+            if relu:
+                for j in range(h):
+                    x = xi[j] * ik[j]
+                    xi[j] = x
+                    y = gk[j] * x + bk[j]
+                    oi[j] = y if (y >= zero or y != y) else zero
+            else:
+                for j in range(h):
+                    x = xi[j] * ik[j]
+                    xi[j] = x
+                    oi[j] = gk[j] * x + bk[j]
         if update:
             rm, rv, beta_, rest = run_mean[k], run_var[k], consts[3], consts[4]
             for j in range(h):
@@ -395,13 +404,34 @@ def batch_norm_eval(z, mean, inv_std, gamma, beta, out):
                 oi[j] = gk[j] * ((zi[j] - mk[j]) * ik[j]) + bk[j]
 
 
+@numba.njit(cache=True, nogil=True, error_model="numpy", inline="always")
+def _upstream(g, out, scale, relu, scaled, k, i, row, one, zero):
+    # row i of member k's gradient at batch norm's output: g, or where a ReLU (and a dropout
+    # above it) follows, relu_grad's dz of g (times the dropout's scale), written into row
+    gi = g[k, i]
+    if not relu:
+        return gi
+    oi = out[k, i]
+    if scaled:
+        si = scale[k, i]
+        for j in range(gi.shape[0]):
+            row[j] = (gi[j] * si[j]) * (one if oi[j] > zero else zero)
+    else:
+        for j in range(gi.shape[0]):
+            row[j] = gi[j] * (one if oi[j] > zero else zero)
+    return row
+
+
 @jit
-def batch_norm_grad(g, xhat, gamma, inv_std, consts, dz, dgamma, dbeta, s1, s2, c):
-    m_ = consts[0]
+def batch_norm_grad(g, xhat, gamma, inv_std, consts, dz, dgamma, dbeta, s1, s2, c, out, scale, relu, scaled):
+    # relu (and scaled): the ReLU layer above (and its dropout) backpropagated in these passes,
+    # row by row (consts[1] and consts[2] are 0 and 1)
+    m_, zero, one = consts[0], consts[1], consts[2]
     K, m, h = g.shape
+    row = numpy.empty(h, dtype=g.dtype)
     for k in range(K):
         dgk, dbk, s1k, s2k, gmk, ik, ck = dgamma[k], dbeta[k], s1[k], s2[k], gamma[k], inv_std[k], c[k]
-        g0, x0 = g[k, 0], xhat[k, 0]
+        g0, x0 = _upstream(g, out, scale, relu, scaled, k, 0, row, one, zero), xhat[k, 0]
         for j in range(h):  # row 0 starts the sums over the examples, as in NumPy
             dx = g0[j] * gmk[j]
             dgk[j] = g0[j] * x0[j]
@@ -409,7 +439,7 @@ def batch_norm_grad(g, xhat, gamma, inv_std, consts, dz, dgamma, dbeta, s1, s2, 
             s1k[j] = dx
             s2k[j] = dx * x0[j]
         for i in range(1, m):
-            gi, xi = g[k, i], xhat[k, i]
+            gi, xi = _upstream(g, out, scale, relu, scaled, k, i, row, one, zero), xhat[k, i]
             for j in range(h):
                 dx = gi[j] * gmk[j]
                 dgk[j] = dgk[j] + gi[j] * xi[j]
@@ -419,7 +449,7 @@ def batch_norm_grad(g, xhat, gamma, inv_std, consts, dz, dgamma, dbeta, s1, s2, 
         for j in range(h):
             ck[j] = ik[j] / m_  # (inv_std / m), once per unit
         for i in range(m):
-            gi, xi, di = g[k, i], xhat[k, i], dz[k, i]
+            gi, xi, di = _upstream(g, out, scale, relu, scaled, k, i, row, one, zero), xhat[k, i], dz[k, i]
             for j in range(h):
                 dx = gi[j] * gmk[j]
                 di[j] = ck[j] * ((m_ * dx - s1k[j]) - xi[j] * s2k[j])

@@ -446,12 +446,13 @@ def _batch_norm_compiled(z, gamma, beta):
             and gamma.size == beta.size == K * z.shape[-1])
 
 
-def batch_norm_train(z, gamma, beta, running=None, momentum=0.9, epsilon=1e-5):
+def batch_norm_train(z, gamma, beta, running=None, momentum=0.9, epsilon=1e-5, relu=False):
     """Training-mode batch norm on arrays (``batch_norm``'s forward, which a population's step
     calls as it is): (out, xhat, inv_std) with the mini-batch statistics, and ``running =
-    (mean, var)`` updated in place. One compiled pass where it can, with the same values
-    (``caviar.kernels``); the running estimates in it too where they are contiguous arrays of
-    z's dtype."""
+    (mean, var)`` updated in place; with ``relu``, out is the ReLU of batch norm's output (the
+    activation layer above it, in the same pass). One compiled pass where it can, with the
+    same values (``caviar.kernels``); the running estimates in it too where they are
+    contiguous arrays of z's dtype."""
     m, h = z.shape[-2], z.shape[-1]
     if m < 2:
         raise ValueError("batch norm in training mode needs at least 2 examples in a mini-batch, got 1")
@@ -463,11 +464,12 @@ def batch_norm_train(z, gamma, beta, running=None, momentum=0.9, epsilon=1e-5):
         inside = running is not None and all(isinstance(r, numpy.ndarray) and r.dtype == z.dtype and r.size == K * h
                                              and r.flags.c_contiguous for r in running)
         kernels.run("batch_norm", kernels.stacked(z), kernels.per_unit(gamma, K), kernels.per_unit(beta, K),
-                    kernels.constants(z.dtype, m, epsilon, 1.0, momentum, 1 - momentum), kernels.stacked(out),
+                    kernels.constants(z.dtype, m, epsilon, 1.0, momentum, 1 - momentum, 0), kernels.stacked(out),
                     kernels.stacked(xhat), *rows, inv_std.reshape(K, h),
-                    *([r.reshape(K, h) for r in running] if inside else rows), inside)
+                    *([r.reshape(K, h) for r in running] if inside else rows), inside, relu)
         if inside:
             return out, xhat, inv_std
+        relu = False  # done
     else:
         mod = backend.get_array_module(z)
         mu = z.mean(axis=-2, keepdims=True)
@@ -476,6 +478,8 @@ def batch_norm_train(z, gamma, beta, running=None, momentum=0.9, epsilon=1e-5):
         inv_std = 1.0 / mod.sqrt(var + epsilon)
         xhat = centered * inv_std
         out = gamma * xhat + beta
+    if relu:
+        out = _bias_activate(out, None, "relu", LEAKY_SLOPE)
     if running is not None:
         run_mean, run_var = running
         run_mean *= momentum
@@ -485,18 +489,28 @@ def batch_norm_train(z, gamma, beta, running=None, momentum=0.9, epsilon=1e-5):
     return out, xhat, inv_std
 
 
-def batch_norm_grad(g, xhat, gamma, inv_std):
+def batch_norm_grad(g, xhat, gamma, inv_std, out=None, scale=None):
     """(dz, dgamma, dbeta) of training-mode batch norm from the upstream gradient ``g`` and
     ``batch_norm_train``'s xhat and inv_std: the closed form, dgamma and dbeta shaped as gamma.
-    One compiled pass where it can, with the same values."""
+    With ``out`` (the ReLU output of ``batch_norm_train(relu=True)``), g is the gradient at the
+    ReLU's output, taken as g * ``scale`` where a dropout's is given, and backpropagated
+    through the ReLU first. One compiled pass where it can, with the same values."""
     m = xhat.shape[-2]
-    if _batch_norm_compiled(xhat, gamma, gamma) and kernels.usable(g, xhat) and g.shape == xhat.shape:
+    if scale is not None and out is None:
+        g, scale = g * scale, None
+    extra = [a for a in (out, scale) if a is not None]
+    if (_batch_norm_compiled(xhat, gamma, gamma) and kernels.usable(g, xhat, *extra)
+            and all(a.shape == xhat.shape for a in [g, *extra])):
         K, h = (xhat.shape[0] if xhat.ndim == 3 else 1), xhat.shape[-1]
         dz, dgamma, dbeta = numpy.empty_like(g), numpy.empty(gamma.shape, g.dtype), numpy.empty(gamma.shape, g.dtype)
         kernels.run("batch_norm_grad", kernels.stacked(g), kernels.stacked(xhat), kernels.per_unit(gamma, K),
-                    inv_std.reshape(K, h), kernels.constants(g.dtype, m), kernels.stacked(dz), dgamma.reshape(K, h),
-                    dbeta.reshape(K, h), *(numpy.empty((K, h), g.dtype) for _ in range(3)))
+                    inv_std.reshape(K, h), kernels.constants(g.dtype, m, 0, 1), kernels.stacked(dz),
+                    dgamma.reshape(K, h), dbeta.reshape(K, h), *(numpy.empty((K, h), g.dtype) for _ in range(3)),
+                    kernels.stacked(g if out is None else out), kernels.stacked(g if scale is None else scale),
+                    out is not None, scale is not None)
         return dz, dgamma, dbeta
+    if out is not None:
+        g = _backprop_activation(g, out, "relu", LEAKY_SLOPE, scale=scale)[0]
     dgamma, dbeta = unbroadcast(g * xhat, gamma.shape), unbroadcast(g, gamma.shape)
     dxhat = g * gamma
     dz = (inv_std / m) * (m * dxhat - dxhat.sum(axis=-2, keepdims=True)

@@ -229,6 +229,38 @@ def test_a_member_s_sum_of_squares_is_its_solo_network_s(dtype, K, n, h):
         assert per_member[k] == lambd[k] / 64.0 * float((alone * alone).sum())
 
 
+@pytest.mark.parametrize("compiled", [False, True])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("K,m,h", [(None, 16, 8), (3, 16, 8), (2, 9, 1)])
+@pytest.mark.usefixtures("kernels_at_every_size")
+def test_batch_norm_with_the_relu_and_dropout_above_it_is_the_three_layers(monkeypatch, compiled, dtype, K, m, h):
+    """batch_norm_train(relu=True) and batch_norm_grad(out=, scale=) give, in batch norm's
+    passes, the values of batch norm, ReLU and dropout's product one after the other."""
+    from caviar import functional as F
+
+    monkeypatch.setattr(kernels, "ENABLED", compiled)
+    r = np.random.default_rng(m * h)
+    lead, vec = ((), (h,)) if K is None else ((K,), (K, 1, h))
+    z = r.standard_normal(lead + (m, h)).astype(dtype)
+    gamma, beta = r.uniform(0.5, 2, vec).astype(dtype), r.standard_normal(vec).astype(dtype)
+    g = r.standard_normal(z.shape).astype(dtype)
+    scale = ((r.random(z.shape) < 0.7) / 0.7).astype(dtype)
+    runs = [(r.standard_normal(vec).astype(dtype), r.uniform(0.5, 2, vec).astype(dtype)) for _ in range(2)]
+    runs[1] = (runs[0][0].copy(), runs[0][1].copy())
+    calls = spy(monkeypatch)
+    out, xhat, inv_std = F.batch_norm_train(z, gamma, beta, runs[0], 0.9, 1e-5, relu=True)
+    fused = F.batch_norm_grad(g, xhat, gamma, inv_std, out, scale)
+    assert bool(calls.get("batch_norm_grad")) == (compiled and h >= 2)
+    bn, xhat2, inv_std2 = F.batch_norm_train(z, gamma, beta, runs[1], 0.9, 1e-5)
+    relu = F._bias_activate(bn, None, "relu", F.LEAKY_SLOPE, False)
+    dz_relu = F._backprop_activation(g * scale, relu, "relu", F.LEAKY_SLOPE)[0]
+    apart = F.batch_norm_grad(dz_relu, xhat2, gamma, inv_std2)
+    assert (relu == 0).any() and (relu > 0).any()
+    np.testing.assert_array_equal(out, relu)
+    for a, b in [*zip(fused, apart), *zip(runs[0], runs[1])]:
+        np.testing.assert_array_equal(a, b)
+
+
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_a_population_s_dropout_is_numpy_s_with_each_member_s_keep_prob(monkeypatch, dtype):
     """The compiled mask stream is NumPy's uint64 reference, member by member, and each member's

@@ -24,26 +24,27 @@ MEMBERS = [{"seed": s, "lr": 0.01 * (1 + s), "l2": 0.3 * (s % 3), "keep_prob": (
 def train(monkeypatch, stacked, output="softmax", activation="relu", batchnorm=False, dropout=True, dtype="float32",
           optimizer="adam", augment=None, threads=1, epochs=3):
     """Every member's weights, buffers and per-step costs after training, with the tape-free step
-    or with the tape; ``threads`` 2: the kernels split large work over two threads."""
-    monkeypatch.setattr(kernels, "THREADS", threads)
-    monkeypatch.setattr(kernels, "SPLIT", 1 if threads == 2 else kernels.SPLIT)
+    or with the tape; ``threads`` 2: the kernels split large work over two threads. Its patches
+    end with it (the test's own, kernels at every size, stay)."""
     runs = []
-    if not stacked:
-        monkeypatch.setattr(S, "supports", lambda pop: False)
-    else:
-        real = S.run
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(kernels, "THREADS", threads)
+        patch.setattr(kernels, "SPLIT", 1 if threads == 2 else kernels.SPLIT)
+        if not stacked:
+            patch.setattr(S, "supports", lambda pop: False)
+        else:
+            real = S.run
 
-        def counted(pop, Xb, yb):
-            runs.append(1)
-            return real(pop, Xb, yb)
+            def counted(pop, Xb, yb):
+                runs.append(1)
+                return real(pop, Xb, yb)
 
-        monkeypatch.setattr(S, "run", counted)
-    y, n_y = TARGETS[output]
-    members = [dict(m, keep_prob=m["keep_prob"] if dropout else 1.0) for m in MEMBERS]
-    pop = P.Population([5, 7, 6, n_y], members, activation=activation, output=output, batchnorm=batchnorm,
-                       optimizer=optimizer, dtype=dtype)
-    histories = pop.fit(X, y, epochs=epochs, batch_size=16, shuffle_seed=2, augment=augment)
-    monkeypatch.undo()
+            patch.setattr(S, "run", counted)
+        y, n_y = TARGETS[output]
+        members = [dict(m, keep_prob=m["keep_prob"] if dropout else 1.0) for m in MEMBERS]
+        pop = P.Population([5, 7, 6, n_y], members, activation=activation, output=output, batchnorm=batchnorm,
+                           optimizer=optimizer, dtype=dtype)
+        histories = pop.fit(X, y, epochs=epochs, batch_size=16, shuffle_seed=2, augment=augment)
     assert bool(runs) == stacked  # the step ran, or the tape did
     nets = [pop.network(i) for i in range(len(members))]
     return ([{**{k: p.data for k, p in n.params.items()}, **n.buffers} for n in nets],
@@ -133,14 +134,14 @@ def test_the_stacked_step_s_gradients_pass_a_numerical_check():
 
 def _fit(monkeypatch, stacked, y, **options):
     calls = []
-    if stacked:
-        real = S.run
-        monkeypatch.setattr(S, "run", lambda pop, Xb, yb: calls.append(1) or real(pop, Xb, yb))
-    else:
-        monkeypatch.setattr(S, "supports", lambda pop: False)
-    pop = P.Population([5, 7, 3], MEMBERS, **options)
-    histories = pop.fit(X, y, epochs=2, batch_size=16, shuffle_seed=2)
-    monkeypatch.undo()
+    with pytest.MonkeyPatch.context() as patch:  # its patches end with it
+        if stacked:
+            real = S.run
+            patch.setattr(S, "run", lambda pop, Xb, yb: calls.append(1) or real(pop, Xb, yb))
+        else:
+            patch.setattr(S, "supports", lambda pop: False)
+        pop = P.Population([5, 7, 3], MEMBERS, **options)
+        histories = pop.fit(X, y, epochs=2, batch_size=16, shuffle_seed=2)
     assert bool(calls) == stacked
     return [{k: p.data for k, p in pop.network(i).params.items()} for i in range(len(MEMBERS))], \
         [h.iterations for h in histories]

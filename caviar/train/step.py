@@ -5,8 +5,9 @@ activation -> [Dropout] layers and its head: the forward pass keeps what each la
 needs, and the backward pass runs the layers in reverse, each with the same data-level
 functions its op's closure calls (``caviar.functional``: the fused bias and activation, its
 gradient with db, batch norm's forward and closed-form gradient, dropout's scale, which the
-ReLU gradient's kernel of the layer below multiplies in, in its own pass; the same matrix
-products on the same arrays). Every gradient is therefore the tape's, bit for bit (``tests/test_step.py``), and
+ReLU gradient's kernel of the layer below multiplies in, in its own pass; a ReLU layer above
+batch norm runs in batch norm's passes, both ways; the same matrix products on the same
+arrays). Every gradient is therefore the tape's, bit for bit (``tests/test_step.py``), and
 a member still equals its solo run. The head gives each member's loss and dZ[L]
 (``Head.member_loss_grads``: softmax with class indices computes them directly, the other
 heads on the tape). The rest of the tape's work per op (a Tensor and a closure, the graph's
@@ -38,18 +39,23 @@ def run(pop, Xb, yb):
     loss (K,) in the parameters' dtype, the logits (K, m, n_y)), with every parameter's
     ``.grad`` set."""
     a, saved = Xb, []  # augmented batches are (K, m, n), one per member
-    for layer in pop.net.layers:
-        if isinstance(layer, Dense):
+    layers, fused = pop.net.layers, False
+    for i, layer in enumerate(layers):
+        if fused:  # the ReLU layer batch norm below it computed
+            fused = False
+        elif isinstance(layer, Dense):
             b = layer.params.get("b")
             out = F._bias_activate(a @ layer.params["W"].data, None if b is None else b.data, layer.activation,
                                    F.LEAKY_SLOPE)
             saved.append((layer, a, out))
             a = out
         elif isinstance(layer, BatchNorm):
+            # a ReLU layer above runs in batch norm's passes, both ways
+            fused = i + 1 < len(layers) and isinstance(layers[i + 1], Activation) and layers[i + 1].name == "relu"
             a, xhat, inv_std = F.batch_norm_train(a, layer.params["gamma"].data, layer.params["beta"].data,
                                                   (layer.buffers["running_mean"], layer.buffers["running_var"]),
-                                                  layer.momentum, layer.epsilon)
-            saved.append((layer, xhat, inv_std))
+                                                  layer.momentum, layer.epsilon, fused)
+            saved.append((layer, xhat, (inv_std, a if fused else None)))
         elif isinstance(layer, Activation):
             out = a if layer.name == "linear" else F._bias_activate(a, None, layer.name, F.LEAKY_SLOPE, False)
             saved.append((layer, None, out))
@@ -71,7 +77,7 @@ def run(pop, Xb, yb):
                 b.grad = db
         elif isinstance(layer, BatchNorm):
             gamma, beta = layer.params["gamma"], layer.params["beta"]
-            g, gamma.grad, beta.grad = F.batch_norm_grad(g if scale is None else g * scale, kept, gamma.data, out)
+            g, gamma.grad, beta.grad = F.batch_norm_grad(g, kept, gamma.data, *out, scale)
         elif isinstance(layer, Activation):
             if layer.name != "linear":
                 g = F._backprop_activation(g, out, layer.name, F.LEAKY_SLOPE, scale=scale)[0]
