@@ -404,34 +404,13 @@ def batch_norm_eval(z, mean, inv_std, gamma, beta, out):
                 oi[j] = gk[j] * ((zi[j] - mk[j]) * ik[j]) + bk[j]
 
 
-@numba.njit(cache=True, nogil=True, error_model="numpy", inline="always")
-def _upstream(g, out, scale, relu, scaled, k, i, row, one, zero):
-    # row i of member k's gradient at batch norm's output: g, or where a ReLU (and a dropout
-    # above it) follows, relu_grad's dz of g (times the dropout's scale), written into row
-    gi = g[k, i]
-    if not relu:
-        return gi
-    oi = out[k, i]
-    if scaled:
-        si = scale[k, i]
-        for j in range(gi.shape[0]):
-            row[j] = (gi[j] * si[j]) * (one if oi[j] > zero else zero)
-    else:
-        for j in range(gi.shape[0]):
-            row[j] = gi[j] * (one if oi[j] > zero else zero)
-    return row
-
-
 @jit
-def batch_norm_grad(g, xhat, gamma, inv_std, consts, dz, dgamma, dbeta, s1, s2, c, out, scale, relu, scaled):
-    # relu (and scaled): the ReLU layer above (and its dropout) backpropagated in these passes,
-    # row by row (consts[1] and consts[2] are 0 and 1)
-    m_, zero, one = consts[0], consts[1], consts[2]
+def batch_norm_grad(g, xhat, gamma, inv_std, consts, dz, dgamma, dbeta, s1, s2, c):
+    m_ = consts[0]
     K, m, h = g.shape
-    row = numpy.empty(h, dtype=g.dtype)
     for k in range(K):
         dgk, dbk, s1k, s2k, gmk, ik, ck = dgamma[k], dbeta[k], s1[k], s2[k], gamma[k], inv_std[k], c[k]
-        g0, x0 = _upstream(g, out, scale, relu, scaled, k, 0, row, one, zero), xhat[k, 0]
+        g0, x0 = g[k, 0], xhat[k, 0]
         for j in range(h):  # row 0 starts the sums over the examples, as in NumPy
             dx = g0[j] * gmk[j]
             dgk[j] = g0[j] * x0[j]
@@ -439,7 +418,7 @@ def batch_norm_grad(g, xhat, gamma, inv_std, consts, dz, dgamma, dbeta, s1, s2, 
             s1k[j] = dx
             s2k[j] = dx * x0[j]
         for i in range(1, m):
-            gi, xi = _upstream(g, out, scale, relu, scaled, k, i, row, one, zero), xhat[k, i]
+            gi, xi = g[k, i], xhat[k, i]
             for j in range(h):
                 dx = gi[j] * gmk[j]
                 dgk[j] = dgk[j] + gi[j] * xi[j]
@@ -449,7 +428,7 @@ def batch_norm_grad(g, xhat, gamma, inv_std, consts, dz, dgamma, dbeta, s1, s2, 
         for j in range(h):
             ck[j] = ik[j] / m_  # (inv_std / m), once per unit
         for i in range(m):
-            gi, xi, di = _upstream(g, out, scale, relu, scaled, k, i, row, one, zero), xhat[k, i], dz[k, i]
+            gi, xi, di = g[k, i], xhat[k, i], dz[k, i]
             for j in range(h):
                 dx = gi[j] * gmk[j]
                 di[j] = ck[j] * ((m_ * dx - s1k[j]) - xi[j] * s2k[j])

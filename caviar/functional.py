@@ -494,23 +494,20 @@ def batch_norm_grad(g, xhat, gamma, inv_std, out=None, scale=None):
     ``batch_norm_train``'s xhat and inv_std: the closed form, dgamma and dbeta shaped as gamma.
     With ``out`` (the ReLU output of ``batch_norm_train(relu=True)``), g is the gradient at the
     ReLU's output, taken as g * ``scale`` where a dropout's is given, and backpropagated
-    through the ReLU first. One compiled pass where it can, with the same values."""
+    through the ReLU first (one compiled pass, the ReLU gradient's). Then one compiled pass
+    where it can, with the same values."""
     m = xhat.shape[-2]
-    if scale is not None and out is None:
-        g, scale = g * scale, None
-    extra = [a for a in (out, scale) if a is not None]
-    if (_batch_norm_compiled(xhat, gamma, gamma) and kernels.usable(g, xhat, *extra)
-            and all(a.shape == xhat.shape for a in [g, *extra])):
+    if out is not None:  # the ReLU's gradient kernel first: taking its mask into batch norm's two
+        g = _backprop_activation(g, out, "relu", LEAKY_SLOPE, scale=scale)[0]  # passes made them 2x slower
+    elif scale is not None:
+        g = g * scale
+    if _batch_norm_compiled(xhat, gamma, gamma) and kernels.usable(g, xhat) and g.shape == xhat.shape:
         K, h = (xhat.shape[0] if xhat.ndim == 3 else 1), xhat.shape[-1]
         dz, dgamma, dbeta = numpy.empty_like(g), numpy.empty(gamma.shape, g.dtype), numpy.empty(gamma.shape, g.dtype)
         kernels.run("batch_norm_grad", kernels.stacked(g), kernels.stacked(xhat), kernels.per_unit(gamma, K),
-                    inv_std.reshape(K, h), kernels.constants(g.dtype, m, 0, 1), kernels.stacked(dz),
-                    dgamma.reshape(K, h), dbeta.reshape(K, h), *(numpy.empty((K, h), g.dtype) for _ in range(3)),
-                    kernels.stacked(g if out is None else out), kernels.stacked(g if scale is None else scale),
-                    out is not None, scale is not None)
+                    inv_std.reshape(K, h), kernels.constants(g.dtype, m), kernels.stacked(dz), dgamma.reshape(K, h),
+                    dbeta.reshape(K, h), *(numpy.empty((K, h), g.dtype) for _ in range(3)))
         return dz, dgamma, dbeta
-    if out is not None:
-        g = _backprop_activation(g, out, "relu", LEAKY_SLOPE, scale=scale)[0]
     dgamma, dbeta = unbroadcast(g * xhat, gamma.shape), unbroadcast(g, gamma.shape)
     dxhat = g * gamma
     dz = (inv_std / m) * (m * dxhat - dxhat.sum(axis=-2, keepdims=True)

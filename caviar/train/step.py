@@ -6,8 +6,7 @@ needs, and the backward pass runs the layers in reverse, each with the same data
 functions its op's closure calls (``caviar.functional``: the fused bias and activation, its
 gradient with db, batch norm's forward and closed-form gradient, dropout's scale, which the
 ReLU gradient's kernel of the layer below multiplies in, in its own pass; a ReLU layer above
-batch norm runs in batch norm's passes, both ways; the same matrix products on the same
-arrays). Every gradient is therefore the tape's, bit for bit (``tests/test_step.py``), and
+batch norm runs in batch norm's forward pass; the same matrix products on the same arrays). Every gradient is therefore the tape's, bit for bit (``tests/test_step.py``), and
 a member still equals its solo run. The head gives each member's loss and dZ[L]
 (``Head.member_loss_grads``: softmax with class indices computes them directly, the other
 heads on the tape). The rest of the tape's work per op (a Tensor and a closure, the graph's
@@ -50,7 +49,7 @@ def run(pop, Xb, yb):
             saved.append((layer, a, out))
             a = out
         elif isinstance(layer, BatchNorm):
-            # a ReLU layer above runs in batch norm's passes, both ways
+            # a ReLU layer above runs in batch norm's forward pass
             fused = i + 1 < len(layers) and isinstance(layers[i + 1], Activation) and layers[i + 1].name == "relu"
             a, xhat, inv_std = F.batch_norm_train(a, layer.params["gamma"].data, layer.params["beta"].data,
                                                   (layer.buffers["running_mean"], layer.buffers["running_var"]),
