@@ -296,13 +296,14 @@ _MIX2 = numpy.uint64(0x94D049BB133111EB)
 
 
 @jit
-def dropout(a, keys, thresholds, inverse, out, scale):
+def dropout(a, keys, thresholds, inverse, consts, out, scale):
     # inverted dropout: element (i, j) of member k keeps its unit where the top 53 bits of
     # SplitMix64's output number i * h + j + 1 from keys[k] fall under thresholds[k]; the scale
-    # is 1/keep there, else 0, and out = a * scale
+    # is 1/keep there, else 0 (consts[0], in a's dtype: a literal 0 made the product float64),
+    # and out = a * scale
+    zero = consts[0]
     for k in range(a.shape[0]):
         key, t, inv = keys[k, 0], thresholds[k, 0], inverse[k, 0]
-        zero = inv * 0
         for i in range(a.shape[1]):
             ai, oi, si = a[k, i], out[k, i], scale[k, i]
             h = ai.shape[0]

@@ -626,7 +626,7 @@ def dropout_mask(a, rngs, keep_probs, keep=None, inverse=None):
     rows = a.reshape(K, -1, a.shape[-1] if a.ndim else 1)  # member k's elements in C order
     if kernels.usable(rows, min_size=1):
         out, scale = numpy.empty_like(rows), numpy.empty_like(rows)
-        kernels.run("dropout", rows, keys, thresholds, inverses, out, scale)
+        kernels.run("dropout", rows, keys, thresholds, inverses, kernels.constants(dtype, 0), out, scale)
         return out.reshape(a.shape), scale.reshape(a.shape)
     kept = (dropout_bits(keys, rows[0].size) >> numpy.uint64(11)) < thresholds
     scale = numpy.where(kept, inverses, dtype.type(0)).astype(dtype, copy=False).reshape(a.shape)
