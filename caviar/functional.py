@@ -284,8 +284,9 @@ def _backprop_activation(g, out, name, slope, b_shape=None, scale=None):
     h = g.shape[-1]
     K = g.shape[0] if g.ndim == 3 else 1
     compiled_db = b_shape is None or (h >= 2 and math.prod(b_shape) == K * h)
-    if (name == "relu" and g.ndim <= 3 and g.shape == out.shape and compiled_db and kernels.usable(g, out)
-            and (scale is None or (kernels.usable(scale) and scale.dtype == g.dtype and scale.shape == g.shape))):
+    if (name == "relu" and g.ndim <= 3 and g.shape == out.shape and compiled_db
+            and kernels.usable(g, out, *(() if scale is None else (scale,)))
+            and (scale is None or scale.shape == g.shape)):
         dz = numpy.empty_like(g)
         db = numpy.empty(b_shape, dtype=g.dtype) if b_shape is not None else None
         kernels.run("relu_grad", kernels.stacked(g), kernels.stacked(out), kernels.stacked(dz),
@@ -456,20 +457,17 @@ def batch_norm_train(z, gamma, beta, running=None, momentum=0.9, epsilon=1e-5, r
     m, h = z.shape[-2], z.shape[-1]
     if m < 2:
         raise ValueError("batch norm in training mode needs at least 2 examples in a mini-batch, got 1")
+    inside = False  # the running estimates updated in the kernel
     if _batch_norm_compiled(z, gamma, beta):
         K = z.shape[0] if z.ndim == 3 else 1
         out, xhat = numpy.empty_like(z), numpy.empty_like(z)
         mu, var, inv_std = (numpy.empty(z.shape[:-2] + (1, h), dtype=z.dtype) for _ in range(3))
         rows = [mu.reshape(K, h), var.reshape(K, h)]
-        inside = running is not None and all(isinstance(r, numpy.ndarray) and r.dtype == z.dtype and r.size == K * h
-                                             and r.flags.c_contiguous for r in running)
+        inside = running is not None and kernels.usable(z, *running) and all(r.size == K * h for r in running)
         kernels.run("batch_norm", kernels.stacked(z), kernels.per_unit(gamma, K), kernels.per_unit(beta, K),
                     kernels.constants(z.dtype, m, epsilon, 1.0, momentum, 1 - momentum, 0), kernels.stacked(out),
                     kernels.stacked(xhat), *rows, inv_std.reshape(K, h),
                     *([r.reshape(K, h) for r in running] if inside else rows), inside, relu)
-        if inside:
-            return out, xhat, inv_std
-        relu = False  # done
     else:
         mod = backend.get_array_module(z)
         mu = z.mean(axis=-2, keepdims=True)
@@ -478,9 +476,9 @@ def batch_norm_train(z, gamma, beta, running=None, momentum=0.9, epsilon=1e-5, r
         inv_std = 1.0 / mod.sqrt(var + epsilon)
         xhat = centered * inv_std
         out = gamma * xhat + beta
-    if relu:
-        out = _bias_activate(out, None, "relu", LEAKY_SLOPE)
-    if running is not None:
+        if relu:
+            out = _bias_activate(out, None, "relu", LEAKY_SLOPE)
+    if running is not None and not inside:
         run_mean, run_var = running
         run_mean *= momentum
         run_mean += (1 - momentum) * mu.reshape(run_mean.shape)

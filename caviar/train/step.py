@@ -6,8 +6,9 @@ needs, and the backward pass runs the layers in reverse, each with the same data
 functions its op's closure calls (``caviar.functional``: the fused bias and activation, its
 gradient with db, batch norm's forward and closed-form gradient, dropout's scale, which the
 ReLU gradient's kernel of the layer below multiplies in, in its own pass; a ReLU layer above
-batch norm runs in batch norm's forward pass; the same matrix products on the same arrays). Every gradient is therefore the tape's, bit for bit (``tests/test_step.py``), and
-a member still equals its solo run. The head gives each member's loss and dZ[L]
+batch norm runs in batch norm's forward pass; the same matrix products on the same arrays).
+Every gradient is therefore the tape's, bit for bit (``tests/test_step.py``), and a member
+still equals its solo run. The head gives each member's loss and dZ[L]
 (``Head.member_loss_grads``: softmax with class indices computes them directly, the other
 heads on the tape). The rest of the tape's work per op (a Tensor and a closure, the graph's
 sort, the dictionary of gradients, shape checks) is left out.
