@@ -1,5 +1,7 @@
 """The compiled one-pass kernels give bit for bit the NumPy code they replace."""
 
+import json
+
 import numpy as np
 import pytest
 
@@ -317,6 +319,36 @@ def test_a_study_s_forked_workers_start_with_the_kernels_loaded():
     assert no_pool
     for name in ("bias_relu", "relu_grad", "dropout", "adam"):  # machine code loaded before the fork
         assert signatures[name] >= 1, name
+
+
+def test_the_driver_loads_every_signature_a_default_search_population_runs():
+    # in a new interpreter, as a study's driver: after load_kernels, populations of every
+    # shape of the default space (1 to 3 hidden layers, with and without batch norm, dropout,
+    # L2, Adam, ten classes, a dev set) need no signature their workers would load themselves
+    import subprocess
+    import sys
+
+    code = """
+import json
+import numpy as np
+from caviar import kernels
+from caviar.train.population import Population, load_kernels
+load_kernels()
+before = {n: len(k.signatures) for n, k in kernels.kernels().items()}
+kernels.THREADS = 1
+r = np.random.default_rng(0)
+X, y = r.standard_normal((256, 64)).astype(np.float32), r.integers(0, 10, 256)
+members = [{"seed": i, "keep_prob": 0.7, "l2": 0.01, "lr": 0.001} for i in range(10)]
+for layers in (1, 2, 3):
+    for batchnorm in (False, True):
+        for batch in (32, 128):
+            Population([64] + [64] * layers + [10], members, batchnorm=batchnorm).fit(
+                X, y, epochs=1, batch_size=batch, validation_data=(X[:100], y[:100]))
+after = {n: len(k.signatures) for n, k in kernels.kernels().items()}
+print(json.dumps({n: [before[n], after[n]] for n in after if after[n] != before[n]}))
+"""
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, check=True)
+    assert json.loads(done.stdout.strip().splitlines()[-1]) == {}
 
 
 # -- softmax cross-entropy and accuracy ---------------------------------------------------------

@@ -384,19 +384,26 @@ def _stack(arrays):
 
 
 def load_kernels():
-    """Load the compiled kernels a population's step runs (``caviar.kernels``) by training a
-    tiny population for one step. numba's first call in a process costs about 0.25 s: a
-    study's driver loads them once before forking its workers, which then start with them."""
+    """Load the compiled kernels a population's step runs (``caviar.kernels``) by training
+    two small populations for one step each, with and without batch norm (ten classes, dropout,
+    L2, Adam, a dev set: the float32 signatures of the default search's networks, whose
+    parameters fill Adam's 8 and 16 gradient slots). numba's first call in a process costs
+    about 0.25 s, and each further signature about 10 ms: a study's driver loads them once
+    before forking its workers, which then start with them (each worker loaded ten of them
+    on its first populations when this took a two-class network without batch norm)."""
     from .. import kernels
 
     if not kernels.ENABLED or backend.name() != "numpy" or not kernels.kernels():
         return
     rng = numpy.random.default_rng(0)
-    X, y = rng.standard_normal((64, 64)).astype(numpy.float32), rng.integers(0, 2, 64)
+    # four members of 128 examples: every array over kernels.MIN_SIZE, down to the logits' dZ
+    X, y = rng.standard_normal((128, 64)).astype(numpy.float32), rng.integers(0, 10, 128)
     threads, kernels.THREADS = kernels.THREADS, 1  # no thread pool in the driver: a fork would lose it
     try:
-        members = [{"seed": i, "keep_prob": 0.8, "l2": 0.1} for i in range(2)]
-        Population([64, 64, 2], members).fit(X, y, epochs=1, batch_size=64)
+        members = [{"seed": i, "keep_prob": 0.8, "l2": 0.1} for i in range(4)]
+        for sizes, batchnorm in (([64, 64, 10], False), ([64, 64, 64, 64, 10], True)):
+            Population(sizes, members, batchnorm=batchnorm).fit(X, y, epochs=1, batch_size=128,
+                                                                validation_data=(X, y))
     finally:
         kernels.THREADS = threads
 
