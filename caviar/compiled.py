@@ -295,6 +295,16 @@ _MIX1 = numpy.uint64(0xBF58476D1CE4E5B9)
 _MIX2 = numpy.uint64(0x94D049BB133111EB)
 
 
+@numba.njit(cache=True, nogil=True, error_model="numpy", inline="always")
+def _mask_bits(base, j):
+    # the top 53 bits of SplitMix64's output number j + 1 after the row's state ``base``
+    z = base + numba.uint64(j + 1) * _GOLDEN
+    z = (z ^ (z >> numba.uint64(30))) * _MIX1
+    z = (z ^ (z >> numba.uint64(27))) * _MIX2
+    z = z ^ (z >> numba.uint64(31))
+    return z >> numba.uint64(11)
+
+
 @jit
 def dropout(a, keys, thresholds, inverse, consts, out, scale):
     # inverted dropout: element (i, j) of member k keeps its unit where the top 53 bits of
@@ -309,25 +319,58 @@ def dropout(a, keys, thresholds, inverse, consts, out, scale):
             h = ai.shape[0]
             base = key + numba.uint64(i * h) * _GOLDEN
             for j in range(h):
-                z = base + numba.uint64(j + 1) * _GOLDEN
-                z = (z ^ (z >> numba.uint64(30))) * _MIX1
-                z = (z ^ (z >> numba.uint64(27))) * _MIX2
-                z = z ^ (z >> numba.uint64(31))
-                sc = inv if (z >> numba.uint64(11)) < t else zero
+                sc = inv if _mask_bits(base, j) < t else zero
                 si[j] = sc
                 oi[j] = ai[j] * sc
 
 
 @jit
-def relu_grad(g, out, dz, db, with_bias, consts, scale, scaled):
+def dropout_over(a, keys, thresholds, inverse, consts, kept):
+    # dropout's a * scale written over a (a ReLU's output), and whether each unit was kept in
+    # place of the scale, a quarter of its bytes: the ReLU's gradient takes the scale from
+    # these (relu_grad's by_member)
+    zero = consts[0]
+    for k in range(a.shape[0]):
+        key, t, inv = keys[k, 0], thresholds[k, 0], inverse[k, 0]
+        for i in range(a.shape[1]):
+            ai, ki = a[k, i], kept[k, i]
+            h = ai.shape[0]
+            base = key + numba.uint64(i * h) * _GOLDEN
+            for j in range(h):
+                keep = _mask_bits(base, j) < t
+                ki[j] = keep
+                ai[j] = ai[j] * (inv if keep else zero)
+
+
+@jit
+def relu_grad(g, out, dz, db, with_bias, consts, scale, scaled, inverse, kept, by_member):
+    _relu_grad(g, out, dz, db, with_bias, consts, scale, scaled, inverse, kept, by_member)
+
+
+@jit
+def relu_grad_over(g, out, db, with_bias, consts, scale, scaled, inverse, kept, by_member):
+    # relu_grad with dz written over g (one array: vectorized, as batch_norm_over)
+    _relu_grad(g, out, g, db, with_bias, consts, scale, scaled, inverse, kept, by_member)
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy", inline="always")
+def _relu_grad(g, out, dz, db, with_bias, consts, scale, scaled, inverse, kept, by_member):
     # dz = g * (out > 0), where g is taken as g * scale when scaled (the dropout above's
-    # backward, NumPy's product in this pass); db = dz summed over the examples, row after row
+    # backward, NumPy's product in this pass), or when by_member as g * the scale dropout_over
+    # used: inverse[k] where kept, else 0. out is then the dropout's output, which is > 0
+    # exactly where the ReLU's is and the unit was kept (1/keep >= 1 neither underflows nor
+    # changes a sign), and where a unit was dropped, g * 0 times either mask is the same;
+    # db = dz summed over the examples, row after row
     zero, one = consts[0], consts[1]
     K, m, h = g.shape
     for k in range(K):
         for i in range(m):
             gi, oi, di = g[k, i], out[k, i], dz[k, i]
-            if scaled:
+            if by_member:
+                inv, ki = inverse[k, 0], kept[k, i]
+                for j in range(h):
+                    di[j] = (gi[j] * (inv if ki[j] else zero)) * (one if oi[j] > zero else zero)
+            elif scaled:
                 si = scale[k, i]
                 for j in range(h):
                     di[j] = (gi[j] * si[j]) * (one if oi[j] > zero else zero)
@@ -346,6 +389,18 @@ def column_sums(g, db):  # db = g summed over the examples, row after row (a lin
 
 @jit
 def batch_norm(z, gamma, beta, consts, out, xhat, mu, var, inv_std, run_mean, run_var, update, relu):
+    _batch_norm(z, gamma, beta, consts, out, xhat, mu, var, inv_std, run_mean, run_var, update, relu)
+
+
+@jit
+def batch_norm_over(z, gamma, beta, consts, out, mu, var, inv_std, run_mean, run_var, update, relu):
+    # batch_norm with xhat written over z: one array, read and written element by element, so
+    # the compiler vectorizes it (two arguments that overlap take its scalar loops)
+    _batch_norm(z, gamma, beta, consts, out, z, mu, var, inv_std, run_mean, run_var, update, relu)
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy", inline="always")
+def _batch_norm(z, gamma, beta, consts, out, xhat, mu, var, inv_std, run_mean, run_var, update, relu):
     # update: the running estimates as NumPy's in-place lines give them, run *= momentum, then
     # run += (1 - momentum) * batch (consts[3], consts[4]); relu: the ReLU layer above in the
     # last pass, as bias_relu computes it (consts[5] is 0)
@@ -407,6 +462,17 @@ def batch_norm_eval(z, mean, inv_std, gamma, beta, out):
 
 @jit
 def batch_norm_grad(g, xhat, gamma, inv_std, consts, dz, dgamma, dbeta, s1, s2, c):
+    _batch_norm_grad(g, xhat, gamma, inv_std, consts, dz, dgamma, dbeta, s1, s2, c)
+
+
+@jit
+def batch_norm_grad_over(g, xhat, gamma, inv_std, consts, dgamma, dbeta, s1, s2, c):
+    # batch_norm_grad with dz written over g (one array: vectorized, as batch_norm_over)
+    _batch_norm_grad(g, xhat, gamma, inv_std, consts, g, dgamma, dbeta, s1, s2, c)
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy", inline="always")
+def _batch_norm_grad(g, xhat, gamma, inv_std, consts, dz, dgamma, dbeta, s1, s2, c):
     m_ = consts[0]
     K, m, h = g.shape
     for k in range(K):
@@ -436,6 +502,8 @@ def batch_norm_grad(g, xhat, gamma, inv_std, consts, dz, dgamma, dbeta, s1, s2, 
 
 
 KERNELS = {"gd": sgd, "momentum": momentum, "rmsprop": rmsprop, "adam": adam, "bias_relu": bias_relu,
-           "dropout": dropout, "relu_grad": relu_grad, "column_sums": column_sums, "batch_norm": batch_norm,
-           "batch_norm_eval": batch_norm_eval, "batch_norm_grad": batch_norm_grad, "softmax_shift": softmax_shift,
-           "row_sums": row_sums, "softmax_log_p": softmax_log_p, "minus_one_at": minus_one_at, "hits": hits}
+           "dropout": dropout, "dropout_over": dropout_over, "relu_grad": relu_grad, "relu_grad_over": relu_grad_over,
+           "column_sums": column_sums, "batch_norm": batch_norm, "batch_norm_over": batch_norm_over,
+           "batch_norm_eval": batch_norm_eval, "batch_norm_grad": batch_norm_grad,
+           "batch_norm_grad_over": batch_norm_grad_over, "softmax_shift": softmax_shift, "row_sums": row_sums,
+           "softmax_log_p": softmax_log_p, "minus_one_at": minus_one_at, "hits": hits}

@@ -275,24 +275,37 @@ def _bias_activate(z, b, name, slope, inplace=True):
     return _activate_inplace(z, name, slope)
 
 
-def _backprop_activation(g, out, name, slope, b_shape=None, scale=None):
+_NO_MASK = numpy.empty((1, 1, 1), dtype=numpy.bool_)  # relu_grad's kept where there is none
+
+
+def _backprop_activation(g, out, name, slope, b_shape=None, scale=None, drop=None, overwrite=False):
     """(dZ, db): dZ = dA * g'(Z), and db = dZ summed over the examples when ``b_shape`` is
     given; with ``scale`` (the dropout above the activation), dA is taken as g * scale. For
     ReLU, one compiled pass where it can (the product with the scale in it), and for a linear
     layer's db one pass over dZ = dA: NumPy sums over the examples row after row, which the
-    kernels repeat, except over a single unit (h = 1), where NumPy sums pairwise and NumPy runs."""
+    kernels repeat, except over a single unit (h = 1), where NumPy sums pairwise and NumPy runs.
+    ``drop``: ``dropout_over``'s (inverses, kept), where ``out`` is that dropout's output (above
+    a ReLU), for the scale that dropout used. ``overwrite``: g is a fresh array the caller owns,
+    and the ReLU's kernel writes dZ over it."""
     h = g.shape[-1]
     K = g.shape[0] if g.ndim == 3 else 1
     compiled_db = b_shape is None or (h >= 2 and math.prod(b_shape) == K * h)
+    if drop is not None and name != "relu":
+        raise ValueError(f"dropout_over's scale is for a ReLU's gradient, not {name}'s")
     if (name == "relu" and g.ndim <= 3 and g.shape == out.shape and compiled_db
             and kernels.usable(g, out, *(() if scale is None else (scale,)))
-            and (scale is None or scale.shape == g.shape)):
-        dz = numpy.empty_like(g)
+            and (scale is None or scale.shape == g.shape) and (drop is None or g.ndim == 3)):
+        dz = g if overwrite else numpy.empty_like(g)
         db = numpy.empty(b_shape, dtype=g.dtype) if b_shape is not None else None
-        kernels.run("relu_grad", kernels.stacked(g), kernels.stacked(out), kernels.stacked(dz),
-                    db.reshape(K, -1) if b_shape is not None else numpy.empty((K, 1), g.dtype), b_shape is not None,
-                    kernels.constants(g.dtype, 0, 1), kernels.stacked(g if scale is None else scale), scale is not None)
+        inverses, kept = drop if drop is not None else (numpy.empty((K, 1), g.dtype), _NO_MASK)
+        kernels.run("relu_grad_over" if overwrite else "relu_grad", kernels.stacked(g), kernels.stacked(out),
+                    *(() if overwrite else (kernels.stacked(dz),)), db.reshape(K, -1) if b_shape is not None else numpy.empty((K, 1), g.dtype), b_shape is not None,
+                    kernels.constants(g.dtype, 0, 1), kernels.stacked(g if scale is None else scale), scale is not None,
+                    inverses, kept, drop is not None)
         return dz, db
+    if drop is not None:  # the scale that dropout used
+        inverses, kept = drop
+        g = g * numpy.where(kept, inverses.reshape(-1, 1, 1), g.dtype.type(0))
     if scale is not None:
         g = g * scale
     if name == "linear" and b_shape is not None and g.ndim <= 3 and compiled_db and kernels.usable(g):
@@ -350,12 +363,13 @@ def dense(a, W, b=None, activation="linear", slope=LEAKY_SLOPE):
 
 
 def dense_backward(g, a, W, out, activation, slope=LEAKY_SLOPE, b_shape=None, need_da=True, need_dW=True,
-                   scale=None):
+                   scale=None, drop=None, overwrite=False):
     """The notes' layer backprop on arrays, from dA = ``g`` (times ``scale``, a dropout's above
-    the layer, where given) and the layer's input ``a``, weights ``W`` and output ``out`` = g(Z):
+    the layer, where given, or the scale of ``drop``, ``dropout_over``'s) and the layer's input ``a``, weights ``W`` and output ``out`` = g(Z):
     (dA_prev, dW, db), each None unless asked for (db where ``b_shape`` is given). ``dense``'s
-    backward, and a population's tape-free step."""
-    dz, db = _backprop_activation(g, out, activation, slope, b_shape, scale)
+    backward, and a population's tape-free step (``overwrite``: g is a fresh array it owns,
+    which dZ may be written over)."""
+    dz, db = _backprop_activation(g, out, activation, slope, b_shape, scale, drop, overwrite)
     da = dz @ W.swapaxes(-1, -2) if need_da else None
     dW = unbroadcast(a.swapaxes(-1, -2) @ dz, W.shape) if need_dW else None
     return da, dW, db
@@ -447,27 +461,28 @@ def _batch_norm_compiled(z, gamma, beta):
             and gamma.size == beta.size == K * z.shape[-1])
 
 
-def batch_norm_train(z, gamma, beta, running=None, momentum=0.9, epsilon=1e-5, relu=False):
+def batch_norm_train(z, gamma, beta, running=None, momentum=0.9, epsilon=1e-5, relu=False, overwrite=False):
     """Training-mode batch norm on arrays (``batch_norm``'s forward, which a population's step
     calls as it is): (out, xhat, inv_std) with the mini-batch statistics, and ``running =
     (mean, var)`` updated in place; with ``relu``, out is the ReLU of batch norm's output (the
     activation layer above it, in the same pass). One compiled pass where it can, with the
     same values (``caviar.kernels``); the running estimates in it too where they are
-    contiguous arrays of z's dtype."""
+    contiguous arrays of z's dtype. ``overwrite``: z is a fresh array the caller owns and no
+    longer needs, and the kernel writes xhat over it."""
     m, h = z.shape[-2], z.shape[-1]
     if m < 2:
         raise ValueError("batch norm in training mode needs at least 2 examples in a mini-batch, got 1")
     inside = False  # the running estimates updated in the kernel
     if _batch_norm_compiled(z, gamma, beta):
         K = z.shape[0] if z.ndim == 3 else 1
-        out, xhat = numpy.empty_like(z), numpy.empty_like(z)
+        out, xhat = numpy.empty_like(z), (z if overwrite else numpy.empty_like(z))
         mu, var, inv_std = (numpy.empty(z.shape[:-2] + (1, h), dtype=z.dtype) for _ in range(3))
         rows = [mu.reshape(K, h), var.reshape(K, h)]
         inside = running is not None and kernels.usable(z, *running) and all(r.size == K * h for r in running)
-        kernels.run("batch_norm", kernels.stacked(z), kernels.per_unit(gamma, K), kernels.per_unit(beta, K),
-                    kernels.constants(z.dtype, m, epsilon, 1.0, momentum, 1 - momentum, 0), kernels.stacked(out),
-                    kernels.stacked(xhat), *rows, inv_std.reshape(K, h),
-                    *([r.reshape(K, h) for r in running] if inside else rows), inside, relu)
+        kernels.run("batch_norm_over" if overwrite else "batch_norm", kernels.stacked(z), kernels.per_unit(gamma, K),
+                    kernels.per_unit(beta, K), kernels.constants(z.dtype, m, epsilon, 1.0, momentum, 1 - momentum, 0),
+                    kernels.stacked(out), *(() if overwrite else (kernels.stacked(xhat),)), *rows,
+                    inv_std.reshape(K, h), *([r.reshape(K, h) for r in running] if inside else rows), inside, relu)
     else:
         mod = backend.get_array_module(z)
         mu = z.mean(axis=-2, keepdims=True)
@@ -487,24 +502,30 @@ def batch_norm_train(z, gamma, beta, running=None, momentum=0.9, epsilon=1e-5, r
     return out, xhat, inv_std
 
 
-def batch_norm_grad(g, xhat, gamma, inv_std, out=None, scale=None):
+def batch_norm_grad(g, xhat, gamma, inv_std, out=None, scale=None, drop=None, overwrite=False):
     """(dz, dgamma, dbeta) of training-mode batch norm from the upstream gradient ``g`` and
     ``batch_norm_train``'s xhat and inv_std: the closed form, dgamma and dbeta shaped as gamma.
     With ``out`` (the ReLU output of ``batch_norm_train(relu=True)``), g is the gradient at the
-    ReLU's output, taken as g * ``scale`` where a dropout's is given, and backpropagated
+    ReLU's output, taken as g * ``scale`` where a dropout's is given (or ``drop``'s, where
+    ``dropout_over`` wrote the dropout over ``out``), and backpropagated
     through the ReLU first (one compiled pass, the ReLU gradient's). Then one compiled pass
-    where it can, with the same values."""
+    where it can, with the same values. ``overwrite``: g is a fresh array the caller owns, and
+    the gradients are written over it."""
     m = xhat.shape[-2]
     if out is not None:  # the ReLU's gradient kernel first: taking its mask into batch norm's two
-        g = _backprop_activation(g, out, "relu", LEAKY_SLOPE, scale=scale)[0]  # passes made them 2x slower
+        g = _backprop_activation(g, out, "relu", LEAKY_SLOPE, scale=scale, drop=drop,  # passes made
+                                 overwrite=overwrite)[0]  # them 2x slower
+        overwrite = True  # that pass's dz is this function's own
     elif scale is not None:
-        g = g * scale
+        g, overwrite = g * scale, True
     if _batch_norm_compiled(xhat, gamma, gamma) and kernels.usable(g, xhat) and g.shape == xhat.shape:
         K, h = (xhat.shape[0] if xhat.ndim == 3 else 1), xhat.shape[-1]
-        dz, dgamma, dbeta = numpy.empty_like(g), numpy.empty(gamma.shape, g.dtype), numpy.empty(gamma.shape, g.dtype)
-        kernels.run("batch_norm_grad", kernels.stacked(g), kernels.stacked(xhat), kernels.per_unit(gamma, K),
-                    inv_std.reshape(K, h), kernels.constants(g.dtype, m), kernels.stacked(dz), dgamma.reshape(K, h),
-                    dbeta.reshape(K, h), *(numpy.empty((K, h), g.dtype) for _ in range(3)))
+        dz = g if overwrite else numpy.empty_like(g)
+        dgamma, dbeta = numpy.empty(gamma.shape, g.dtype), numpy.empty(gamma.shape, g.dtype)
+        kernels.run("batch_norm_grad_over" if overwrite else "batch_norm_grad", kernels.stacked(g),
+                    kernels.stacked(xhat), kernels.per_unit(gamma, K), inv_std.reshape(K, h),
+                    kernels.constants(g.dtype, m), *(() if overwrite else (kernels.stacked(dz),)),
+                    dgamma.reshape(K, h), dbeta.reshape(K, h), *(numpy.empty((K, h), g.dtype) for _ in range(3)))
         return dz, dgamma, dbeta
     dgamma, dbeta = unbroadcast(g * xhat, gamma.shape), unbroadcast(g, gamma.shape)
     dxhat = g * gamma
@@ -617,10 +638,7 @@ def dropout_mask(a, rngs, keep_probs, keep=None, inverse=None):
         for k in (k for k in range(K) if keeps[k] < 1.0):  # rng.random(shape, dtype): CuPy needs the
             rngs[k].random(rows.shape[1:], dtype=dtype, out=rows[k])  # size with out, or draws one value
         return dropout_scale(a, draws, keep, inverse)
-    keys = numpy.array([rngs[k].bit_generator.random_raw() if keeps[k] < 1.0 else 0 for k in range(K)],
-                       dtype=numpy.uint64).reshape(K, 1)
-    thresholds = numpy.array([math.ceil(p * 2.0 ** 53) for p in keeps], dtype=numpy.uint64).reshape(K, 1)
-    inverses = numpy.array([1.0 / p for p in keeps]).astype(dtype).reshape(K, 1)
+    keys, thresholds, inverses = _mask_draws(rngs, keeps, dtype)
     rows = a.reshape(K, -1, a.shape[-1] if a.ndim else 1)  # member k's elements in C order
     if kernels.usable(rows, min_size=1):
         out, scale = numpy.empty_like(rows), numpy.empty_like(rows)
@@ -629,6 +647,31 @@ def dropout_mask(a, rngs, keep_probs, keep=None, inverse=None):
     kept = (dropout_bits(keys, rows[0].size) >> numpy.uint64(11)) < thresholds
     scale = numpy.where(kept, inverses, dtype.type(0)).astype(dtype, copy=False).reshape(a.shape)
     return a * scale, scale
+
+
+def _mask_draws(rngs, keeps, dtype):
+    """(keys, thresholds, inverses), each (K, 1): one draw from each dropping member's
+    generator (its mask's key), ceil(keep * 2**53), and 1/keep rounded to ``dtype``."""
+    K = len(rngs)
+    keys = numpy.array([rngs[k].bit_generator.random_raw() if keeps[k] < 1.0 else 0 for k in range(K)],
+                       dtype=numpy.uint64).reshape(K, 1)
+    thresholds = numpy.array([math.ceil(p * 2.0 ** 53) for p in keeps], dtype=numpy.uint64).reshape(K, 1)
+    return keys, thresholds, numpy.array([1.0 / p for p in keeps]).astype(dtype).reshape(K, 1)
+
+
+def dropout_over(a, rngs, keep_probs):
+    """``dropout_mask``'s product written over ``a`` (K, m, h), a ReLU's output that the caller
+    owns and no longer needs, with the same masks and draws from ``rngs``. Returns ``(inverses,
+    kept)``: each member's 1/keep (K, 1) and whether each unit was kept (bools, a quarter of
+    the scale's bytes), which ``_backprop_activation`` takes as ``drop`` for the dropout's and
+    the ReLU's gradient in one pass. None where the kernels do not run (nothing is drawn then:
+    ``dropout_mask`` is the way)."""
+    if a.ndim != 3 or not kernels.usable(a, min_size=1):
+        return None
+    keys, thresholds, inverses = _mask_draws(rngs, [float(p) for p in keep_probs], a.dtype)
+    kept = numpy.empty(a.shape, dtype=numpy.bool_)
+    kernels.run("dropout_over", a, keys, thresholds, inverses, kernels.constants(a.dtype, 0), kept)
+    return inverses, kept
 
 
 def dropout_scale(a, draws, keep, inverse):

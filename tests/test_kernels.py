@@ -16,8 +16,9 @@ from caviar.train.population import Population
 
 def test_the_kernels_compile_here():
     # without this, every comparison below would compare the NumPy update with itself
-    assert set(kernels.kernels()) == {"gd", "momentum", "rmsprop", "adam", "bias_relu", "dropout",
-                                      "relu_grad", "column_sums", "batch_norm", "batch_norm_eval", "batch_norm_grad",
+    assert set(kernels.kernels()) == {"gd", "momentum", "rmsprop", "adam", "bias_relu", "dropout", "dropout_over",
+                                      "relu_grad", "relu_grad_over", "column_sums", "batch_norm", "batch_norm_over",
+                                      "batch_norm_eval", "batch_norm_grad", "batch_norm_grad_over",
                                       "softmax_shift",
                                       "row_sums", "softmax_log_p", "minus_one_at", "hits"}
     assert kernels.usable(np.zeros(kernels.MIN_SIZE, np.float32))
@@ -252,7 +253,8 @@ def test_batch_norm_with_the_relu_and_dropout_above_it_is_the_three_layers(monke
     calls = spy(monkeypatch)
     out, xhat, inv_std = F.batch_norm_train(z, gamma, beta, runs[0], 0.9, 1e-5, relu=True)
     fused = F.batch_norm_grad(g, xhat, gamma, inv_std, out, scale)
-    assert bool(calls.get("batch_norm_grad")) == (compiled and h >= 2)
+    # its own ReLU pass's dZ, which the gradient's kernel writes over
+    assert bool(calls.get("batch_norm_grad_over")) == (compiled and h >= 2)
     bn, xhat2, inv_std2 = F.batch_norm_train(z, gamma, beta, runs[1], 0.9, 1e-5)
     relu = F._bias_activate(bn, None, "relu", F.LEAKY_SLOPE, False)
     dz_relu = F._backprop_activation(g * scale, relu, "relu", F.LEAKY_SLOPE)[0]
@@ -261,6 +263,92 @@ def test_batch_norm_with_the_relu_and_dropout_above_it_is_the_three_layers(monke
     np.testing.assert_array_equal(out, relu)
     for a, b in [*zip(fused, apart), *zip(runs[0], runs[1])]:
         np.testing.assert_array_equal(a, b)
+
+
+def _relu_output_with_specials(r, shape, dtype):
+    """A ReLU's output (its zeros, -0.0 kept as it is) with NaN and inf in it."""
+    z = r.standard_normal(shape).astype(dtype)
+    z.flat[::7] = -0.0
+    z.flat[3], z.flat[11], z.flat[19] = np.nan, np.inf, -np.inf
+    return np.where((z >= 0) | np.isnan(z), z, dtype(0)).astype(dtype)
+
+
+@pytest.mark.parametrize("compiled", [False, True])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("K,m,h", [(4, 16, 8), (3, 9, 1), (1, 7, 3)])
+@pytest.mark.usefixtures("kernels_at_every_size")
+def test_dropout_over_a_relu_gives_the_product_and_the_gradient_of_the_scale(monkeypatch, compiled, dtype, K, m, h):
+    """dropout_over writes dropout_mask's product over a ReLU's output with the same draws,
+    and the ReLU's gradient from its output and (1/keep, kept) is the one from the ReLU's
+    output and the scale, bit for bit: g with NaN, inf and values that overflow times 1/keep."""
+    from caviar import functional as F
+
+    monkeypatch.setattr(kernels, "ENABLED", compiled)
+    r = np.random.default_rng(K * m + h)
+    a = _relu_output_with_specials(r, (K, m, h), dtype)
+    keep = [0.5, 0.9, 1.0, 0.77][:K]  # a member of keep 1 draws nothing and keeps every unit
+    g = r.standard_normal(a.shape).astype(dtype)
+    g.flat[:6] = np.finfo(dtype).max, -np.finfo(dtype).max, np.nan, np.inf, -np.inf, -0.0
+    g.flat[-3:] = np.finfo(dtype).max
+    rngs = [[np.random.default_rng(k) for k in range(K)] for _ in range(2)]
+    out, scale = F.dropout_mask(a, rngs[0], keep)
+    over = a.copy()
+    calls = spy(monkeypatch)
+    drop = F.dropout_over(over, rngs[1], keep)
+    if not compiled:  # the kernels do not run: nothing is drawn, nothing written
+        assert drop is None and calls == {}
+        np.testing.assert_array_equal(over, a)
+        return
+    assert calls.get("dropout_over") == 1
+    np.testing.assert_array_equal(over, out)
+    np.testing.assert_array_equal(drop[1], scale != 0)
+    assert [q.random() for q in rngs[0]] == [q.random() for q in rngs[1]]  # the same draws were taken
+    with np.errstate(over="ignore", invalid="ignore"):
+        expected, db = F._backprop_activation(g, a, "relu", F.LEAKY_SLOPE, (K, 1, h), scale=scale)
+        got, db2 = F._backprop_activation(g, over, "relu", F.LEAKY_SLOPE, (K, 1, h), drop=drop)
+        assert calls.get("relu_grad") == (2 if h >= 2 else None)  # one unit: NumPy sums its db
+        np.testing.assert_array_equal(got, expected)
+        np.testing.assert_array_equal(db2, db)
+        monkeypatch.setattr(kernels, "ENABLED", False)  # the NumPy code takes the same scale
+        np.testing.assert_array_equal(F._backprop_activation(g, over, "relu", F.LEAKY_SLOPE, drop=drop)[0], expected)
+
+
+@pytest.mark.parametrize("compiled", [False, True])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.usefixtures("kernels_at_every_size")
+def test_passes_written_over_their_input_give_its_values(monkeypatch, compiled, dtype):
+    """batch norm's forward over Z, its gradient and the ReLU's over g (one array each, which
+    the compiler vectorizes) give the values of the passes into new arrays."""
+    from caviar import functional as F
+
+    monkeypatch.setattr(kernels, "ENABLED", compiled)
+    r = np.random.default_rng(5)
+    K, m, h = 3, 16, 8
+    z = r.standard_normal((K, m, h)).astype(dtype)
+    gamma, beta = r.uniform(0.5, 2, (K, 1, h)).astype(dtype), r.standard_normal((K, 1, h)).astype(dtype)
+    g = r.standard_normal(z.shape).astype(dtype)
+    runs = [(np.zeros((K, 1, h), dtype), np.ones((K, 1, h), dtype)) for _ in range(2)]
+    calls = spy(monkeypatch)
+    fresh = F.batch_norm_train(z, gamma, beta, runs[0], 0.9, 1e-5, relu=True)
+    z2 = z.copy()
+    over = F.batch_norm_train(z2, gamma, beta, runs[1], 0.9, 1e-5, relu=True, overwrite=True)
+    assert (over[1] is z2) == compiled and bool(calls.get("batch_norm_over")) == compiled
+    for a, b in [*zip(fresh, over), *zip(*runs)]:
+        np.testing.assert_array_equal(a, b)
+    out, xhat, inv_std = fresh
+    expected = F.batch_norm_grad(g, xhat, gamma, inv_std, out)
+    g2 = g.copy()
+    got = F.batch_norm_grad(g2, xhat, gamma, inv_std, out, overwrite=True)
+    assert (got[0] is g2) == compiled and bool(calls.get("relu_grad_over")) == compiled
+    for a, b in zip(expected, got):
+        np.testing.assert_array_equal(a, b)
+    plain = F.batch_norm_grad(g, xhat, gamma, inv_std)  # without the ReLU: over g itself
+    g3 = g.copy()
+    got = F.batch_norm_grad(g3, xhat, gamma, inv_std, overwrite=True)
+    assert (got[0] is g3) == compiled
+    for a, b in zip(plain, got):
+        np.testing.assert_array_equal(a, b)
+    assert bool(calls.get("batch_norm_grad_over")) == compiled
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])

@@ -39,6 +39,15 @@ class PopulationDropout(Layer):
         # member k's mask is the single network's (F.dropout_mask), drawn with its own generator
         return F.dropout_mask(a, self.rngs, self._keep_probs, self._keep, self._inverse)
 
+    def drop_over(self, a):
+        """Dropout written over ``a``, a ReLU's output that the caller owns (``F.dropout_over``):
+        ``(inverses, kept)`` for the ReLU's gradient; None where no member drops units (``a``
+        is left as it is); False where the kernels do not run (``drop`` is the way then)."""
+        if not self._dropping:
+            return None
+        F.refuse_if_checking(min(self.keep_probs))
+        return F.dropout_over(a, self.rngs, self._keep_probs) or False
+
     def __call__(self, a, training=False, rng=None):
         if not training or not self._dropping:
             return a

@@ -40,6 +40,7 @@ def run(pop, Xb, yb):
     ``.grad`` set."""
     a, saved = Xb, []  # augmented batches are (K, m, n), one per member
     layers, fused = pop.net.layers, False
+    relu = None  # the last ReLU's output, a fresh array of this step's
     for i, layer in enumerate(layers):
         if fused:  # the ReLU layer batch norm below it computed
             fused = False
@@ -49,44 +50,62 @@ def run(pop, Xb, yb):
                                    F.LEAKY_SLOPE)
             saved.append((layer, a, out))
             a = out
+            relu = out if layer.activation == "relu" else None
         elif isinstance(layer, BatchNorm):
             # a ReLU layer above runs in batch norm's forward pass
             fused = i + 1 < len(layers) and isinstance(layers[i + 1], Activation) and layers[i + 1].name == "relu"
+            # xhat written over Z where Z is a linear layer's fresh product (its backward reads no output)
+            fresh = i > 0 and isinstance(layers[i - 1], Dense) and layers[i - 1].activation == "linear"
             a, xhat, inv_std = F.batch_norm_train(a, layer.params["gamma"].data, layer.params["beta"].data,
                                                   (layer.buffers["running_mean"], layer.buffers["running_var"]),
-                                                  layer.momentum, layer.epsilon, fused)
+                                                  layer.momentum, layer.epsilon, fused, overwrite=fresh)
             saved.append((layer, xhat, (inv_std, a if fused else None)))
+            relu = a if fused else None
         elif isinstance(layer, Activation):
             out = a if layer.name == "linear" else F._bias_activate(a, None, layer.name, F.LEAKY_SLOPE, False)
             saved.append((layer, None, out))
             a = out
+            relu = out if layer.name == "relu" else None
         elif isinstance(layer, PopulationDropout):
-            a, scale = layer.drop(a)
-            saved.append((layer, scale, None))
+            # above a ReLU, written over its output (which then gives the ReLU's gradient and
+            # the dropout's scale from bools); else a * scale, with the scale kept
+            drop = layer.drop_over(a) if a is relu else False
+            scale = None
+            if drop is False:
+                a, scale = layer.drop(a)
+                drop = None
+            saved.append((layer, scale, drop))
+            relu = None
     # the head: its loss per member and dZ[L], as backprop of the population's cost gives them
     cw = pop.shared["class_weight"]
     losses, g = pop.head.member_loss_grads(a, yb, None if cw is None else pop.head.example_weights(yb, cw))
-    scale = None  # a dropout's scale, multiplied into g by the layer below in its own pass
+    # a dropout's scale, or dropout_over's (inverses, kept), multiplied into g by the layer
+    # below in its own pass
+    scale = drop = None
+    mine = False  # whether g is this step's fresh array (not the head's), which a pass may overwrite
     for layer, kept, out in reversed(saved):
         if isinstance(layer, Dense):
             W, b = layer.params["W"], layer.params.get("b")
             # the first layer's input needs no gradient
             g, W.grad, db = F.dense_backward(g, kept, W.data, out, layer.activation, F.LEAKY_SLOPE,
-                                             None if b is None else b.shape, kept is not Xb, scale=scale)
+                                             None if b is None else b.shape, kept is not Xb, scale=scale, drop=drop,
+                                             overwrite=mine)
             if b is not None:
                 b.grad = db
         elif isinstance(layer, BatchNorm):
             gamma, beta = layer.params["gamma"], layer.params["beta"]
-            g, gamma.grad, beta.grad = F.batch_norm_grad(g, kept, gamma.data, *out, scale)
+            g, gamma.grad, beta.grad = F.batch_norm_grad(g, kept, gamma.data, *out, scale, drop, overwrite=mine)
         elif isinstance(layer, Activation):
             if layer.name != "linear":
-                g = F._backprop_activation(g, out, layer.name, F.LEAKY_SLOPE, scale=scale)[0]
+                g = F._backprop_activation(g, out, layer.name, F.LEAKY_SLOPE, scale=scale, drop=drop,
+                                           overwrite=mine)[0]
             elif scale is not None:
                 g = g * scale
+        mine = not isinstance(layer, PopulationDropout) or mine  # each pass above gives a fresh g
         if not isinstance(layer, PopulationDropout):
-            scale = None
+            scale = drop = None
         else:  # its scale (None: no member drops units) goes into the pass of the layer below
             if scale is not None:  # two dropouts in a row
                 g = g * scale
-            scale = kept
+            scale, drop = kept, out
     return losses, a
