@@ -5,9 +5,14 @@ serves every block over 128 KiB with fresh pages from ``mmap`` (raising that thr
 after it has seen such a block freed) and hands freed heap back to the operating system, so
 a step can pay thousands of page faults: the first population of the default ``caviar tune``
 search took 150,000 minor faults and 1.85 s, the same population again 2,600 faults and
-1.55 s (``ru_minflt`` around ``train_population``). PyTorch avoids this cost with its caching
-allocator; caviar asks malloc to behave like one: blocks up to 32 MiB come from the heap, and
-up to 128 MiB of freed heap is kept rather than returned.
+1.55 s (``ru_minflt`` around ``train_population``). Since a population's step writes its
+dropout and several gradients over arrays it has (``caviar.train.step``), it frees fewer, and
+glibc's own thresholds keep more of them: ``benchmarks/page_faults.py`` gives 17,802 faults
+and 0.55 s with malloc's defaults against 11,809 and 0.53 s (10 x 64-100-100-100-10 with
+dropout); without dropout 8,000 to 32,000 against 1,300 (``tests/test_memory.py``).
+PyTorch avoids this cost with its caching allocator; caviar asks malloc to behave like one:
+blocks up to 32 MiB come from the heap, and up to 128 MiB of freed heap is kept rather than
+returned.
 
 Applied once per process when training starts (``fit``, ``Population.fit``), only where
 glibc's ``mallopt`` exists. ``CAVIAR_KEEP_FREED_MEMORY=0`` leaves malloc alone.
