@@ -7,8 +7,11 @@ functions its op's closure calls (``caviar.functional``: the fused bias and acti
 gradient with db, batch norm's forward and closed-form gradient, dropout's scale, which the
 ReLU gradient's kernel of the layer below multiplies in, in its own pass; a ReLU layer above
 batch norm runs in batch norm's forward pass; the same matrix products on the same arrays).
-Every gradient is therefore the tape's, bit for bit (``tests/test_step.py``), and a member
-still equals its solo run. The head gives each member's loss and dZ[L]
+Passes whose input is a fresh array of the step write over it (batch norm's xhat over a
+linear layer's Z, the ReLU's and batch norm's gradients over dA, a dropout above a ReLU over
+the ReLU's output, its mask kept as bools), so a step touches less memory; the values are
+the same. Every gradient is therefore the tape's, bit for bit (``tests/test_step.py``), and
+a member still equals its solo run. The head gives each member's loss and dZ[L]
 (``Head.member_loss_grads``: softmax with class indices computes them directly, the other
 heads on the tape). The rest of the tape's work per op (a Tensor and a closure, the graph's
 sort, the dictionary of gradients, shape checks) is left out.
