@@ -299,7 +299,8 @@ def _backprop_activation(g, out, name, slope, b_shape=None, scale=None, drop=Non
         db = numpy.empty(b_shape, dtype=g.dtype) if b_shape is not None else None
         inverses, kept = drop if drop is not None else (numpy.empty((K, 1), g.dtype), _NO_MASK)
         kernels.run("relu_grad_over" if overwrite else "relu_grad", kernels.stacked(g), kernels.stacked(out),
-                    *(() if overwrite else (kernels.stacked(dz),)), db.reshape(K, -1) if b_shape is not None else numpy.empty((K, 1), g.dtype), b_shape is not None,
+                    *(() if overwrite else (kernels.stacked(dz),)),
+                    db.reshape(K, -1) if b_shape is not None else numpy.empty((K, 1), g.dtype), b_shape is not None,
                     kernels.constants(g.dtype, 0, 1), kernels.stacked(g if scale is None else scale), scale is not None,
                     inverses, kept, drop is not None)
         return dz, db
@@ -365,10 +366,10 @@ def dense(a, W, b=None, activation="linear", slope=LEAKY_SLOPE):
 def dense_backward(g, a, W, out, activation, slope=LEAKY_SLOPE, b_shape=None, need_da=True, need_dW=True,
                    scale=None, drop=None, overwrite=False):
     """The notes' layer backprop on arrays, from dA = ``g`` (times ``scale``, a dropout's above
-    the layer, where given, or the scale of ``drop``, ``dropout_over``'s) and the layer's input ``a``, weights ``W`` and output ``out`` = g(Z):
-    (dA_prev, dW, db), each None unless asked for (db where ``b_shape`` is given). ``dense``'s
-    backward, and a population's tape-free step (``overwrite``: g is a fresh array it owns,
-    which dZ may be written over)."""
+    the layer, where given, or the scale of ``drop``, ``dropout_over``'s) and the layer's input
+    ``a``, weights ``W`` and output ``out`` = g(Z): (dA_prev, dW, db), each None unless asked for
+    (db where ``b_shape`` is given). ``dense``'s backward, and a population's tape-free step
+    (``overwrite``: g is a fresh array the caller owns, which dZ may be written over)."""
     dz, db = _backprop_activation(g, out, activation, slope, b_shape, scale, drop, overwrite)
     da = dz @ W.swapaxes(-1, -2) if need_da else None
     dW = unbroadcast(a.swapaxes(-1, -2) @ dz, W.shape) if need_dW else None
@@ -512,9 +513,9 @@ def batch_norm_grad(g, xhat, gamma, inv_std, out=None, scale=None, drop=None, ov
     where it can, with the same values. ``overwrite``: g is a fresh array the caller owns, and
     the gradients are written over it."""
     m = xhat.shape[-2]
-    if out is not None:  # the ReLU's gradient kernel first: taking its mask into batch norm's two
-        g = _backprop_activation(g, out, "relu", LEAKY_SLOPE, scale=scale, drop=drop,  # passes made
-                                 overwrite=overwrite)[0]  # them 2x slower
+    if out is not None:  # the ReLU's gradient kernel first (taking its mask into batch norm's two
+        # passes made them 2x slower)
+        g = _backprop_activation(g, out, "relu", LEAKY_SLOPE, scale=scale, drop=drop, overwrite=overwrite)[0]
         overwrite = True  # that pass's dz is this function's own
     elif scale is not None:
         g, overwrite = g * scale, True
