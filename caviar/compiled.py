@@ -343,21 +343,20 @@ def dropout_over(a, keys, thresholds, inverse, consts, kept):
 
 
 @jit
-def relu_grad(g, out, dz, db, with_bias, consts, scale, scaled, inverse, kept, by_member):
-    _relu_grad(g, out, dz, db, with_bias, consts, scale, scaled, inverse, kept, by_member)
+def relu_grad(g, out, dz, db, with_bias, consts, inverse, kept, by_member):
+    _relu_grad(g, out, dz, db, with_bias, consts, inverse, kept, by_member)
 
 
 @jit
-def relu_grad_over(g, out, db, with_bias, consts, scale, scaled, inverse, kept, by_member):
+def relu_grad_over(g, out, db, with_bias, consts, inverse, kept, by_member):
     # relu_grad with dz written over g (one array: vectorized, as batch_norm_over)
-    _relu_grad(g, out, g, db, with_bias, consts, scale, scaled, inverse, kept, by_member)
+    _relu_grad(g, out, g, db, with_bias, consts, inverse, kept, by_member)
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy", inline="always")
-def _relu_grad(g, out, dz, db, with_bias, consts, scale, scaled, inverse, kept, by_member):
-    # dz = g * (out > 0), where g is taken as g * scale when scaled (the dropout above's
-    # backward, NumPy's product in this pass), or when by_member as g * the scale dropout_over
-    # used: inverse[k] where kept, else 0. out is then the dropout's output, which is > 0
+def _relu_grad(g, out, dz, db, with_bias, consts, inverse, kept, by_member):
+    # dz = g * (out > 0), where g is taken, when by_member, as g * the scale dropout_over used
+    # (the dropout above's backward): inverse[k] where kept, else 0. out is then the dropout's output, which is > 0
     # exactly where the ReLU's is and the unit was kept (1/keep >= 1 neither underflows nor
     # changes a sign), and where a unit was dropped, g * 0 times either mask is the same;
     # db = dz summed over the examples, row after row
@@ -370,10 +369,6 @@ def _relu_grad(g, out, dz, db, with_bias, consts, scale, scaled, inverse, kept, 
                 inv, ki = inverse[k, 0], kept[k, i]
                 for j in range(h):
                     di[j] = (gi[j] * (inv if ki[j] else zero)) * (one if oi[j] > zero else zero)
-            elif scaled:
-                si = scale[k, i]
-                for j in range(h):
-                    di[j] = (gi[j] * si[j]) * (one if oi[j] > zero else zero)
             else:
                 for j in range(h):
                     di[j] = gi[j] * (one if oi[j] > zero else zero)

@@ -281,34 +281,31 @@ _NO_MASK = numpy.empty((1, 1, 1), dtype=numpy.bool_)  # relu_grad's kept where t
 def _backprop_activation(g, out, name, slope, b_shape=None, scale=None, drop=None, overwrite=False):
     """(dZ, db): dZ = dA * g'(Z), and db = dZ summed over the examples when ``b_shape`` is
     given; with ``scale`` (the dropout above the activation), dA is taken as g * scale. For
-    ReLU, one compiled pass where it can (the product with the scale in it), and for a linear
-    layer's db one pass over dZ = dA: NumPy sums over the examples row after row, which the
+    ReLU, one compiled pass where it can, and for a linear layer's db one pass over dZ = dA: NumPy sums over the examples row after row, which the
     kernels repeat, except over a single unit (h = 1), where NumPy sums pairwise and NumPy runs.
     ``drop``: ``dropout_over``'s (inverses, kept), where ``out`` is that dropout's output (above
-    a ReLU), for the scale that dropout used. ``overwrite``: g is a fresh array the caller owns,
+    a ReLU), for the scale that dropout used, in the ReLU's pass. ``overwrite``: g is a fresh array the caller owns,
     and the ReLU's kernel writes dZ over it."""
     h = g.shape[-1]
     K = g.shape[0] if g.ndim == 3 else 1
     compiled_db = b_shape is None or (h >= 2 and math.prod(b_shape) == K * h)
     if drop is not None and name != "relu":
         raise ValueError(f"dropout_over's scale is for a ReLU's gradient, not {name}'s")
-    if (name == "relu" and g.ndim <= 3 and g.shape == out.shape and compiled_db
-            and kernels.usable(g, out, *(() if scale is None else (scale,)))
-            and (scale is None or scale.shape == g.shape) and (drop is None or g.ndim == 3)):
+    if scale is not None:  # NumPy's product, before the ReLU's pass
+        g = g * scale
+    if (name == "relu" and g.ndim <= 3 and g.shape == out.shape and compiled_db and kernels.usable(g, out)
+            and (drop is None or g.ndim == 3)):
         dz = g if overwrite else numpy.empty_like(g)
         db = numpy.empty(b_shape, dtype=g.dtype) if b_shape is not None else None
         inverses, kept = drop if drop is not None else (numpy.empty((K, 1), g.dtype), _NO_MASK)
         kernels.run("relu_grad_over" if overwrite else "relu_grad", kernels.stacked(g), kernels.stacked(out),
                     *(() if overwrite else (kernels.stacked(dz),)),
                     db.reshape(K, -1) if b_shape is not None else numpy.empty((K, 1), g.dtype), b_shape is not None,
-                    kernels.constants(g.dtype, 0, 1), kernels.stacked(g if scale is None else scale), scale is not None,
-                    inverses, kept, drop is not None)
+                    kernels.constants(g.dtype, 0, 1), inverses, kept, drop is not None)
         return dz, db
     if drop is not None:  # the scale that dropout used
         inverses, kept = drop
         g = g * numpy.where(kept, inverses.reshape(-1, 1, 1), g.dtype.type(0))
-    if scale is not None:
-        g = g * scale
     if name == "linear" and b_shape is not None and g.ndim <= 3 and compiled_db and kernels.usable(g):
         db = numpy.empty(b_shape, dtype=g.dtype)
         kernels.run("column_sums", kernels.stacked(g), db.reshape(K, -1))
@@ -508,8 +505,8 @@ def batch_norm_grad(g, xhat, gamma, inv_std, out=None, scale=None, drop=None, ov
     ``batch_norm_train``'s xhat and inv_std: the closed form, dgamma and dbeta shaped as gamma.
     With ``out`` (the ReLU output of ``batch_norm_train(relu=True)``), g is the gradient at the
     ReLU's output, taken as g * ``scale`` where a dropout's is given (or ``drop``'s, where
-    ``dropout_over`` wrote the dropout over ``out``), and backpropagated
-    through the ReLU first (one compiled pass, the ReLU gradient's). Then one compiled pass
+    ``dropout_over`` wrote the dropout over ``out``, in the ReLU's pass), and backpropagated
+    through the ReLU first (a compiled pass, the ReLU gradient's). Then one compiled pass
     where it can, with the same values. ``overwrite``: g is a fresh array the caller owns, and
     the gradients are written over it."""
     m = xhat.shape[-2]

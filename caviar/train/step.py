@@ -5,8 +5,9 @@ activation -> [Dropout] layers and its head: the forward pass keeps what each la
 needs, and the backward pass runs the layers in reverse, each with the same data-level
 functions its op's closure calls (``caviar.functional``: the fused bias and activation, its
 gradient with db, batch norm's forward and closed-form gradient, dropout's scale, which the
-ReLU gradient's kernel of the layer below multiplies in, in its own pass; a ReLU layer above
-batch norm runs in batch norm's forward pass; the same matrix products on the same arrays).
+ReLU gradient's kernel of the layer below takes in its own pass where the dropout is above a
+ReLU; a ReLU layer above batch norm runs in batch norm's forward pass; the same matrix
+products on the same arrays).
 Passes whose input is a fresh array of the step write over it (batch norm's xhat over a
 linear layer's Z, the ReLU's and batch norm's gradients over dA, a dropout above a ReLU over
 the ReLU's output, its mask kept as bools), so a step touches less memory; the values are
@@ -82,8 +83,8 @@ def run(pop, Xb, yb):
     # the head: its loss per member and dZ[L], as backprop of the population's cost gives them
     cw = pop.shared["class_weight"]
     losses, g = pop.head.member_loss_grads(a, yb, None if cw is None else pop.head.example_weights(yb, cw))
-    # a dropout's scale, or dropout_over's (inverses, kept), multiplied into g by the layer
-    # below in its own pass
+    # a dropout's scale, multiplied into g, or dropout_over's (inverses, kept), which the ReLU
+    # gradient's pass of the layer below takes in
     scale = drop = None
     mine = False  # whether g is this step's fresh array (not the head's), which a pass may overwrite
     for layer, kept, out in reversed(saved):
