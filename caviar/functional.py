@@ -647,28 +647,41 @@ def dropout_mask(a, rngs, keep_probs, keep=None, inverse=None):
     return a * scale, scale
 
 
-def _mask_draws(rngs, keeps, dtype):
+def mask_constants(keeps, dtype):
+    """(thresholds, inverses, zero) of the masks with keep probabilities ``keeps``: each
+    (K, 1), ceil(keep * 2**53) and 1/keep rounded to ``dtype``, and 0 in ``dtype`` (the
+    kernels' constant), which a population's dropout layer computes once."""
+    K = len(keeps)
+    thresholds = numpy.array([math.ceil(p * 2.0 ** 53) for p in keeps], dtype=numpy.uint64).reshape(K, 1)
+    return thresholds, numpy.array([1.0 / p for p in keeps]).astype(dtype).reshape(K, 1), kernels.constants(dtype, 0)
+
+
+def _mask_draws(rngs, keeps, dtype, constants=None):
     """(keys, thresholds, inverses), each (K, 1): one draw from each dropping member's
-    generator (its mask's key), ceil(keep * 2**53), and 1/keep rounded to ``dtype``."""
+    generator (its mask's key), then ``mask_constants`` (given as ``constants``, or made
+    here)."""
     K = len(rngs)
     keys = numpy.array([rngs[k].bit_generator.random_raw() if keeps[k] < 1.0 else 0 for k in range(K)],
                        dtype=numpy.uint64).reshape(K, 1)
-    thresholds = numpy.array([math.ceil(p * 2.0 ** 53) for p in keeps], dtype=numpy.uint64).reshape(K, 1)
-    return keys, thresholds, numpy.array([1.0 / p for p in keeps]).astype(dtype).reshape(K, 1)
+    thresholds, inverses, _ = mask_constants(keeps, dtype) if constants is None else constants
+    return keys, thresholds, inverses
 
 
-def dropout_over(a, rngs, keep_probs):
+def dropout_over(a, rngs, keep_probs, constants=None):
     """``dropout_mask``'s product written over ``a`` (K, m, h), a ReLU's output that the caller
     owns and no longer needs, with the same masks and draws from ``rngs``. Returns ``(inverses,
     kept)``: each member's 1/keep (K, 1) and whether each unit was kept (bools, a quarter of
     the scale's bytes), which ``_backprop_activation`` takes as ``drop`` for the dropout's and
     the ReLU's gradient in one pass. None where the kernels do not run (nothing is drawn then:
-    ``dropout_mask`` is the way)."""
+    ``dropout_mask`` is the way). ``constants``: ``mask_constants(keep_probs, a.dtype)``,
+    where the caller keeps them."""
     if a.ndim != 3 or not kernels.usable(a, min_size=1):
         return None
-    keys, thresholds, inverses = _mask_draws(rngs, [float(p) for p in keep_probs], a.dtype)
+    keeps = [float(p) for p in keep_probs]
+    constants = mask_constants(keeps, a.dtype) if constants is None else constants
+    keys, thresholds, inverses = _mask_draws(rngs, keeps, a.dtype, constants)
     kept = numpy.empty(a.shape, dtype=numpy.bool_)
-    kernels.run("dropout_over", a, keys, thresholds, inverses, kernels.constants(a.dtype, 0), kept)
+    kernels.run("dropout_over", a, keys, thresholds, inverses, constants[2], kept)
     return inverses, kept
 
 
@@ -716,13 +729,24 @@ def l2_terms(weights, lambd, m):
     weights, float64 (K,); 2 lambda/(2m) per member as a (K, 1, 1) array in the weights' dtype,
     the factor of W in the gradient)."""
     weights = _weights(weights)
-    mod = backend.get_array_module(weights[0].data)
+    coef, twice = l2_factors(lambd, m, weights[0].data)
+    return coef * member_squares(weights), twice
+
+
+def l2_factors(lambd, m, like):
+    """(lambda/(2m) per member, float64 (K,); 2 lambda/(2m) as a (K, 1, 1) array in the dtype
+    and module of ``like``): the factors of the population form's L2 term and gradient."""
     coef = numpy.asarray(lambd, dtype=numpy.float64) / (2.0 * m)
-    # each member's sum of squares as NumPy sums it (pairwise over a member's weights, as a
-    # single network's): faster here than a compiled pass at every size measured (42 against
-    # 48 us on 32 x 64 x 32, 1.59 against 1.74-2.29 ms on 16 x 784 x 256)
-    squares = sum(backend.to_numpy((w.data * w.data).sum(axis=(-2, -1))).astype(numpy.float64) for w in weights)
-    return coef * squares, mod.asarray((2 * coef).reshape(-1, 1, 1).astype(weights[0].dtype))
+    return coef, backend.get_array_module(like).asarray((2 * coef).reshape(-1, 1, 1).astype(like.dtype))
+
+
+def member_squares(weights):
+    """Each member's sum of squares over stacked (K, n_in, n_out) ``weights``, float64 (K,):
+    each weight's as NumPy sums it (pairwise over a member's weights, as a single network's
+    ``l2_penalty``), then the weights' in order. Faster here than a compiled pass at every
+    size measured (42 against 48 us on 32 x 64 x 32, 1.59 against 1.74-2.29 ms on 16 x 784 x
+    256)."""
+    return sum(backend.to_numpy((w.data * w.data).sum(axis=(-2, -1))).astype(numpy.float64) for w in weights)
 
 
 def l2_penalty_per_member(weights, lambd, m):

@@ -29,6 +29,7 @@ class PopulationDropout(Layer):
         # the GPU's draws are compared with these where they are, so a call copies nothing there
         self._keep = backend.xp.asarray(self._keep_probs, dtype=numpy.float64).reshape(-1, 1, 1)
         self._inverse = backend.xp.asarray([1.0 / k for k in self._keep_probs], dtype=numpy.float64).reshape(-1, 1, 1)
+        self._constants = {}  # dtype -> F.mask_constants, made at the first step in that dtype
 
     def drop(self, a):
         """(a with dropout, the scale its gradient is multiplied by), or (a, None) where no
@@ -46,7 +47,10 @@ class PopulationDropout(Layer):
         if not self._dropping:
             return None
         F.refuse_if_checking(min(self.keep_probs))
-        return F.dropout_over(a, self.rngs, self._keep_probs) or False
+        constants = self._constants.get(a.dtype)
+        if constants is None:
+            constants = self._constants[a.dtype] = F.mask_constants(self._keep_probs, a.dtype)
+        return F.dropout_over(a, self.rngs, self._keep_probs, constants) or False
 
     def __call__(self, a, training=False, rng=None):
         if not training or not self._dropping:
