@@ -80,12 +80,17 @@ class Population:
         """The network-level name (running_mean1, ...) of a layer's buffer array."""
         return next(k for k, b in self.net.buffers.items() if b is buf)
 
-    def _solo(self, member):
+    def _solo(self, member, draw=True):
+        """Member ``member``'s network alone, initialized as its seed gives; with ``draw`` False,
+        its weights are zeros (no draws, for a caller that sets them) and its config still
+        names the population's init."""
         s = self.shared
-        return Network(s["layer_sizes"], s["activation"], s["output"], s["init"], member.get("init_scale"),
-                       s["batchnorm"], H.value(member, "keep_prob"), H.value(member, "l2"), 0.0,
-                       member.get("seed"), dtype=s["dtype"], bn_momentum=s["bn_momentum"], bn_epsilon=s["bn_epsilon"],
-                       class_weight=s["class_weight"])
+        net = Network(s["layer_sizes"], s["activation"], s["output"], s["init"] if draw else "zeros",
+                      member.get("init_scale"), s["batchnorm"], H.value(member, "keep_prob"), H.value(member, "l2"),
+                      0.0, member.get("seed"), dtype=s["dtype"], bn_momentum=s["bn_momentum"],
+                      bn_epsilon=s["bn_epsilon"], class_weight=s["class_weight"])
+        net.config["init"] = s["init"]
+        return net
 
     @property
     def size(self):
@@ -140,12 +145,18 @@ class Population:
     def _step_l2(self, m):
         """Each member's L2 term (K,) for a training step on m examples, and ``step_decay``
         set for the optimizer to add the term's gradient as it updates."""
-        lambd = self._lambdas()
-        if not lambd.any():
+        cache = self._l2_cache  # (slots, weights, {m: (lambda/(2m), decay)}) while the members stay
+        if cache is None or cache[0] != self.index:
+            lambd = self._lambdas()
+            cache = self._l2_cache = (list(self.index), self.net.weights() if lambd.any() else None, {})
+        slots, weights, terms = cache
+        if weights is None:
             return numpy.zeros(self.size)
-        reg, twice = F.l2_terms(self.net.weights(), lambd, m)
-        self.step_decay = {id(w): twice for w in self.net.weights()}
-        return reg
+        if m not in terms:
+            terms[m] = F.l2_factors(self._lambdas(), m, weights[0].data)
+        coef, twice = terms[m]
+        self.step_decay = {id(w): twice for w in weights}
+        return coef * F.member_squares(weights)
 
     def evaluate(self, X, y):
         """Per-member {'cost', and the head's metrics} with dropout off and running statistics."""
@@ -163,7 +174,7 @@ class Population:
     def member_network(self, slot):
         """The network of the member in ``slot`` (an active position), as a single Network."""
         member = self.members[self.index[slot]]
-        net = self._solo(member)
+        net = self._solo(member, draw=False)  # its weights are the member's
         params, buffers = self.snapshot(self.index[slot])
         for name, p in net.params.items():
             p.data = params[name]
@@ -264,6 +275,7 @@ class Population:
     # -- the training loop's trainee protocol (see caviar.train.loop) ------------------------
     population = True
     step_decay = None
+    _l2_cache = None
 
     @property
     def numbers(self):
