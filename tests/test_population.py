@@ -50,6 +50,7 @@ def test_every_member_equals_its_solo_run(optimizer, batchnorm, dropout, dtype):
         net, history = solo(member, optimizer, batchnorm, dropout, dtype)
         status, trained, _ = pop.results[i]
         assert status == "complete"
+        assert trained.config == net.config  # built without initial draws, it still names the init
         for name, p in net.params.items():
             if dtype == "float64":  # exact where the operations allow: here they all do
                 np.testing.assert_array_equal(trained.params[name].data, p.data, err_msg=name)
