@@ -16,12 +16,19 @@ It also times the one place where members could share work: the first layer, who
 is the same mini-batch for every member, as K products (what caviar does) and as one wide
 (m, n) @ (n, K*h) product with the layout changes it needs, forward and weight gradient.
 
-    python benchmarks/population_floor.py [--trials 40] [--group-size 10] [--epochs 10]
+With ``--breakdown`` it trains each group's population once more with a clock around each
+call of its step that is not a matrix product (batch norm, dropout, the head, the L2 term's
+squares, the optimizer and its update kernel, the dev evaluation) and prints each one's time
+per training step: where a population's time goes beyond its products.
+
+    python benchmarks/population_floor.py [--trials 40] [--group-size 10] [--epochs 10] [--breakdown]
 """
 
 from __future__ import annotations
 
 import argparse
+import collections
+import contextlib
 import os
 import sys
 import time
@@ -32,7 +39,13 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
 from threadpoolctl import threadpool_limits  # noqa: E402
 
+from caviar import functional as F  # noqa: E402
 from caviar import kernels  # noqa: E402
+from caviar.nn import heads  # noqa: E402
+from caviar.optim import base  # noqa: E402
+from caviar.train import step as tape_free  # noqa: E402
+from caviar.train.dropout import PopulationDropout  # noqa: E402
+from caviar.train.population import Population  # noqa: E402
 from caviar.train.batches import minibatch_indices  # noqa: E402
 from caviar.tune.objective import shape_of, study_data, train_population, train_trial  # noqa: E402
 from caviar.tune.space import default_space  # noqa: E402
@@ -97,12 +110,67 @@ def first_layer(sizes, K, batch, rng, repeats=200):
     return times
 
 
+# (label, owner, name): calls of a population's step, timed where the step looks them up
+PIECES = [
+    ("forward and backward (tape-free step)", tape_free, "run"),
+    ("  batch norm forward (+ ReLU)", F, "batch_norm_train"),
+    ("  batch norm backward (+ ReLU's gradient)", F, "batch_norm_grad"),
+    ("  dropout", PopulationDropout, "drop_over"),
+    ("  head: losses and dZ[L]", heads.Softmax, "member_loss_grads"),
+    ("L2 term's squares", F, "member_squares"),
+    ("optimizer step", base.Optimizer, "step"),
+    ("  its update kernel", kernels, "update"),
+    ("dev evaluation (each epoch)", Population, "evaluate"),
+]
+
+
+@contextlib.contextmanager
+def clocks():
+    """Seconds and calls per piece of ``PIECES`` while the block runs; the originals restored after."""
+    seconds, calls = collections.defaultdict(float), collections.defaultdict(int)
+    saved = [(owner, name, owner.__dict__[name]) for _, owner, name in PIECES]
+
+    def timed(label, fn):
+        def call(*args, **kwargs):
+            t0 = time.perf_counter()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                seconds[label] += time.perf_counter() - t0
+                calls[label] += 1
+        return call
+
+    for (label, owner, name), (_, _, fn) in zip(PIECES, saved):
+        setattr(owner, name, timed(label, fn))
+    try:
+        yield seconds, calls
+    finally:
+        for owner, name, fn in saved:
+            setattr(owner, name, fn)
+
+
+def breakdown(settings, group, sizes, batch):
+    """Print where a group's population spends its time, per training step."""
+    with clocks() as (seconds, calls):
+        t0 = time.perf_counter()
+        train_population(settings, group)
+        total = time.perf_counter() - t0
+    steps = max(calls[PIECES[0][0]], 1)
+    print(f"{str(sizes)} batch {batch}, K {len(group)}: {total:.2f} s, {steps} steps, "
+          f"{total / steps * 1e6:.0f} us a step (all included)")
+    for label, _, _ in PIECES:
+        if calls[label]:
+            print(f"  {label:<44} {seconds[label] / steps * 1e6:8.1f} us a step  ({calls[label] / steps:.2f} calls, "
+                  f"{seconds[label] / total:4.0%})")
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--trials", type=int, default=40)
     parser.add_argument("--group-size", type=int, default=10)
     parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--breakdown", action="store_true", help="time the pieces of each population's step")
     args = parser.parse_args(argv)
     settings = {"data": "digits", "target": None, "split_seed": args.seed, "dev": None, "test": None,
                 "seed": args.seed, "metric": "dev_accuracy"}
@@ -110,7 +178,7 @@ def main(argv=None):
     n_train, n_dev = len(sets["train"][0]), len(sets["dev"][0])
     rng = np.random.default_rng(0)
     total = np.zeros(3)
-    shared = []
+    shared, pieces = [], []
     print(f"default caviar tune search: {args.trials} trials x {args.epochs} epochs, groups of {args.group_size}, "
           f"digits, one process, one BLAS thread")
     print(f"{'layer sizes':<22} {'batch':>5} {'K':>3} {'solo s':>7} {'popul. s':>8} {'products s':>10} "
@@ -131,6 +199,7 @@ def main(argv=None):
             floor = products(sizes, len(group), batch, n_train, n_dev, args.epochs, rng)
             total += (solo, pop, floor)
             shared.append((sizes, batch, len(group), *first_layer(sizes, len(group), batch, rng)))
+            pieces.append((group, sizes, batch))
             print(f"{str(sizes):<22} {batch:>5} {len(group):>3} {solo:7.2f} {pop:8.2f} {floor:10.2f} "
                   f"{solo / pop:11.2f} {solo / floor:13.2f}")
     solo, pop, floor = total
@@ -140,6 +209,11 @@ def main(argv=None):
     for sizes, batch, K, stacked, wide in shared:
         print(f"  {sizes[0]}->{sizes[1]:<4} batch {batch:>3} K {K:>3}: {stacked * 1e6:7.1f} us vs {wide * 1e6:7.1f} us "
               f"(wide / K products = {wide / stacked:.2f})")
+    if args.breakdown:
+        print("each population again, a clock around each piece of its step (one thread):")
+        with threadpool_limits(1):
+            for group, sizes, batch in pieces:
+                breakdown(settings, group, sizes, batch)
 
 
 if __name__ == "__main__":
