@@ -65,15 +65,16 @@ def compiled_step(sgemm):
 
     @numba.njit(nogil=True, error_model="numpy")
     def forward(X, Ws, bs, outs):
-        # outs[l][k] = relu(A_prev[k] @ Ws[l][k] + b), linear for the last layer; X (m, n) shared;
-        # the ReLU as caviar's kernel takes it (x kept at a tie or NaN)
+        # outs[l][k] = relu(A_prev[k] @ Ws[l][k] + b), linear for the last layer; X (m, n) shared,
+        # bs[l] as (K, h) rows (kernels.per_unit); the ReLU as caviar's kernel takes it (x kept
+        # at a tie or NaN)
         K, m, last = Ws[0].shape[0], X.shape[0], len(Ws) - 1
         for layer in range(len(Ws)):
             W, b, out = Ws[layer], bs[layer], outs[layer]
             n, h = W.shape[1], W.shape[2]
             for k in range(K):
                 A = X if layer == 0 else outs[layer - 1][k]
-                Wk, Ok, bk = W[k], out[k], b[k, 0]
+                Wk, Ok, bk = W[k], out[k], b[k]
                 sgemm(ROW_MAJOR, NO_TRANS, NO_TRANS, m, h, n, one, A.ctypes.data, ld(A), Wk.ctypes.data, ld(Wk),
                       zero, Ok.ctypes.data, ld(Ok))
                 for i in range(m):
@@ -134,7 +135,7 @@ def compare(sizes, K, batch, steps, forward, backward, X, y):
 
     def compiled():
         outs = tuple(np.empty((K, batch, h), np.float32) for h in sizes[1:])
-        forward(Xb, Ws, tuple(np.ascontiguousarray(b) for b in bs), outs)
+        forward(Xb, Ws, tuple(kernels.per_unit(b, K) for b in bs), outs)
         losses, g = pop.head.member_loss_grads(outs[-1], yb)
         dWs = tuple(np.empty(W.shape, np.float32) for W in Ws)
         dbs = tuple(np.empty(b.shape, np.float32) for b in bs)
@@ -170,7 +171,7 @@ def main(argv=None):
         raise SystemExit("this NumPy does not bundle scipy-openblas64 (cblas_sgemm64_): nothing to compare")
     forward, backward = compiled_step(sgemm)
     ds = D.load("digits")
-    X = ((ds.X - ds.X.mean(axis=0)) / (ds.X.std(axis=0) + 1e-8)).astype(np.float32)
+    X = D.Normalizer().fit(ds.X).transform(ds.X).astype(np.float32)
     y = ds.y.astype(np.int64)
     print("one population mini-batch, forward + backward (no optimizer), one thread, float32")
     print(f"{'layer sizes':<24} {'K':>3} {'batch':>5} {'bit-identical':>13} {'caviar us':>11} {'compiled us':>11} "

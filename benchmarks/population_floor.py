@@ -45,8 +45,8 @@ from caviar.nn import heads  # noqa: E402
 from caviar.optim import base  # noqa: E402
 from caviar.train import step as tape_free  # noqa: E402
 from caviar.train.dropout import PopulationDropout  # noqa: E402
-from caviar.train.population import Population  # noqa: E402
 from caviar.train.batches import minibatch_indices  # noqa: E402
+from caviar.train.population import Population  # noqa: E402
 from caviar.tune.objective import shape_of, study_data, train_population, train_trial  # noqa: E402
 from caviar.tune.space import default_space  # noqa: E402
 from caviar.tune.strategies import RandomSearch, population_key  # noqa: E402
