@@ -152,6 +152,7 @@ def block_sum(a, n, negzero):
 
 
 # -- softmax cross-entropy over (K, m, C) logits, with class indices (K, m) ------------------
+# (or (1, m): every member's labels are the mini-batch's, with no broadcast view to build).
 # exp and log stay in NumPy between these passes (functional.softmax_cross_entropy): its SIMD
 # versions round differently from a compiler's
 @jit
@@ -191,19 +192,21 @@ def softmax_log_p(shifted, log_sums, labels, log_p, losses):
     # log p = shifted - log(sum exp(shifted)); each example's loss is -log p of its class
     K, m, C = shifted.shape
     for k in range(K):
+        lk = labels[k if labels.shape[0] > 1 else 0]
         for i in range(m):
             si, li, ls = shifted[k, i], log_p[k, i], log_sums[k, i]
             for c in range(C):
                 li[c] = si[c] - ls
-            losses[k, i] = -li[labels[k, i]]
+            losses[k, i] = -li[lk[i]]
 
 
 @jit
 def minus_one_at(p, labels, consts):  # p - y with y one-hot: 1 subtracted at each example's class
     one = consts[0]
     for k in range(p.shape[0]):
+        lk = labels[k if labels.shape[0] > 1 else 0]
         for i in range(p.shape[1]):
-            c = labels[k, i]
+            c = lk[i]
             p[k, i, c] = p[k, i, c] - one
 
 
@@ -215,7 +218,7 @@ def hits(z, labels, out):
     # with one, the member is counted again with NumPy's first-NaN rule
     K, m, C = z.shape
     for k in range(K):
-        zk, lk = z[k], labels[k]
+        zk, lk = z[k], labels[k if labels.shape[0] > 1 else 0]
         nan = False
         for i in range(m):
             zi = zk[i]

@@ -150,6 +150,36 @@ def run(name, *args):
     _halves(kernel, half(slice(None, h)), half(slice(h, None)))
 
 
+_layouts = {}  # update's arguments besides the arrays, by what they are made of: a run's steps repeat them
+
+
+def _layout(K, dtype, n, starts, decays):
+    """(the empty gradients that pad ``n`` to a multiple of ``ARITY``, the gradients' first
+    columns, their decays as (n, K) rows in ``dtype`` with 0 where none, whether each has one)
+    for ``update``; made once for each set of values (decays are keyed by their bytes)."""
+    key = (K, dtype, n, None if starts is None else tuple(starts),
+           None if decays is None else tuple(d if d is None else float(d).hex() if isinstance(d, float)
+                                             else (d.dtype.str, d.tobytes()) for d in decays))
+    found = _layouts.get(key)
+    if found is not None:
+        return found
+    pad = -n % ARITY  # empty gradients: every depth of network runs one compiled signature
+    pads = (numpy.empty((K, 0), dtype=dtype),) * pad
+    total = n + pad
+    first = numpy.zeros(total, dtype=numpy.int64)
+    if starts is not None:
+        first[:n] = starts
+    rows = numpy.zeros((total, K), dtype=dtype)  # each gradient's decay per member (0: none)
+    with_decay = numpy.zeros(total, dtype=numpy.bool_)
+    for i, d in enumerate(decays or ()):
+        if d is not None:
+            rows[i], with_decay[i] = column(d, K, dtype), True
+    if len(_layouts) >= 64:  # a bound: a long session's searches make new ones
+        _layouts.clear()
+    found = _layouts[key] = (pads, first, rows, with_decay)
+    return found
+
+
 def update(kind, param, grads, state, columns, decays=None, starts=None):
     """Optimizer ``kind``'s kernel, one call for a step's parameters: ``param`` and its
     ``state`` arrays (K, P) updated in place from ``grads``, a list of (K, n_i) C-contiguous
@@ -160,19 +190,10 @@ def update(kind, param, grads, state, columns, decays=None, starts=None):
     work gains the second core)."""
     kernel = kernels()[kind]
     K = param.shape[0]
-    pad = -len(grads) % ARITY  # empty gradients: every depth of network runs one compiled signature
-    grads = list(grads) + [numpy.empty((K, 0), dtype=param.dtype)] * pad
-    starts = None if starts is None else list(starts) + [0] * pad
-    decays = None if decays is None else list(decays) + [None] * pad
-    n = len(grads)
-    starts = numpy.zeros(n, dtype=numpy.int64) if starts is None else numpy.asarray(starts, dtype=numpy.int64)
-    rows = numpy.zeros((n, K), dtype=param.dtype)  # each gradient's decay per member (0: none)
-    with_decay = numpy.zeros(n, dtype=numpy.bool_)
-    for i, d in enumerate(decays or ()):
-        if d is not None:
-            rows[i], with_decay[i] = column(d, K, param.dtype), True
+    pads, starts, rows, with_decay = _layout(K, param.dtype, len(grads), starts, decays)
+    grads = (*grads, *pads)
     if K * sum(g.shape[1] for g in grads) < SPLIT or THREADS < 2:
-        kernel(param, tuple(grads), starts, rows, with_decay, *state, *columns)
+        kernel(param, grads, starts, rows, with_decay, *state, *columns)
     elif K >= 2:  # whole members on each thread
         h = K // 2
         _halves(kernel, [param[:h], tuple(g[:h] for g in grads), starts, numpy.ascontiguousarray(rows[:, :h]),

@@ -79,6 +79,29 @@ def test_networks_of_every_depth_share_an_update_kernel_s_signature():
     assert counts[1:] == counts[:1] * 3
 
 
+def test_an_update_s_decays_are_the_ones_of_its_call():
+    """``update`` keeps each set of starts and decays it has laid out for the kernel: calls
+    alike but for their decays' values (another L2 factor, another member order) must each
+    get their own, and the same values again the same result."""
+    r = np.random.default_rng(5)
+    K, sizes = 3, [6, 4]
+    starts = [0, 6]
+    lr = r.uniform(0.1, 1.0, K)
+    p0 = r.standard_normal((K, 10))
+    grads = [r.standard_normal((K, w)) for w in sizes]
+    for decay in (r.uniform(0.0, 1.0, K), r.uniform(0.0, 1.0, K), np.zeros(K), 0.25, -0.0, None):
+        for _ in range(2):
+            p = p0.copy()
+            kernels.update("gd", p, grads, [], [lr], [decay, None], starts)
+            d = 0.0 if decay is None else np.broadcast_to(np.asarray(decay, dtype=np.float64), (K,)).reshape(K, 1)
+            expected = p0.copy()
+            expected[:, :6] = p0[:, :6] - lr.reshape(K, 1) * (grads[0] + d * p0[:, :6])
+            expected[:, 6:] = p0[:, 6:] - lr.reshape(K, 1) * grads[1]
+            if decay is None:
+                expected[:, :6] = p0[:, :6] - lr.reshape(K, 1) * grads[0]
+            np.testing.assert_array_equal(p, expected)
+
+
 def test_a_population_trains_alike_with_and_without_the_kernels(monkeypatch):
     ds = D.load("digits")
     X = D.Normalizer().fit_transform(ds.X)
@@ -455,12 +478,16 @@ def _softmax_head(K, m, C, dtype, seed):
     z[-1, 2, :] = 3.0  # a tie: argmax takes the first
     z[-1, 3, 0], z[-1, 3, -1] = -np.inf, np.inf
     y = r.integers(0, C, m)
+    own = r.integers(0, C, (K, m))  # each member's own labels (the kernels' (K, m) form; shared ones are (1, m))
     head = heads.get("softmax")
     logits = Tensor(z if K > 1 else z[0], requires_grad=True)
     with np.errstate(invalid="ignore"):  # inf - inf, as the training loop lets it be
         losses = F.softmax_cross_entropy(logits, np.broadcast_to(y, logits.shape[:-1]), reduction="none")
         dlogits = losses._backward(np.full(losses.shape, 1 / m, dtype))[0]
-        return [losses.data, dlogits, head.member_losses(Tensor(z), y).data, np.asarray(head.primary(logits.data, y))]
+        mean_losses, dz = head.member_loss_grads(z, y)  # the tape-free step's head
+        own_losses, own_dz = F.class_cross_entropy_data(z, own, True)
+        return [losses.data, dlogits, head.member_losses(Tensor(z), y).data, np.asarray(head.primary(logits.data, y)),
+                mean_losses, dz, own_losses, own_dz]
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
@@ -477,7 +504,10 @@ def test_softmax_cross_entropy_kernels_give_the_numpy_values(monkeypatch, dtype,
     assert {"softmax_shift", "row_sums", "softmax_log_p", "minus_one_at", "hits"} <= set(calls)
     monkeypatch.setattr(kernels, "ENABLED", False)
     reference = _softmax_head(K, m, C, dtype, seed=K * m * C)
-    for name, a, b in zip(("losses", "dlogits", "member losses", "accuracy"), compiled, reference):
+    names = ("losses", "dlogits", "member losses", "accuracy", "step's losses", "step's dZ", "own labels' losses",
+             "own labels' dZ")
+    assert len(compiled) == len(names)
+    for name, a, b in zip(names, compiled, reference):
         assert a.dtype == b.dtype, name
         np.testing.assert_array_equal(a, b, err_msg=name)
     assert np.isnan(compiled[0][1] if K == 1 else compiled[0][0, 1])  # the NaN row's loss stayed NaN

@@ -125,6 +125,20 @@ def test_per_member_hyperparameters_update_every_member_as_its_own_optimizer(nam
             np.testing.assert_array_equal(b.data[k], c.data)
 
 
+def test_bias_correction_powers_are_python_s_float_powers():
+    """``power`` gives each member beta**t as Python's float power rounds it (NumPy's SIMD
+    power can differ by an ulp), whether the members share one beta or each has its own."""
+    from caviar.optim.base import power
+
+    for betas in ([0.9] * 5, [0.9, 0.8, 0.999, 0.9, 0.5], [0.999]):
+        column = np.asarray(betas).reshape(-1, 1)
+        for t in (1, 2, 7, 1000):
+            got = power(column, t)
+            assert got.shape == column.shape and got.dtype == np.float64
+            assert got.ravel().tolist() == [b**t for b in betas]
+    assert power(0.9, 3) == 0.9**3
+
+
 def parabola(p):
     return ((p - 3.0) ** 2).sum()
 

@@ -181,7 +181,7 @@ class Softmax(Head):
         if weights is not None or y.ndim != 1 or y.dtype.kind not in "iu" or z.ndim != 3:
             return super().member_loss_grads(z, y, weights)
         xp = backend.get_array_module(z)
-        losses, dz = F.class_cross_entropy_data(z, xp.broadcast_to(F.class_indices(y, z.shape[-1]), z.shape[:-1]), True)
+        losses, dz = F.class_cross_entropy_data(z, F.class_indices(y, z.shape[-1]), True)  # y broadcasts over members
         dz *= xp.ones((), dtype=z.dtype) / z.shape[1]
         return losses.mean(axis=-1), dz
 
@@ -210,7 +210,10 @@ class Softmax(Head):
         if z.ndim <= 3 and kernels.usable(z, min_size=kernels.LOGITS_MIN_SIZE):  # one pass: argmax, compare, count
             z3 = kernels.stacked(z)
             counts = numpy.empty((len(z3), 1), dtype=numpy.float64)
-            kernels.run("hits", z3, numpy.broadcast_to(numpy.asarray(labels).reshape(1, -1), z3.shape[:2]), counts)
+            labels = numpy.asarray(labels).reshape(-1, z3.shape[1])  # (1, m): every member's labels
+            if len(labels) not in (1, len(z3)):
+                labels = numpy.broadcast_to(labels, z3.shape[:2])  # raises for labels of another shape
+            kernels.run("hits", z3, labels, counts)
             hits = counts[:, 0] / z.shape[-2]  # a mean of bools: the count over m, in float64
             return float(hits[0]) if z.ndim == 2 else hits
         hits = (z.argmax(axis=-1) == labels).mean(axis=-1)

@@ -72,7 +72,10 @@ def power(beta, t):
     ulp in about 5% of cases), which would break a member's bit-identity with its solo run."""
     if isinstance(beta, float):
         return beta**t
-    return numpy.asarray([b**t for b in beta.ravel().tolist()], dtype=numpy.float64).reshape(beta.shape)
+    values = beta.ravel().tolist()
+    if values and values.count(values[0]) == len(values):  # the members share it (the default): one power
+        return numpy.full(beta.shape, values[0] ** t, dtype=numpy.float64)
+    return numpy.asarray([b**t for b in values], dtype=numpy.float64).reshape(beta.shape)
 
 
 def fused_update(kind, param, grad, state_arrays, coefficients):

@@ -312,9 +312,9 @@ def _train_epoch(trainee, opt, X, y, batch_size, shuffle, shuffle_rng, min_last,
         opt.step(params, active=good if bad else None, decay=trainee.step_decay)
         run.iteration += 1
         metric = trainee.metric(logits.data, yb)
-        for slot, number in enumerate(trainee.numbers):
-            if good[slot]:
-                run.histories[number].iterations.append(float(values[slot]))
+        for number, value, ok in zip(trainee.numbers, values.tolist(), good.tolist()):
+            if ok:
+                run.histories[number].iterations.append(value)
         if bad:
             trainee.leave(slots, "diverged")
             sums, metric_sums, metric, values = sums[good], metric_sums[good], metric[good], values[good]
