@@ -508,19 +508,33 @@ def batch_norm_grad(g, xhat, gamma, inv_std, out=None, scale=None, drop=None, ov
     ``batch_norm_train``'s xhat and inv_std: the closed form, dgamma and dbeta shaped as gamma.
     With ``out`` (the ReLU output of ``batch_norm_train(relu=True)``), g is the gradient at the
     ReLU's output, taken as g * ``scale`` where a dropout's is given (or ``drop``'s, where
-    ``dropout_over`` wrote the dropout over ``out``, in the ReLU's pass), and backpropagated
-    through the ReLU first (a compiled pass, the ReLU gradient's). Then one compiled pass
-    where it can, with the same values. ``overwrite``: g is a fresh array the caller owns, and
-    the gradients are written over it."""
+    ``dropout_over`` wrote the dropout over ``out``), and backpropagated through the ReLU
+    first: in the loop of the compiled kernel's first pass where it runs, else the ReLU
+    gradient's own pass. The same values either way. ``overwrite``: g is a fresh array the
+    caller owns, and the gradients are written over it."""
     m = xhat.shape[-2]
-    if out is not None:  # the ReLU's gradient kernel first (taking its mask into batch norm's two
-        # passes made them 2x slower)
+    compiled = _batch_norm_compiled(xhat, gamma, gamma) and kernels.usable(g, xhat) and g.shape == xhat.shape
+    K, h = (xhat.shape[0] if xhat.ndim == 3 else 1), xhat.shape[-1]
+    if (out is not None and compiled and out.shape == g.shape and kernels.usable(g, out)
+            and (drop is None or g.ndim == 3)):  # the ReLU's gradient in the loop of the first pass
+        if scale is not None:
+            g, overwrite = g * scale, True
+        dz = g if overwrite else g.copy()  # the kernel writes over its g
+        dgamma, dbeta = numpy.empty(gamma.shape, g.dtype), numpy.empty(gamma.shape, g.dtype)
+        common = (kernels.stacked(dz), kernels.stacked(xhat), kernels.per_unit(gamma, K), inv_std.reshape(K, h),
+                  kernels.constants(g.dtype, m, 0, 1), dgamma.reshape(K, h), dbeta.reshape(K, h),
+                  *(numpy.empty((K, h), g.dtype) for _ in range(3)), kernels.stacked(out))
+        if drop is None:
+            kernels.run("relu_batch_norm_grad_over_plain", *common)
+        else:
+            kernels.run("relu_batch_norm_grad_over", *common, *drop)
+        return dz, dgamma, dbeta
+    if out is not None:  # the ReLU's gradient first, where batch norm's kernel does not take it
         g = _backprop_activation(g, out, "relu", LEAKY_SLOPE, scale=scale, drop=drop, overwrite=overwrite)[0]
         overwrite = True  # that pass's dz is this function's own
     elif scale is not None:
         g, overwrite = g * scale, True
     if _batch_norm_compiled(xhat, gamma, gamma) and kernels.usable(g, xhat) and g.shape == xhat.shape:
-        K, h = (xhat.shape[0] if xhat.ndim == 3 else 1), xhat.shape[-1]
         dz = g if overwrite else numpy.empty_like(g)
         dgamma, dbeta = numpy.empty(gamma.shape, g.dtype), numpy.empty(gamma.shape, g.dtype)
         kernels.run("batch_norm_grad_over" if overwrite else "batch_norm_grad", kernels.stacked(g),
