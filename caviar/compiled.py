@@ -346,6 +346,34 @@ def dropout_over(a, keys, thresholds, inverse, consts, kept):
 
 
 @jit
+def bias_relu_dropout(z, b, with_bias, consts, keys, thresholds, inverse, kept):
+    # bias_relu written over z, then dropout_over on that output, in one pass (a population's
+    # Dense -> ReLU -> Dropout): the same operations on each element in the same order, so
+    # the same values, bits and bools as the two kernels one after the other
+    zero = consts[0]
+    for k in range(z.shape[0]):
+        bk, key, t, inv = b[k], keys[k, 0], thresholds[k, 0], inverse[k, 0]
+        for i in range(z.shape[1]):
+            zi, ki = z[k, i], kept[k, i]
+            h = zi.shape[0]
+            base = key + numba.uint64(i * h) * _GOLDEN
+            if with_bias:
+                for j in range(h):
+                    x = zi[j] + bk[j]
+                    x = x if (x >= zero or x != x) else zero
+                    keep = _mask_bits(base, j) < t
+                    ki[j] = keep
+                    zi[j] = x * (inv if keep else zero)
+            else:
+                for j in range(h):
+                    x = zi[j]
+                    x = x if (x >= zero or x != x) else zero
+                    keep = _mask_bits(base, j) < t
+                    ki[j] = keep
+                    zi[j] = x * (inv if keep else zero)
+
+
+@jit
 def relu_grad(g, out, dz, db, with_bias, consts, inverse, kept, by_member):
     _relu_grad(g, out, dz, db, with_bias, consts, inverse, kept, by_member)
 
@@ -574,7 +602,7 @@ def _relu_batch_norm_grad(g, xhat, gamma, inv_std, consts, dgamma, dbeta, s1, s2
 
 
 KERNELS = {"gd": sgd, "momentum": momentum, "rmsprop": rmsprop, "adam": adam, "bias_relu": bias_relu,
-           "dropout": dropout, "dropout_over": dropout_over, "relu_grad": relu_grad, "relu_grad_over": relu_grad_over,
+           "dropout": dropout, "dropout_over": dropout_over, "bias_relu_dropout": bias_relu_dropout, "relu_grad": relu_grad, "relu_grad_over": relu_grad_over,
            "column_sums": column_sums, "batch_norm": batch_norm, "batch_norm_over": batch_norm_over,
            "batch_norm_eval": batch_norm_eval, "batch_norm_grad": batch_norm_grad,
            "batch_norm_grad_over": batch_norm_grad_over, "relu_batch_norm_grad_over": relu_batch_norm_grad_over,

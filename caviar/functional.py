@@ -702,6 +702,24 @@ def dropout_over(a, rngs, keep_probs, constants=None):
     return inverses, kept
 
 
+def bias_relu_dropout(z, b, rngs, keep_probs, constants=None):
+    """``_bias_activate(z, b, "relu")`` written over ``z`` (a population's fresh product, (K, m,
+    h)), then ``dropout_over`` on that output, in one compiled pass: the same values, draws and
+    bools as the two one after the other. Returns ``dropout_over``'s ``(inverses, kept)``, or
+    None where the kernel does not run (nothing is drawn then and z is left as it is)."""
+    K = z.shape[0] if z.ndim == 3 else 0
+    if (z.ndim != 3 or not kernels.usable(z, min_size=1)
+            or (b is not None and not (b.dtype == z.dtype and b.size == K * z.shape[-1]))):
+        return None
+    keeps = [float(p) for p in keep_probs]
+    constants = mask_constants(keeps, z.dtype) if constants is None else constants
+    keys, thresholds, inverses = _mask_draws(rngs, keeps, z.dtype, constants)
+    kept = numpy.empty(z.shape, dtype=numpy.bool_)
+    kernels.run("bias_relu_dropout", z, kernels.per_unit(z if b is None else b, K), b is not None, constants[2], keys,
+                thresholds, inverses, kept)
+    return inverses, kept
+
+
 def dropout_scale(a, draws, keep, inverse):
     """(a * scale, scale) with scale = 1/keep where a draw is under keep, else 0, from uniform
     ``draws`` of a's shape (the GPU's dropout: ``dropout_mask``). ``keep`` and ``inverse`` are

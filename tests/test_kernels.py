@@ -16,7 +16,7 @@ from caviar.train.population import Population
 
 def test_the_kernels_compile_here():
     # without this, every comparison below would compare the NumPy update with itself
-    assert set(kernels.kernels()) == {"gd", "momentum", "rmsprop", "adam", "bias_relu", "dropout", "dropout_over",
+    assert set(kernels.kernels()) == {"gd", "momentum", "rmsprop", "adam", "bias_relu", "dropout", "dropout_over", "bias_relu_dropout",
                                       "relu_grad", "relu_grad_over", "column_sums", "batch_norm", "batch_norm_over",
                                       "batch_norm_eval", "batch_norm_grad", "batch_norm_grad_over",
                                       "relu_batch_norm_grad_over", "relu_batch_norm_grad_over_plain", "softmax_shift",
@@ -350,6 +350,38 @@ def test_dropout_over_a_relu_gives_the_product_and_the_gradient_of_the_scale(mon
         np.testing.assert_array_equal(db2, db)
         monkeypatch.setattr(kernels, "ENABLED", False)  # the NumPy code takes the same scale
         np.testing.assert_array_equal(F._backprop_activation(g, over, "relu", F.LEAKY_SLOPE, drop=drop)[0], expected)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("K,m,h,bias", [(4, 16, 8, True), (3, 9, 1, True), (2, 7, 3, False)])
+def test_a_layer_s_bias_relu_and_the_dropout_above_in_one_pass_are_the_two_passes(monkeypatch, dtype, K, m, h, bias):
+    """bias_relu_dropout gives what bias and ReLU, then dropout_over, give one after the other
+    (values with NaN, inf and -0.0; the kept bools; the same draws), and where the kernels do
+    not run it draws nothing and leaves z as it is."""
+    from caviar import functional as F
+
+    r = np.random.default_rng(K * m * h)
+    z = r.standard_normal((K, m, h)).astype(dtype)
+    z.flat[::5] = -0.0
+    z.flat[1], z.flat[2], z.flat[4] = np.nan, np.inf, -np.inf
+    b = r.standard_normal((K, 1, h)).astype(dtype) if bias else None
+    keep = [0.5, 1.0, 0.8, 0.3][:K]
+    rngs = [[np.random.default_rng(10 + k) for k in range(K)] for _ in range(2)]
+    apart = F._bias_activate(z.copy(), b, "relu", F.LEAKY_SLOPE)
+    drop = F.dropout_over(apart, rngs[0], keep)
+    one = z.copy()
+    calls = spy(monkeypatch)
+    fused = F.bias_relu_dropout(one, b, rngs[1], keep)
+    assert calls == {"bias_relu_dropout": 1}
+    np.testing.assert_array_equal(one, apart)
+    for a, c in zip(fused, drop):
+        np.testing.assert_array_equal(a, c)
+    assert [q.random() for q in rngs[0]] == [q.random() for q in rngs[1]]
+    monkeypatch.setattr(kernels, "ENABLED", False)
+    untouched = z.copy()
+    assert F.bias_relu_dropout(untouched, b, rngs[1], keep) is None
+    np.testing.assert_array_equal(untouched, z)
+    assert [q.random() for q in rngs[0]] == [q.random() for q in rngs[1]]  # nothing drawn
 
 
 @pytest.mark.parametrize("compiled", [False, True])

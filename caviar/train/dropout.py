@@ -47,10 +47,23 @@ class PopulationDropout(Layer):
         if not self._dropping:
             return None
         F.refuse_if_checking(min(self.keep_probs))
-        constants = self._constants.get(a.dtype)
+        return F.dropout_over(a, self.rngs, self._keep_probs, self._mask_constants(a.dtype)) or False
+
+    def bias_relu_over(self, z, b):
+        """The layer below's bias and ReLU, then this dropout, in one pass over ``z``, its fresh
+        product (``F.bias_relu_dropout``): ``(inverses, kept)`` as ``drop_over`` gives them;
+        None where no member drops units and False where the kernel does not run (``z`` is
+        left as it is for the layer's own pass then)."""
+        if not self._dropping:
+            return None
+        F.refuse_if_checking(min(self.keep_probs))
+        return F.bias_relu_dropout(z, b, self.rngs, self._keep_probs, self._mask_constants(z.dtype)) or False
+
+    def _mask_constants(self, dtype):
+        constants = self._constants.get(dtype)
         if constants is None:
-            constants = self._constants[a.dtype] = F.mask_constants(self._keep_probs, a.dtype)
-        return F.dropout_over(a, self.rngs, self._keep_probs, constants) or False
+            constants = self._constants[dtype] = F.mask_constants(self._keep_probs, dtype)
+        return constants
 
     def __call__(self, a, training=False, rng=None):
         if not training or not self._dropping:

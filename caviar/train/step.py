@@ -6,8 +6,8 @@ needs, and the backward pass runs the layers in reverse, each with the same data
 functions its op's closure calls (``caviar.functional``: the fused bias and activation, its
 gradient with db, batch norm's forward and closed-form gradient, dropout's scale, which the
 ReLU gradient's kernel of the layer below takes in its own pass where the dropout is above a
-ReLU; a ReLU layer above batch norm runs in batch norm's forward pass; the same matrix
-products on the same arrays).
+ReLU; a dropout above a Dense layer's ReLU runs in that layer's pass, and a ReLU layer above
+batch norm in batch norm's forward pass; the same matrix products on the same arrays).
 Passes whose input is a fresh array of the step write over it (batch norm's xhat over a
 linear layer's Z, the ReLU's and batch norm's gradients over dA, a dropout above a ReLU over
 the ReLU's output, its mask kept as bools), so a step touches less memory; the values are
@@ -45,13 +45,18 @@ def run(pop, Xb, yb):
     a, saved = Xb, []  # augmented batches are (K, m, n), one per member
     layers, fused = pop.net.layers, False
     relu = None  # the last ReLU's output, a fresh array of this step's
+    dropped = None  # the dropout above a ReLU layer, done in that layer's pass: (inverses, kept)
     for i, layer in enumerate(layers):
         if fused:  # the ReLU layer batch norm below it computed
             fused = False
         elif isinstance(layer, Dense):
             b = layer.params.get("b")
-            out = F._bias_activate(a @ layer.params["W"].data, None if b is None else b.data, layer.activation,
-                                   F.LEAKY_SLOPE)
+            b = None if b is None else b.data
+            z = a @ layer.params["W"].data
+            above = layers[i + 1] if i + 1 < len(layers) else None
+            if layer.activation == "relu" and isinstance(above, PopulationDropout):
+                dropped = above.bias_relu_over(z, b) or None  # bias, ReLU and the dropout in one pass
+            out = z if dropped else F._bias_activate(z, b, layer.activation, F.LEAKY_SLOPE)
             saved.append((layer, a, out))
             a = out
             relu = out if layer.activation == "relu" else None
@@ -73,8 +78,8 @@ def run(pop, Xb, yb):
         elif isinstance(layer, PopulationDropout):
             # above a ReLU, written over its output (which then gives the ReLU's gradient and
             # the dropout's scale from bools); else a * scale, with the scale kept
-            drop = layer.drop_over(a) if a is relu else False
-            scale = None
+            drop = dropped if dropped else layer.drop_over(a) if a is relu else False
+            dropped, scale = None, None
             if drop is False:
                 a, scale = layer.drop(a)
                 drop = None
