@@ -425,32 +425,77 @@ def batch_norm_over(z, gamma, beta, consts, out, mu, var, inv_std, run_mean, run
     _batch_norm(z, gamma, beta, consts, out, z, mu, var, inv_std, run_mean, run_var, update, relu)
 
 
+@jit
+def batch_norm_relu_dropout_over(z, gamma, beta, consts, out, mu, var, inv_std, run_mean, run_var, update, keys,
+                                 thresholds, inverse, kept):
+    # batch_norm_over with relu, then dropout_over on its output, in batch norm's last pass (a
+    # population's Dense -> BatchNorm -> ReLU -> Dropout): the same operations on each element
+    # in the same order, so the same values, bits and bools as the two kernels one after the other
+    m_, eps, one, zero = consts[0], consts[1], consts[2], consts[5]
+    K, m, h = z.shape
+    for k in range(K):
+        muk, vk, ik, gk, bk = mu[k], var[k], inv_std[k], gamma[k], beta[k]
+        _batch_norm_statistics(z[k], z[k], muk, vk, ik, m_, eps, one)
+        key, t, inv = keys[k, 0], thresholds[k, 0], inverse[k, 0]
+        for i in range(m):
+            xi, oi, ki = z[k, i], out[k, i], kept[k, i]
+            base = key + numba.uint64(i * h) * _GOLDEN
+            for j in range(h):
+                x = xi[j] * ik[j]
+                xi[j] = x
+                y = gk[j] * x + bk[j]
+                y = y if (y >= zero or y != y) else zero
+                keep = _mask_bits(base, j) < t
+                ki[j] = keep
+                oi[j] = y * (inv if keep else zero)
+        if update:
+            _running_update(run_mean[k], run_var[k], muk, vk, consts[3], consts[4])
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy", inline="always")
+def _batch_norm_statistics(zk, xk, muk, vk, ik, m_, eps, one):
+    # member k's mini-batch mean and biased variance over its (m, h) rows, the centered values
+    # kept in xk, and 1 / sqrt(var + eps)
+    m, h = zk.shape
+    sum_rows(zk, muk)
+    for j in range(h):
+        muk[j] = muk[j] / m_
+    z0, x0 = zk[0], xk[0]
+    for j in range(h):  # centered, kept in xhat, and its squares summed row after row, in one
+        x = z0[j] - muk[j]  # pass (16% off the kernel on (10, 128, 256) against two passes)
+        x0[j] = x
+        vk[j] = x * x
+    for i in range(1, m):
+        zi, xi = zk[i], xk[i]
+        for j in range(h):
+            x = zi[j] - muk[j]
+            xi[j] = x
+            vk[j] = vk[j] + x * x
+    for j in range(h):
+        vk[j] = vk[j] / m_
+        ik[j] = one / numpy.sqrt(vk[j] + eps)
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy", inline="always")
+def _running_update(rm, rv, muk, vk, beta_, rest):
+    # the running estimates as NumPy's in-place lines give them: run *= momentum, then run +=
+    # (1 - momentum) * batch
+    for j in range(rm.shape[0]):
+        rm[j] = rm[j] * beta_
+        rm[j] = rm[j] + rest * muk[j]
+        rv[j] = rv[j] * beta_
+        rv[j] = rv[j] + rest * vk[j]
+
+
 @numba.njit(cache=True, nogil=True, error_model="numpy", inline="always")
 def _batch_norm(z, gamma, beta, consts, out, xhat, mu, var, inv_std, run_mean, run_var, update, relu):
-    # update: the running estimates as NumPy's in-place lines give them, run *= momentum, then
-    # run += (1 - momentum) * batch (consts[3], consts[4]); relu: the ReLU layer above in the
-    # last pass, as bias_relu computes it (consts[5] is 0)
+    # update: the running estimates updated (consts[3], consts[4]: momentum, 1 - momentum);
+    # relu: the ReLU layer above in the last pass, as bias_relu computes it (consts[5] is 0)
     m_, eps, one = consts[0], consts[1], consts[2]
     K, m, h = z.shape
     for k in range(K):
         muk, vk, ik, gk, bk = mu[k], var[k], inv_std[k], gamma[k], beta[k]
-        sum_rows(z[k], muk)
-        for j in range(h):
-            muk[j] = muk[j] / m_
-        z0, x0 = z[k, 0], xhat[k, 0]
-        for j in range(h):  # centered, kept in xhat, and its squares summed row after row, in one
-            x = z0[j] - muk[j]  # pass (16% off the kernel on (10, 128, 256) against two passes)
-            x0[j] = x
-            vk[j] = x * x
-        for i in range(1, m):
-            zi, xi = z[k, i], xhat[k, i]
-            for j in range(h):
-                x = zi[j] - muk[j]
-                xi[j] = x
-                vk[j] = vk[j] + x * x
-        for j in range(h):
-            vk[j] = vk[j] / m_
-            ik[j] = one / numpy.sqrt(vk[j] + eps)
+        _batch_norm_statistics(z[k], xhat[k], muk, vk, ik, m_, eps, one)
         zero = consts[5]
         for i in range(m):
             xi, oi = xhat[k, i], out[k, i]
@@ -466,12 +511,7 @@ def _batch_norm(z, gamma, beta, consts, out, xhat, mu, var, inv_std, run_mean, r
                     xi[j] = x
                     oi[j] = gk[j] * x + bk[j]
         if update:
-            rm, rv, beta_, rest = run_mean[k], run_var[k], consts[3], consts[4]
-            for j in range(h):
-                rm[j] = rm[j] * beta_
-                rm[j] = rm[j] + rest * muk[j]
-                rv[j] = rv[j] * beta_
-                rv[j] = rv[j] + rest * vk[j]
+            _running_update(run_mean[k], run_var[k], muk, vk, consts[3], consts[4])
 
 
 @jit
@@ -604,6 +644,7 @@ def _relu_batch_norm_grad(g, xhat, gamma, inv_std, consts, dgamma, dbeta, s1, s2
 KERNELS = {"gd": sgd, "momentum": momentum, "rmsprop": rmsprop, "adam": adam, "bias_relu": bias_relu,
            "dropout": dropout, "dropout_over": dropout_over, "bias_relu_dropout": bias_relu_dropout, "relu_grad": relu_grad, "relu_grad_over": relu_grad_over,
            "column_sums": column_sums, "batch_norm": batch_norm, "batch_norm_over": batch_norm_over,
+           "batch_norm_relu_dropout_over": batch_norm_relu_dropout_over,
            "batch_norm_eval": batch_norm_eval, "batch_norm_grad": batch_norm_grad,
            "batch_norm_grad_over": batch_norm_grad_over, "relu_batch_norm_grad_over": relu_batch_norm_grad_over,
            "relu_batch_norm_grad_over_plain": relu_batch_norm_grad_over_plain,

@@ -503,6 +503,30 @@ def batch_norm_train(z, gamma, beta, running=None, momentum=0.9, epsilon=1e-5, r
     return out, xhat, inv_std
 
 
+def batch_norm_relu_dropout(z, gamma, beta, running, momentum, epsilon, rngs, keep_probs, constants=None):
+    """``batch_norm_train(z, ..., relu=True, overwrite=True)`` then ``dropout_over`` on its
+    output, in the kernel's last pass: for a population's fresh linear product ``z`` (K, m, h),
+    whose xhat it writes over z. Returns (out, xhat, inv_std, ``dropout_over``'s (inverses,
+    kept)), the same values, draws and bools as the two one after the other; None where the
+    kernel does not run (nothing is drawn or updated then)."""
+    m, h = z.shape[-2], z.shape[-1]
+    if m < 2 or z.ndim != 3 or not _batch_norm_compiled(z, gamma, beta):
+        return None
+    K = z.shape[0]
+    if running is None or not (kernels.usable(z, *running) and all(r.size == K * h for r in running)):
+        return None
+    keeps = [float(p) for p in keep_probs]
+    constants = mask_constants(keeps, z.dtype) if constants is None else constants
+    keys, thresholds, inverses = _mask_draws(rngs, keeps, z.dtype, constants)
+    out, kept = numpy.empty_like(z), numpy.empty(z.shape, dtype=numpy.bool_)
+    mu, var, inv_std = numpy.empty((3, K, 1, h), dtype=z.dtype)
+    kernels.run("batch_norm_relu_dropout_over", z, kernels.per_unit(gamma, K), kernels.per_unit(beta, K),
+                kernels.constants(z.dtype, m, epsilon, 1.0, momentum, 1 - momentum, 0), out, mu.reshape(K, h),
+                var.reshape(K, h), inv_std.reshape(K, h), *[r.reshape(K, h) for r in running], True, keys, thresholds,
+                inverses, kept)
+    return out, z, inv_std, (inverses, kept)
+
+
 def batch_norm_grad(g, xhat, gamma, inv_std, out=None, scale=None, drop=None, overwrite=False):
     """(dz, dgamma, dbeta) of training-mode batch norm from the upstream gradient ``g`` and
     ``batch_norm_train``'s xhat and inv_std: the closed form, dgamma and dbeta shaped as gamma.

@@ -18,7 +18,7 @@ def test_the_kernels_compile_here():
     # without this, every comparison below would compare the NumPy update with itself
     assert set(kernels.kernels()) == {"gd", "momentum", "rmsprop", "adam", "bias_relu", "dropout", "dropout_over", "bias_relu_dropout",
                                       "relu_grad", "relu_grad_over", "column_sums", "batch_norm", "batch_norm_over",
-                                      "batch_norm_eval", "batch_norm_grad", "batch_norm_grad_over",
+                                      "batch_norm_relu_dropout_over", "batch_norm_eval", "batch_norm_grad", "batch_norm_grad_over",
                                       "relu_batch_norm_grad_over", "relu_batch_norm_grad_over_plain", "softmax_shift",
                                       "row_sums", "softmax_log_p", "minus_one_at", "hits"}
     assert kernels.usable(np.zeros(kernels.MIN_SIZE, np.float32))
@@ -304,6 +304,41 @@ def test_batch_norm_with_the_relu_and_dropout_above_it_is_the_three_layers(monke
         np.testing.assert_array_equal(a, b)
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("K,m,h", [(3, 16, 8), (2, 9, 5)])
+@pytest.mark.usefixtures("kernels_at_every_size")
+def test_batch_norm_its_relu_and_the_dropout_above_in_one_call_are_the_passes_apart(monkeypatch, dtype, K, m, h):
+    """batch_norm_relu_dropout gives batch_norm_train(relu=True, overwrite=True) and then
+    dropout_over on its output: the same output, xhat (over z), inv_std, running estimates,
+    kept bools and draws; where the kernels do not run it draws and updates nothing."""
+    from caviar import functional as F
+
+    r = np.random.default_rng(K * m * h)
+    z = (r.standard_normal((K, m, h)) * 3).astype(dtype)
+    gamma, beta = r.uniform(0.5, 2, (K, 1, h)).astype(dtype), r.standard_normal((K, 1, h)).astype(dtype)
+    runs = [(r.standard_normal((K, 1, h)).astype(dtype), r.uniform(0.5, 2, (K, 1, h)).astype(dtype))]
+    runs.append(tuple(a.copy() for a in runs[0]))
+    keep = [0.5, 1.0, 0.8][:K]
+    rngs = [[np.random.default_rng(20 + k) for k in range(K)] for _ in range(2)]
+    z1 = z.copy()
+    out, xhat, inv_std = F.batch_norm_train(z1, gamma, beta, runs[0], 0.9, 1e-5, relu=True, overwrite=True)
+    drop = F.dropout_over(out, rngs[0], keep)
+    z2 = z.copy()
+    calls = spy(monkeypatch)
+    got = F.batch_norm_relu_dropout(z2, gamma, beta, runs[1], 0.9, 1e-5, rngs[1], keep)
+    assert calls == {"batch_norm_relu_dropout_over": 1} and got[1] is z2
+    for a, b in [*zip(got[:3], (out, xhat, inv_std)), *zip(got[3], drop), *zip(*runs)]:
+        np.testing.assert_array_equal(a, b)
+    assert [q.random() for q in rngs[0]] == [q.random() for q in rngs[1]]
+    monkeypatch.setattr(kernels, "ENABLED", False)
+    z3, before = z.copy(), tuple(a.copy() for a in runs[1])
+    assert F.batch_norm_relu_dropout(z3, gamma, beta, runs[1], 0.9, 1e-5, rngs[1], keep) is None
+    np.testing.assert_array_equal(z3, z)
+    for a, b in zip(runs[1], before):
+        np.testing.assert_array_equal(a, b)
+    assert [q.random() for q in rngs[0]] == [q.random() for q in rngs[1]]
+
+
 def _relu_output_with_specials(r, shape, dtype):
     """A ReLU's output (its zeros, -0.0 kept as it is) with NaN and inf in it."""
     z = r.standard_normal(shape).astype(dtype)
@@ -476,7 +511,8 @@ def test_a_study_s_forked_workers_start_with_the_kernels_loaded():
     no_pool, signatures = queue.get(timeout=60)
     child.join(60)
     assert no_pool
-    for name in ("bias_relu", "relu_grad", "dropout", "adam"):  # machine code loaded before the fork
+    for name in ("bias_relu_dropout", "relu_grad_over", "batch_norm_relu_dropout_over", "relu_batch_norm_grad_over",
+                 "adam"):  # machine code loaded before the fork
         assert signatures[name] >= 1, name
 
 

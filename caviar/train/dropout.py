@@ -59,6 +59,16 @@ class PopulationDropout(Layer):
         F.refuse_if_checking(min(self.keep_probs))
         return F.bias_relu_dropout(z, b, self.rngs, self._keep_probs, self._mask_constants(z.dtype)) or False
 
+    def batch_norm_relu_over(self, z, gamma, beta, running, momentum, epsilon):
+        """The batch norm and ReLU layers below, then this dropout, in one call over ``z``, a
+        linear layer's fresh product (``F.batch_norm_relu_dropout``): (out, xhat, inv_std,
+        (inverses, kept)); None where no member drops units or the kernel does not run."""
+        if not self._dropping:
+            return None
+        F.refuse_if_checking(min(self.keep_probs))
+        return F.batch_norm_relu_dropout(z, gamma, beta, running, momentum, epsilon, self.rngs, self._keep_probs,
+                                         self._mask_constants(z.dtype))
+
     def _mask_constants(self, dtype):
         constants = self._constants.get(dtype)
         if constants is None:

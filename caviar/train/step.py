@@ -65,9 +65,15 @@ def run(pop, Xb, yb):
             fused = i + 1 < len(layers) and isinstance(layers[i + 1], Activation) and layers[i + 1].name == "relu"
             # xhat written over Z where Z is a linear layer's fresh product (its backward reads no output)
             fresh = i > 0 and isinstance(layers[i - 1], Dense) and layers[i - 1].activation == "linear"
-            a, xhat, inv_std = F.batch_norm_train(a, layer.params["gamma"].data, layer.params["beta"].data,
-                                                  (layer.buffers["running_mean"], layer.buffers["running_var"]),
-                                                  layer.momentum, layer.epsilon, fused, overwrite=fresh)
+            args = (a, layer.params["gamma"].data, layer.params["beta"].data,
+                    (layer.buffers["running_mean"], layer.buffers["running_var"]), layer.momentum, layer.epsilon)
+            done = None
+            if fused and fresh and i + 2 < len(layers) and isinstance(layers[i + 2], PopulationDropout):
+                done = layers[i + 2].batch_norm_relu_over(*args)  # and the dropout above the ReLU, in its pass
+            if done is not None:
+                a, xhat, inv_std, dropped = done
+            else:
+                a, xhat, inv_std = F.batch_norm_train(*args, fused, overwrite=fresh)
             saved.append((layer, xhat, (inv_std, a if fused else None)))
             relu = a if fused else None
         elif isinstance(layer, Activation):
