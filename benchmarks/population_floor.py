@@ -114,8 +114,10 @@ def first_layer(sizes, K, batch, rng, repeats=200):
 PIECES = [
     ("forward and backward (tape-free step)", tape_free, "run"),
     ("  batch norm forward (+ ReLU)", F, "batch_norm_train"),
+    ("  batch norm, ReLU and dropout forward", F, "batch_norm_relu_dropout"),
+    ("  bias, ReLU and dropout (a Dense layer's)", F, "bias_relu_dropout"),
     ("  batch norm backward (+ ReLU's gradient)", F, "batch_norm_grad"),
-    ("  dropout", PopulationDropout, "drop_over"),
+    ("  dropout (alone)", PopulationDropout, "drop_over"),
     ("  head: losses and dZ[L]", heads.Softmax, "member_loss_grads"),
     ("L2 term's squares", F, "member_squares"),
     ("optimizer step", base.Optimizer, "step"),
