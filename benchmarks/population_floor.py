@@ -2,7 +2,9 @@
 
 For every group of the default search (40 trials, 10 epochs, groups of 10 sharing an
 architecture, the default space, digits), in one process with one thread (BLAS and caviar's
-compiled kernels, as in a ``caviar tune`` worker), times:
+compiled kernels, as in a ``caviar tune`` worker), after a warm-up that trains one epoch of
+each group (so that no timing includes numba compiling or loading a kernel), with the
+garbage collector off during each timing (``no_collector``), times:
 
   solo        the group's trials trained one by one (``--no-population``'s work),
   population  the group trained as one caviar population (the default),
@@ -29,6 +31,7 @@ from __future__ import annotations
 import argparse
 import collections
 import contextlib
+import gc
 import os
 import sys
 import time
@@ -46,10 +49,24 @@ from caviar.optim import base  # noqa: E402
 from caviar.train import step as tape_free  # noqa: E402
 from caviar.train.dropout import PopulationDropout  # noqa: E402
 from caviar.train.batches import minibatch_indices  # noqa: E402
-from caviar.train.population import Population  # noqa: E402
+from caviar.train.population import Population, load_kernels  # noqa: E402
 from caviar.tune.objective import shape_of, study_data, train_population, train_trial  # noqa: E402
 from caviar.tune.space import default_space  # noqa: E402
 from caviar.tune.strategies import RandomSearch, population_key  # noqa: E402
+
+
+@contextlib.contextmanager
+def no_collector():
+    """The cyclic garbage collector off while a timing runs (as ``timeit`` does), after a
+    collection: a full collection walks every object of this process (134-139 ms for the
+    199,000 objects here once numba's kernels are loaded) and falls in one timing or another
+    depending on what ran before, which moved a group's time by 0.1 s between runs."""
+    gc.collect()
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.enable()
 
 
 def default_groups(trials, epochs, group_size, seed):
@@ -187,18 +204,26 @@ def main(argv=None):
           f"{'solo/popul.':>11} {'solo/products':>13}")
     kernels.THREADS = 1  # as in a caviar tune worker: one thread for BLAS and the kernels
     with threadpool_limits(1):
-        train_population(settings, default_groups(2, 1, 1, args.seed)[0])  # warm-up
+        # warm-up: one epoch of each group, alone and as a population, so that no time below is
+        # numba compiling or loading a kernel (on a fresh install it compiles them here)
+        load_kernels()
+        for group in default_groups(args.trials, 1, args.group_size, args.seed):
+            train_trial(settings, group[0])
+            train_population(settings, group)
         for group in default_groups(args.trials, args.epochs, args.group_size, args.seed):
             sizes, _ = shape_of(group[0]["params"], ds)
             batch = int(group[0]["params"].get("batch_size", 64))
-            t0 = time.perf_counter()
-            for trial in group:
-                train_trial(settings, trial)
-            solo = time.perf_counter() - t0
-            t0 = time.perf_counter()
-            train_population(settings, group)
-            pop = time.perf_counter() - t0
-            floor = products(sizes, len(group), batch, n_train, n_dev, args.epochs, rng)
+            with no_collector():
+                t0 = time.perf_counter()
+                for trial in group:
+                    train_trial(settings, trial)
+                solo = time.perf_counter() - t0
+            with no_collector():
+                t0 = time.perf_counter()
+                train_population(settings, group)
+                pop = time.perf_counter() - t0
+            with no_collector():
+                floor = products(sizes, len(group), batch, n_train, n_dev, args.epochs, rng)
             total += (solo, pop, floor)
             shared.append((sizes, batch, len(group), *first_layer(sizes, len(group), batch, rng)))
             pieces.append((group, sizes, batch))
