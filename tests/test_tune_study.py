@@ -278,6 +278,31 @@ def test_trials_are_claimed_when_a_worker_starts_them_not_when_queued(tmp_path):
     assert [t["runs"] for t in trials] == [1] * 10
 
 
+def _threads_here(_):
+    """A worker's threads (as the kernel lists them) and its BLAS libraries' thread counts."""
+    from threadpoolctl import threadpool_info
+
+    tasks = len(os.listdir("/proc/self/task"))
+    return tasks, sorted({i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"})
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="workers are forked on Linux")
+def test_forked_workers_inherit_one_blas_thread_and_start_no_thread(tmp_path):
+    """Workers keep BLAS to one thread without starting OpenBLAS's threads (a worker that set
+    the limit itself restarted them: they spun for work beside the other worker's first job);
+    after the pool, the driver has its own limits back."""
+    from threadpoolctl import threadpool_info
+
+    from caviar.tune.executors import LocalExecutor
+
+    before = {i["filepath"]: i["num_threads"] for i in threadpool_info()}
+    with LocalExecutor(2) as ex:
+        seen = [f.result() for f in [ex.pool.submit(_threads_here, i) for i in range(4)]]
+    assert seen == [(1, [1])] * 4
+    after = {i["filepath"]: i["num_threads"] for i in threadpool_info()}  # and libraries loaded since
+    assert {path: after[path] for path in before} == before
+
+
 WATCH_RUNNING = """
 import os, sqlite3, sys, time
 path, stop = sys.argv[1], sys.argv[2]

@@ -17,9 +17,13 @@ from .objective import run_population, run_population_detached, run_trial, run_t
 from .study import Study
 
 
-def _worker_init(single_thread):
+def _worker_init(single_thread, inherited):
     """Die with the driver (so a killed study leaves no orphan training a stale trial) and
-    keep BLAS and the compiled kernels to one thread when several workers share the cores."""
+    keep BLAS and the compiled kernels to one thread when several workers share the cores.
+    A forked worker inherits BLAS's one thread from the driver (``inherited``): setting it
+    here would restart OpenBLAS's thread pool, whose threads spin for work for about 0.1 s
+    (0.13 s of CPU in the 80 ms after it in a forked child here), taking the other worker's
+    core while both start their first job."""
     try:
         import ctypes
         import signal
@@ -28,11 +32,12 @@ def _worker_init(single_thread):
     except (OSError, AttributeError):  # not Linux: orphans are still fenced off by claim tokens
         pass
     if single_thread:
-        from threadpoolctl import threadpool_limits
-
         from .. import kernels
 
-        threadpool_limits(1)
+        if not inherited:
+            from threadpoolctl import threadpool_limits
+
+            threadpool_limits(1)
         kernels.THREADS = 1
 
 
@@ -105,15 +110,23 @@ class LocalExecutor:
     def __enter__(self):
         # fork on Linux: workers start at once and share the driver's loaded data; spawn elsewhere,
         # and on a GPU, where a forked child cannot use the CUDA state of its parent
-        method = "fork" if sys.platform.startswith("linux") and backend.name() == "numpy" else "spawn"
-        if method == "fork":
+        fork = sys.platform.startswith("linux") and backend.name() == "numpy"
+        single = self.workers > 1
+        self.limits = None
+        if fork:
             load_kernels()  # once here, not once per worker
-        self.pool = cf.ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context(method),
-                                           initializer=_worker_init, initargs=(self.workers > 1,))
+            if single:  # the workers, forked while the pool runs, inherit BLAS's one thread
+                from threadpoolctl import threadpool_limits
+
+                self.limits = threadpool_limits(1)
+        self.pool = cf.ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context(
+            "fork" if fork else "spawn"), initializer=_worker_init, initargs=(single, fork))
         return self
 
     def __exit__(self, *exc):
         self.pool.shutdown(wait=True, cancel_futures=True)
+        if self.limits is not None:
+            self.limits.restore_original_limits()
         return False
 
     def run(self, study, jobs, on_done, deadline=None):
