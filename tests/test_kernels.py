@@ -516,6 +516,16 @@ def test_a_study_s_forked_workers_start_with_the_kernels_loaded():
         assert signatures[name] >= 1, name
 
 
+def test_load_kernels_trains_its_populations_once_per_process(monkeypatch):
+    from caviar.train import population
+
+    if not kernels.ENABLED or not kernels.kernels():
+        pytest.skip("the compiled kernels do not run here")
+    population.load_kernels()
+    monkeypatch.setattr(population.Population, "fit", lambda *a, **k: pytest.fail("load_kernels trained again"))
+    population.load_kernels()  # a second study in the process
+
+
 def test_the_driver_loads_every_signature_a_default_search_population_runs():
     # in a new interpreter, as a study's driver: after load_kernels, populations of every
     # shape of the default space (1 to 3 hidden layers, with and without batch norm, dropout,

@@ -402,10 +402,12 @@ def load_kernels():
     parameters fill Adam's 8 and 16 gradient slots). numba's first call in a process costs
     about 0.25 s, and each further signature about 10 ms: a study's driver loads them once
     before forking its workers, which then start with them (each worker loaded ten of them
-    on its first populations when this took a two-class network without batch norm)."""
+    on its first populations when this took a two-class network without batch norm). Once
+    per process: a second study in it (a notebook's) does not train them again."""
+    global _kernels_loaded
     from .. import kernels
 
-    if not kernels.ENABLED or backend.name() != "numpy" or not kernels.kernels():
+    if _kernels_loaded or not kernels.ENABLED or backend.name() != "numpy" or not kernels.kernels():
         return
     rng = numpy.random.default_rng(0)
     # four members of 128 examples: every array over kernels.MIN_SIZE, down to the logits' dZ
@@ -418,6 +420,10 @@ def load_kernels():
                                                                 validation_data=(X, y))
     finally:
         kernels.THREADS = threads
+    _kernels_loaded = True
+
+
+_kernels_loaded = False  # load_kernels has run in this process
 
 
 def bytes_per_member(layer_sizes, batch_size, dtype="float32"):
