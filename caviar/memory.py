@@ -9,7 +9,9 @@ search took 150,000 minor faults and 1.85 s, the same population again 2,600 fau
 dropout and several gradients over arrays it has (``caviar.train.step``), it frees fewer, and
 glibc's own thresholds keep more of them: ``benchmarks/page_faults.py`` gives 17,802 faults
 and 0.55 s with malloc's defaults against 11,809 and 0.53 s (10 x 64-100-100-100-10 with
-dropout); without dropout 8,000 to 32,000 against 1,300 (``tests/test_memory.py``).
+dropout); without dropout 1,476 to 38,244 (eight runs: where glibc raises its threshold varies)
+against 1,367 to 1,483, and 56,600 to 58,600 with the threshold held at 128 KiB
+(``tests/test_memory.py``).
 PyTorch avoids this cost with its caching allocator; caviar asks malloc to behave like one:
 blocks up to 32 MiB come from the heap, and up to 128 MiB of freed heap is kept rather than
 returned.
