@@ -60,6 +60,32 @@ def test_greedy_selection_matches_a_plain_reference(seed):
     assert losses[-1] <= min(log_loss(p, y) for p in P)  # never worse than the best single candidate
 
 
+@pytest.mark.parametrize("output", ["softmax", "sigmoid", "linear"])
+def test_greedy_selection_averages_only_what_the_cost_reads_with_the_same_results_bit_for_bit(output):
+    # the loop on whole averages (as it was written before it averaged the cost's entries only):
+    # the same choices and the same losses, to the bit, with exact zeros and ones among the
+    # probabilities (the clipped cases) and candidates tied
+    rng = np.random.default_rng(7)
+    head = heads.get(output)
+    n_y = {"softmax": 10, "sigmoid": 1, "linear": 1}[output]
+    y = rng.integers(0, n_y, 359) if output == "softmax" else rng.integers(0, 2, 359).astype(float)
+    logits = rng.standard_normal((40, 359, n_y)) * rng.uniform(0.1, 40, (40, 1, 1))
+    P = (np.exp(logits) / np.exp(logits).sum(-1, keepdims=True) if output == "softmax"
+         else 1 / (1 + np.exp(-logits)) if output == "sigmoid" else logits)
+    P[3] = P[5]
+    total, chosen, losses = np.zeros(P.shape[1:]), [], []
+    for step in range(1, 51):
+        costs = head.proba_costs((total + P) / step, y)
+        j = int(np.argmin(np.where(np.isfinite(costs), costs, np.inf)))
+        total += P[j]
+        chosen.append(j)
+        losses.append(float(costs[j]))
+    best = int(np.argmin(losses))
+    counts, kept = greedy_selection(P, y, head, size=50)
+    assert counts.tolist() == np.bincount(chosen[:best + 1], minlength=40).tolist()
+    assert kept == losses[:best + 1]
+
+
 def test_greedy_selection_combines_complementary_models_with_replacement():
     # a and b err in opposite directions (their mean is exact); c is the best alone
     y = np.array([1.0, 1.0, -1.0, -1.0])

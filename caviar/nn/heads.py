@@ -133,8 +133,16 @@ class Head:
         linear head's predictions."""
         return float(self.proba_costs(p[None], y)[0])
 
-    def proba_costs(self, P, y):  # pragma: no cover - every head defines it
+    def proba_costs(self, P, y):
         """``proba_cost`` of each of a stack of probabilities (n, m, n_y), as an array (n,)."""
+        Q, costs = self.proba_cost_terms(P, y)
+        return costs(Q)
+
+    def proba_cost_terms(self, P, y):  # pragma: no cover - every head defines it
+        """(Q, costs): the entries of a stack P that ``proba_costs`` reads (all of them, or
+        fewer), and the function that gives the costs (n,) from them. Q is taken elementwise
+        from P, so the average of candidates' Q is the same numbers taken from the average of
+        their P: greedy selection averages Q (softmax's true-class column: 1/n_y of P)."""
         raise NotImplementedError
 
 
@@ -219,10 +227,10 @@ class Softmax(Head):
         hits = (z.argmax(axis=-1) == labels).mean(axis=-1)
         return float(hits) if hits.ndim == 0 else hits
 
-    def proba_costs(self, P, y):
+    def proba_cost_terms(self, P, y):  # log loss reads each example's true class
         labels = numpy.asarray(self._classes(y)).reshape(1, -1, 1)
         picked = numpy.take_along_axis(P, numpy.broadcast_to(labels, P.shape[:2] + (1,)), axis=-1)
-        return -numpy.log(numpy.clip(picked, EPS, 1)).mean(axis=(-2, -1))
+        return picked, lambda Q: -numpy.log(numpy.clip(Q, EPS, 1)).mean(axis=(-2, -1))
 
 
 class Sigmoid(Head):
@@ -271,10 +279,14 @@ class Sigmoid(Head):
     def proba_metrics(self, p, y):
         return self.metrics(p - 0.5, y)  # p > 0.5 exactly where the logit is > 0
 
-    def proba_costs(self, P, y):
+    def proba_cost_terms(self, P, y):
         t = y.reshape(P.shape[-2:])
-        pc = numpy.clip(P, EPS, 1 - EPS)
-        return -(t * numpy.log(pc) + (1 - t) * numpy.log(1 - pc)).mean(axis=(-2, -1))
+
+        def costs(Q):
+            pc = numpy.clip(Q, EPS, 1 - EPS)
+            return -(t * numpy.log(pc) + (1 - t) * numpy.log(1 - pc)).mean(axis=(-2, -1))
+
+        return P, costs
 
 
 class Linear(Head):
@@ -320,8 +332,9 @@ class Linear(Head):
         err = z - y.reshape(z.shape[-2:]).astype(z.dtype, copy=False)
         return _mean_rows(err * err)
 
-    def proba_costs(self, P, y):
-        return ((P - y.reshape(P.shape[-2:])) ** 2).mean(axis=(-2, -1))
+    def proba_cost_terms(self, P, y):
+        t = y.reshape(P.shape[-2:])
+        return P, lambda Q: ((Q - t) ** 2).mean(axis=(-2, -1))
 
 
 HEADS = {head.name: head for head in (Softmax(), Sigmoid(), Linear())}

@@ -43,12 +43,16 @@ def greedy_selection(P, y, head, size=DEFAULT_SIZE):
     if P.ndim != 3 or not len(P):
         raise ValueError(f"candidates' predictions must be a non-empty (n, m, n_y) stack, got shape {P.shape}")
     counts = numpy.zeros(len(P), dtype=numpy.int64)
-    total = numpy.zeros(P.shape[1:])
+    # only the entries the cost reads (``head.proba_cost_terms``): the same sums and costs, bit
+    # for bit, over a tenth of the numbers for softmax on ten classes (the final selection of
+    # the default search's 40 trials: 25 ms of the driver's time before, as the workers end)
+    Q, costs_of = head.proba_cost_terms(P, y)
+    total = numpy.zeros(Q.shape[1:])
     chosen, losses = [], []
     for step in range(1, int(size) + 1):
-        costs = head.proba_costs((total + P) / step, y)
+        costs = costs_of((total + Q) / step)
         j = int(numpy.argmin(numpy.where(numpy.isfinite(costs), costs, numpy.inf)))
-        total += P[j]
+        total += Q[j]
         chosen.append(j)
         losses.append(float(costs[j]))
     best = int(numpy.argmin(losses))  # the first of equal losses: the smaller ensemble
