@@ -99,7 +99,9 @@ def default_workers():
 
 
 class LocalExecutor:
-    """Jobs in ``workers`` processes on this machine (default: ``default_workers()``)."""
+    """Jobs in ``workers`` processes on this machine (default: ``default_workers()``). With
+    several forked workers, the driver's BLAS runs on one thread while the pool does (the
+    workers inherit it); its own limits come back when the pool ends."""
 
     def __init__(self, workers=None):
         self.workers = int(workers or default_workers())
@@ -119,14 +121,22 @@ class LocalExecutor:
                 from threadpoolctl import threadpool_limits
 
                 self.limits = threadpool_limits(1)
-        self.pool = cf.ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context(
-            "fork" if fork else "spawn"), initializer=_worker_init, initargs=(single, fork))
+        try:
+            self.pool = cf.ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context(
+                "fork" if fork else "spawn"), initializer=_worker_init, initargs=(single, fork))
+        except BaseException:
+            self._restore()
+            raise
         return self
+
+    def _restore(self):
+        if self.limits is not None:
+            self.limits.restore_original_limits()
+            self.limits = None
 
     def __exit__(self, *exc):
         self.pool.shutdown(wait=True, cancel_futures=True)
-        if self.limits is not None:
-            self.limits.restore_original_limits()
+        self._restore()
         return False
 
     def run(self, study, jobs, on_done, deadline=None):
