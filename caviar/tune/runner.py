@@ -187,10 +187,13 @@ def tune(data="digits", target=None, task=None, na_values=None, categorical=(), 
                     break
                 progress.refresh()
                 ex.run(st, plan(pending, ds, population, max_population, n_workers), progress, deadline)
+            # the last selection before the pool ends: the local executor then gives the
+            # driver back its BLAS threads, which OpenBLAS restarts spinning for work (0.1 s
+            # of CPU each), and the selection would share the cores with them
+            progress.ensemble.update()
     finally:
         st.release_driver()
     _clean_points(st)
-    progress.ensemble.update()
     return st
 
 
