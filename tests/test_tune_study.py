@@ -287,7 +287,7 @@ def _threads_here(_):
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="workers are forked on Linux")
-def test_forked_workers_inherit_one_blas_thread_and_start_no_thread(tmp_path):
+def test_forked_workers_inherit_one_blas_thread_and_start_no_thread():
     """Workers keep BLAS to one thread without starting OpenBLAS's threads (a worker that set
     the limit itself restarted them: they spun for work beside the other worker's first job);
     after the pool, the driver has its own limits back."""

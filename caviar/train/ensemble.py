@@ -44,8 +44,8 @@ def greedy_selection(P, y, head, size=DEFAULT_SIZE):
         raise ValueError(f"candidates' predictions must be a non-empty (n, m, n_y) stack, got shape {P.shape}")
     counts = numpy.zeros(len(P), dtype=numpy.int64)
     # only the entries the cost reads (``head.proba_cost_terms``): the same sums and costs, bit
-    # for bit, over a tenth of the numbers for softmax on ten classes (the final selection of
-    # the default search's 40 trials: 25 ms of the driver's time before, as the workers end)
+    # for bit, over a tenth of the numbers for softmax on ten classes (40 trials' 359 x 10 dev
+    # probabilities: 1.8-2.4 ms against 8.6 ms averaging whole stacks)
     Q, costs_of = head.proba_cost_terms(P, y)
     total = numpy.zeros(Q.shape[1:])
     chosen, losses = [], []

@@ -22,7 +22,7 @@ def _worker_init(single_thread, inherited):
     keep BLAS and the compiled kernels to one thread when several workers share the cores.
     A forked worker inherits BLAS's one thread from the driver (``inherited``): setting it
     here would restart OpenBLAS's thread pool, whose threads spin for work for about 0.1 s
-    (0.13 s of CPU in the 80 ms after it in a forked child here), taking the other worker's
+    (0.12-0.15 s of CPU in the 64-85 ms after it in a forked child here), taking the other worker's
     core while both start their first job."""
     try:
         import ctypes
@@ -108,13 +108,13 @@ class LocalExecutor:
         if self.workers < 1:
             raise ValueError(f"workers must be at least 1, got {workers}")
         self.pool = None
+        self.limits = None  # the driver's BLAS limits while a pool of forked workers runs
 
     def __enter__(self):
         # fork on Linux: workers start at once and share the driver's loaded data; spawn elsewhere,
         # and on a GPU, where a forked child cannot use the CUDA state of its parent
         fork = sys.platform.startswith("linux") and backend.name() == "numpy"
         single = self.workers > 1
-        self.limits = None
         if fork:
             load_kernels()  # once here, not once per worker
             if single:  # the workers, forked while the pool runs, inherit BLAS's one thread
