@@ -672,7 +672,9 @@ def dropout_mask(a, rngs, keep_probs, keep=None, inverse=None):
         elif keep is None:
             keep = backend.xp.asarray(keeps).reshape(-1, 1, 1)
             inverse = backend.xp.asarray([1.0 / p for p in keeps]).reshape(-1, 1, 1)
-        draws = (backend.xp.empty if min(keeps) < 1.0 else backend.xp.zeros)(a.shape, dtype=dtype)
+        # a member that keeps every unit draws nothing: its rows must be 0 (kept), not empty's
+        # leftovers (which gave such a member random masks beside members that drop units)
+        draws = (backend.xp.empty if max(keeps) < 1.0 else backend.xp.zeros)(a.shape, dtype=dtype)
         rows = draws.reshape((K,) + a.shape) if K == 1 else draws
         for k in (k for k in range(K) if keeps[k] < 1.0):  # rng.random(shape, dtype): CuPy needs the
             rngs[k].random(rows.shape[1:], dtype=dtype, out=rows[k])  # size with out, or draws one value

@@ -80,6 +80,20 @@ def test_every_member_equals_its_solo_run_on_the_gpu(gpu, optimizer, batchnorm, 
         np.testing.assert_allclose(histories[i].iterations, history.iterations, rtol=TOLERANCE[dtype]["rtol"])
 
 
+def test_a_member_that_keeps_every_unit_keeps_them_beside_members_that_drop_on_the_gpu(gpu, monkeypatch):
+    from caviar import functional as F
+
+    a = cupy.ones((3, 16, 6))
+    # memory handed out with leftovers no draw is under (what an empty array may hold)
+    monkeypatch.setattr(cupy, "empty", lambda shape, dtype=float: cupy.full(shape, 5.0, dtype=dtype))
+    _, scale = F.dropout_mask(a, [backend.rng(s) for s in (10, 11, 12)], [1.0, 0.8, 0.6])
+    monkeypatch.undo()
+    assert bool((scale[0] == 1).all())
+    for k, (seed, keep) in enumerate(((11, 0.8), (12, 0.6)), start=1):  # the others' masks are their solo ones
+        _, alone = F.dropout_mask(cupy.ones((16, 6)), [backend.rng(seed)], [keep])
+        assert bool((scale[k] == alone).all()) and 0 < int((alone == 0).sum()) < alone.size
+
+
 def test_a_diverging_member_is_frozen_on_the_gpu_and_the_others_train_on(gpu):
     pop, _ = population([MEMBERS[0], dict(MEMBERS[1], lr=1e4), MEMBERS[2]], "gd", False, True, "float32", epochs=4)
     status, net, history = pop.results[1]
