@@ -11,10 +11,17 @@ final dev accuracies must agree across sides (to float32 rounding: the mean over
 half a point).
 
     python benchmarks/population_peers.py [--workload digits|wide|both] [--sides caviar,jax,torch-bmm,torch-vmap]
+                                          [--device cpu|gpu]
 
 Workloads: ``digits`` — 64 configurations (32 x 64-32-10 and 32 x 64-32-32-10) on digits, 20
 epochs, batch 64; ``wide`` — 16 x 784-256-128-10 on 60,000 x 784 (synthetic, a random teacher's
 labels), batch 128, 2 epochs. JAX and optax come with ``pip install ".[bench]"``.
+
+``--device gpu`` runs every side on the first CUDA device: caviar on its CuPy backend, JAX on
+its GPU platform, PyTorch on ``cuda``; all three multiply float32 matrices in float32 (JAX's
+default on a GPU would round the products' inputs to TF32, so its precision is set to
+"highest"; PyTorch and CuPy do not use TF32 unless told to). ``--device cpu`` (the default)
+keeps JAX on its CPU platform.
 """
 
 from __future__ import annotations
@@ -84,30 +91,32 @@ def batch_order(m, batch, epochs, seed=0):
 
 
 # -- the sides: each returns the members' final dev accuracies ---------------------------------------
-def run_caviar(X, y, Xd, yd, sizes, members, epochs, batch, order):
+def run_caviar(X, y, Xd, yd, sizes, members, epochs, batch, order, device="cpu"):
+    from caviar import backend
     from caviar.train.population import Population
 
     pop = Population(sizes, [dict(m) for m in members], optimizer="adam")
     Ws, bs = initial_weights(sizes, members)
     for l, (W, b) in enumerate(zip(Ws, bs), start=1):
-        pop.net.params[f"W{l}"].data[...] = W
-        pop.net.params[f"b{l}"].data[...] = b
+        pop.net.params[f"W{l}"].data[...] = backend.xp.asarray(W)
+        pop.net.params[f"b{l}"].data[...] = backend.xp.asarray(b)
     pop.fit(X, y, epochs=epochs, batch_size=batch, validation_data=(Xd, yd), shuffle_seed=0)
     return [pop.results[i][1].evaluate(Xd, yd)["accuracy"] for i in range(len(members))]
 
 
-def run_torch(X, y, Xd, yd, sizes, members, epochs, batch, order, vmap=False):
+def run_torch(X, y, Xd, yd, sizes, members, epochs, batch, order, device="cpu", vmap=False):
     import torch
 
     torch.set_num_threads(os.cpu_count() or 1)
+    dev = "cuda" if device == "gpu" else "cpu"
     K = len(members)
     Ws, bs = initial_weights(sizes, members)
-    params = [torch.tensor(a, requires_grad=True) for pair in zip(Ws, bs) for a in pair]
-    lr = torch.tensor([m["lr"] for m in members], dtype=torch.float32)
-    lam = torch.tensor([m["l2"] for m in members], dtype=torch.float32)
+    params = [torch.tensor(a, requires_grad=True, device=dev) for pair in zip(Ws, bs) for a in pair]
+    lr = torch.tensor([m["lr"] for m in members], dtype=torch.float32, device=dev)
+    lam = torch.tensor([m["l2"] for m in members], dtype=torch.float32, device=dev)
     v = [torch.zeros_like(p) for p in params]
     s = [torch.zeros_like(p) for p in params]
-    X, y, Xd, yd = map(torch.from_numpy, (X, y, Xd, yd))
+    X, y, Xd, yd = (torch.from_numpy(a).to(dev) for a in (X, y, Xd, yd))
     n_layers = len(sizes) - 1
 
     def forward_one(ps, a):
@@ -131,7 +140,7 @@ def run_torch(X, y, Xd, yd, sizes, members, epochs, batch, order, vmap=False):
     t = 0
     for epoch in range(epochs):
         for idx in order[epoch]:
-            idx = torch.from_numpy(idx)
+            idx = torch.from_numpy(idx).to(dev)
             a, labels = X[idx], y[idx]
             if vmap:
                 with torch.no_grad():
@@ -203,7 +212,7 @@ def _jax_functions(n_layers):
     return _JAX[n_layers]
 
 
-def run_jax(X, y, Xd, yd, sizes, members, epochs, batch, order):
+def run_jax(X, y, Xd, yd, sizes, members, epochs, batch, order, device="cpu"):
     import jax.numpy as jnp
 
     Ws, bs = initial_weights(sizes, members)
@@ -222,17 +231,49 @@ def run_jax(X, y, Xd, yd, sizes, members, epochs, batch, order):
     return [float(a) for a in np.asarray(accuracy)]
 
 
-def child(side, name, repeats):
+def on_device(side, device):
+    """Put ``side``'s library on ``device`` before the work; the device's name."""
+    if side == "caviar":
+        from caviar import backend
+
+        if device == "gpu":
+            backend.use("cupy")
+            import cupy
+
+            found = cupy.cuda.runtime.getDeviceProperties(0)["name"]
+            return found.decode() if isinstance(found, bytes) else found
+        return "cpu"
+    if side == "jax":
+        import jax
+
+        if device == "gpu":
+            jax.config.update("jax_default_matmul_precision", "highest")  # float32 products, as the others
+        found = jax.devices()[0]
+        if (found.platform == "gpu") != (device == "gpu"):
+            raise SystemExit(f"JAX runs on {found.platform}, not {device}")
+        return found.device_kind
+    import torch
+
+    if device == "gpu":
+        if not torch.cuda.is_available():
+            raise SystemExit("PyTorch finds no CUDA device")
+        return torch.cuda.get_device_name(0)
+    return "cpu"
+
+
+def child(side, name, repeats, device="cpu"):
+    where = on_device(side, device)
     X, y, Xd, yd, groups, epochs, batch = workload(name)
     order = batch_order(len(X), batch, epochs)
     run = {"caviar": run_caviar, "jax": run_jax, "torch-bmm": run_torch,
-           "torch-vmap": lambda *a: run_torch(*a, vmap=True)}[side]
+           "torch-vmap": lambda *a, **k: run_torch(*a, **k, vmap=True)}[side]
     times, accuracies = [], None
     for _ in range(1 + repeats):
-        t0 = time.perf_counter()
-        accuracies = [a for sizes, members in groups for a in run(X, y, Xd, yd, sizes, members, epochs, batch, order)]
+        t0 = time.perf_counter()  # every side ends on its accuracies copied to the host: its work has finished
+        accuracies = [a for sizes, members in groups
+                      for a in run(X, y, Xd, yd, sizes, members, epochs, batch, order, device=device)]
         times.append(time.perf_counter() - t0)
-    print(json.dumps({"first": times[0], "warm": min(times[1:]), "accuracies": accuracies}))
+    print(json.dumps({"first": times[0], "warm": min(times[1:]), "accuracies": accuracies, "device": where}))
 
 
 def main(argv=None):
@@ -240,25 +281,32 @@ def main(argv=None):
     parser.add_argument("--workload", default="both", choices=["digits", "wide", "both"])
     parser.add_argument("--sides", default=",".join(SIDES))
     parser.add_argument("--repeats", type=int, default=2, help="warm runs after the first")
+    parser.add_argument("--device", default="cpu", choices=["cpu", "gpu"],
+                        help="where every side runs: the CPU, or the first CUDA device")
     parser.add_argument("--child", nargs=2, metavar=("SIDE", "WORKLOAD"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
-        return child(*args.child, args.repeats)
+        return child(*args.child, args.repeats, args.device)
     from blas import kernels
 
-    print(f"BLAS: {kernels()}")
+    print(f"BLAS: {kernels()}" if args.device == "cpu" else "device: GPU (each side names the one it found)")
+    env = dict(os.environ)
+    if args.device == "cpu":
+        env["JAX_PLATFORMS"] = "cpu"  # where JAX also has a GPU plugin
     for name in (["digits", "wide"] if args.workload == "both" else [args.workload]):
         results = {}
         for side in args.sides.split(","):
-            r = subprocess.run([sys.executable, __file__, "--child", side, name, "--repeats", str(args.repeats)],
-                               capture_output=True, text=True, check=False)
+            r = subprocess.run([sys.executable, __file__, "--child", side, name, "--repeats", str(args.repeats),
+                                "--device", args.device], capture_output=True, text=True, check=False, env=env)
             if r.returncode != 0:
-                print(f"{name:<7} {side:<11} failed: {r.stderr.strip().splitlines()[-1] if r.stderr.strip() else r.returncode}")
+                error = "\n    ".join(r.stderr.strip().splitlines()[-8:]) or f"exit code {r.returncode}"
+                print(f"{name:<7} {side:<11} failed:\n    {error}")
                 continue
             results[side] = json.loads(r.stdout.strip().splitlines()[-1])
             acc = np.mean(results[side]["accuracies"])
             print(f"{name:<7} {side:<11} first run {results[side]['first']:7.2f} s   warm {results[side]['warm']:7.2f} s"
-                  f"   mean dev accuracy {acc:.4f}", flush=True)
+                  f"   mean dev accuracy {acc:.4f}" + ("" if args.device == "cpu" else f"   on {results[side]['device']}"),
+                  flush=True)
         if "caviar" in results:
             for side, r in results.items():
                 if side != "caviar":
