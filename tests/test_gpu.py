@@ -84,8 +84,13 @@ def test_a_member_that_keeps_every_unit_keeps_them_beside_members_that_drop_on_t
     from caviar import functional as F
 
     a = cupy.ones((3, 16, 6))
-    # memory handed out with leftovers no draw is under (what an empty array may hold)
-    monkeypatch.setattr(cupy, "empty", lambda shape, dtype=float: cupy.full(shape, 5.0, dtype=dtype))
+
+    def leftovers(shape, dtype=float):  # memory handed out with values no draw is under, as empty's may be
+        out = cupy.ndarray(shape, dtype)
+        out.fill(5.0)
+        return out
+
+    monkeypatch.setattr(cupy, "empty", leftovers)
     _, scale = F.dropout_mask(a, [backend.rng(s) for s in (10, 11, 12)], [1.0, 0.8, 0.6])
     monkeypatch.undo()
     assert bool((scale[0] == 1).all())
