@@ -187,6 +187,80 @@ def row_sums(e, out, consts):
             out[k, i] = block_sum(e[k, i], e.shape[2], consts[0])
 
 
+# -- each member's sum of squares of its weights (the L2 term), NumPy's pairwise sum ------------
+@numba.njit(cache=True, nogil=True, error_model="numpy", inline="always")
+def block_squares(a, lo, n, negzero):
+    # block_sum of the squares of a[lo:lo + n], each square rounded to a's dtype (NumPy's w * w)
+    if n < 8:
+        res = negzero
+        for i in range(lo, lo + n):
+            res += a[i] * a[i]
+        return res
+    r0, r1, r2, r3 = a[lo] * a[lo], a[lo + 1] * a[lo + 1], a[lo + 2] * a[lo + 2], a[lo + 3] * a[lo + 3]
+    r4, r5, r6, r7 = a[lo + 4] * a[lo + 4], a[lo + 5] * a[lo + 5], a[lo + 6] * a[lo + 6], a[lo + 7] * a[lo + 7]
+    i = lo + 8
+    end = lo + n - n % 8
+    while i < end:
+        r0 += a[i] * a[i]
+        r1 += a[i + 1] * a[i + 1]
+        r2 += a[i + 2] * a[i + 2]
+        r3 += a[i + 3] * a[i + 3]
+        r4 += a[i + 4] * a[i + 4]
+        r5 += a[i + 5] * a[i + 5]
+        r6 += a[i + 6] * a[i + 6]
+        r7 += a[i + 7] * a[i + 7]
+        i += 8
+    res = ((r0 + r1) + (r2 + r3)) + ((r4 + r5) + (r6 + r7))
+    while i < lo + n:
+        res += a[i] * a[i]
+        i += 1
+    return res
+
+
+@jit
+def pairwise_squares(a, lo, n, negzero):
+    # NumPy's pairwise sum of the squares of a[lo:lo + n]: blocks of up to 128 terms, a longer
+    # run split in two at n // 2 rounded down to a multiple of 8, the halves' sums added (left
+    # + right). Its recursion walked with a stack: a recursive function loaded from numba's
+    # cache crashed here
+    if n <= 128:
+        return block_squares(a, lo, n, negzero)
+    los = numpy.empty(64, dtype=numpy.int64)  # the runs being summed, outermost first
+    ns = numpy.empty(64, dtype=numpy.int64)
+    halves = numpy.empty(64, dtype=numpy.int64)
+    left = numpy.empty(64, dtype=a.dtype)  # a run's left half's sum, once done
+    done = numpy.zeros(64, dtype=numpy.int64)  # 0: nothing, 1: left half under way, 2: right half
+    top, ret, returning = 0, negzero, False
+    los[0], ns[0], done[0] = lo, n, 0
+    while top >= 0:
+        if not returning:
+            if ns[top] <= 128:  # a block: its sum goes to the run above
+                ret, returning = block_squares(a, los[top], ns[top], negzero), True
+                top -= 1
+                continue
+            n2 = ns[top] // 2
+            n2 -= n2 % 8
+            halves[top], done[top] = n2, 1
+            los[top + 1], ns[top + 1], done[top + 1] = los[top], n2, 0
+            top += 1
+        elif done[top] == 1:  # its left half's sum: now the right half
+            left[top], done[top], returning = ret, 2, False
+            los[top + 1], ns[top + 1], done[top + 1] = los[top] + halves[top], ns[top] - halves[top], 0
+            top += 1
+        else:  # both halves: their sum goes to the run above
+            ret = left[top] + ret
+            top -= 1
+    return ret
+
+
+@jit
+def member_squares(w, out, consts):
+    # out[k, 0] = (w[k] * w[k]).sum(): a member's row of weights (its contiguous (n_in, n_out)
+    # block), as NumPy's add.reduce sums the squares over both axes
+    for k in range(w.shape[0]):
+        out[k, 0] = pairwise_squares(w[k], 0, w.shape[1], consts[0])
+
+
 @jit
 def softmax_log_p(shifted, log_sums, labels, log_p, losses):
     # log p = shifted - log(sum exp(shifted)); each example's loss is -log p of its class
@@ -648,5 +722,5 @@ KERNELS = {"gd": sgd, "momentum": momentum, "rmsprop": rmsprop, "adam": adam, "b
            "batch_norm_eval": batch_norm_eval, "batch_norm_grad": batch_norm_grad,
            "batch_norm_grad_over": batch_norm_grad_over, "relu_batch_norm_grad_over": relu_batch_norm_grad_over,
            "relu_batch_norm_grad_over_plain": relu_batch_norm_grad_over_plain,
-           "softmax_shift": softmax_shift, "row_sums": row_sums,
+           "softmax_shift": softmax_shift, "row_sums": row_sums, "member_squares": member_squares,
            "softmax_log_p": softmax_log_p, "minus_one_at": minus_one_at, "hits": hits}

@@ -20,7 +20,7 @@ def test_the_kernels_compile_here():
                                       "relu_grad", "relu_grad_over", "column_sums", "batch_norm", "batch_norm_over",
                                       "batch_norm_relu_dropout_over", "batch_norm_eval", "batch_norm_grad", "batch_norm_grad_over",
                                       "relu_batch_norm_grad_over", "relu_batch_norm_grad_over_plain", "softmax_shift",
-                                      "row_sums", "softmax_log_p", "minus_one_at", "hits"}
+                                      "row_sums", "member_squares", "softmax_log_p", "minus_one_at", "hits"}
     assert kernels.usable(np.zeros(kernels.MIN_SIZE, np.float32))
     assert not kernels.usable(np.zeros(kernels.MIN_SIZE - 1, np.float32))
     assert not kernels.usable(np.zeros(kernels.MIN_SIZE, np.int64))
@@ -238,18 +238,29 @@ def test_the_training_step_s_l2_gradient_is_backprop_s(monkeypatch, dtype, optim
         np.testing.assert_array_equal(weights[1][name], weights[0][name], err_msg=name)
 
 
+@pytest.mark.parametrize("compiled", ["numpy", "one thread", "two threads"])
+@pytest.mark.parametrize("view", [True, False])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@pytest.mark.parametrize("K,n,h", [(3, 4, 5), (2, 784, 256), (16, 40, 33), (1, 7, 1), (5, 1, 9), (4, 33, 17)])
-def test_a_member_s_sum_of_squares_is_its_solo_network_s(dtype, K, n, h):
-    # the L2 term's value per member, from a population's weights (views of its (K, P) block):
-    # NumPy sums each member's block pairwise, as the member's own contiguous weights alone
+@pytest.mark.parametrize("K,n,h", [(3, 4, 5), (2, 784, 256), (16, 40, 33), (1, 7, 1), (5, 1, 9), (4, 33, 17),
+                                   (3, 129, 17), (2, 1000, 531)])
+def test_a_member_s_sum_of_squares_is_its_solo_network_s(monkeypatch, dtype, K, n, h, view, compiled):
+    # the L2 term's value per member, from a population's weights (views of its (K, P) block,
+    # or its own stacked array before the first update): each member's block summed pairwise,
+    # by NumPy or by the compiled pass (NumPy's order: blocks of 128 terms, halves split at
+    # multiples of 8), as the member's own contiguous weights alone
     from caviar import functional as F
 
+    monkeypatch.setattr(kernels, "SQUARES_MIN", 1 << 40 if compiled == "numpy" else 1)
+    if compiled != "numpy":
+        monkeypatch.setattr(kernels, "SPLIT", 1 if compiled == "two threads" else 1 << 40)
+        monkeypatch.setattr(kernels, "THREADS", 2)
+    calls = spy(monkeypatch)
     r = np.random.default_rng(n * h)
     block = (r.standard_normal((K, n * h + 50)) * 10.0 ** r.uniform(-3, 3, (K, n * h + 50))).astype(dtype)
-    w = block[:, 10:10 + n * h].reshape(K, n, h)
+    w = block[:, 10:10 + n * h].reshape(K, n, h) if view else block[:, :n * h].reshape(K, n, h).copy()
     lambd = r.uniform(0.1, 1.0, K)
     per_member, _ = F.l2_terms([caviar.Variable(w)], lambd, 32)
+    assert bool(calls.get("member_squares")) == (compiled != "numpy")
     for k in range(K):
         alone = np.ascontiguousarray(w[k])
         assert per_member[k] == lambd[k] / 64.0 * float((alone * alone).sum())
@@ -541,6 +552,7 @@ from caviar.train.population import Population, load_kernels
 load_kernels()
 before = {n: len(k.signatures) for n, k in kernels.kernels().items()}
 kernels.THREADS = 1
+kernels.SQUARES_MIN = 1  # the L2 squares' pass, which the search's wider weights take
 r = np.random.default_rng(0)
 X, y = r.standard_normal((256, 64)).astype(np.float32), r.integers(0, 10, 256)
 members = [{"seed": i, "keep_prob": 0.7, "l2": 0.01, "lr": 0.001} for i in range(10)]

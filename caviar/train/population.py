@@ -418,6 +418,12 @@ def load_kernels():
         for sizes, batchnorm in (([64, 64, 10], False), ([64, 64, 64, 64, 10], True)):
             Population(sizes, members, batchnorm=batchnorm).fit(X, y, epochs=1, batch_size=128,
                                                                 validation_data=(X, y))
+        # the L2 squares' pass, which only wider weights take (kernels.SQUARES_MIN): on a
+        # population's own weights, then on views of its optimizer's (K, P) block
+        block = numpy.ones((2, 80), dtype=numpy.float32)
+        for rows in (block[:, :64].copy(), block[:, 8:72]):
+            kernels.run("member_squares", rows, numpy.empty((2, 1), numpy.float32),
+                        kernels.constants(numpy.float32, -0.0))
     finally:
         kernels.THREADS = threads
     _kernels_loaded = True
