@@ -229,9 +229,9 @@ def pairwise_squares(a, lo, n, negzero):
     ns = numpy.empty(64, dtype=numpy.int64)
     halves = numpy.empty(64, dtype=numpy.int64)
     left = numpy.empty(64, dtype=a.dtype)  # a run's left half's sum, once done
-    done = numpy.zeros(64, dtype=numpy.int64)  # 0: nothing, 1: left half under way, 2: right half
+    on_right = numpy.empty(64, dtype=numpy.bool_)  # whether a run's right half is under way
     top, ret, returning = 0, negzero, False
-    los[0], ns[0], done[0] = lo, n, 0
+    los[0], ns[0] = lo, n
     while top >= 0:
         if not returning:
             if ns[top] <= 128:  # a block: its sum goes to the run above
@@ -240,12 +240,12 @@ def pairwise_squares(a, lo, n, negzero):
                 continue
             n2 = ns[top] // 2
             n2 -= n2 % 8
-            halves[top], done[top] = n2, 1
-            los[top + 1], ns[top + 1], done[top + 1] = los[top], n2, 0
+            halves[top], on_right[top] = n2, False
+            los[top + 1], ns[top + 1] = los[top], n2
             top += 1
-        elif done[top] == 1:  # its left half's sum: now the right half
-            left[top], done[top], returning = ret, 2, False
-            los[top + 1], ns[top + 1], done[top + 1] = los[top] + halves[top], ns[top] - halves[top], 0
+        elif not on_right[top]:  # its left half's sum: now the right half
+            left[top], on_right[top], returning = ret, True, False
+            los[top + 1], ns[top + 1] = los[top] + halves[top], ns[top] - halves[top]
             top += 1
         else:  # both halves: their sum goes to the run above
             ret = left[top] + ret

@@ -420,12 +420,12 @@ def load_kernels():
                                                                 validation_data=(X, y))
         # the L2 squares' pass, which only wider weights take (kernels.SQUARES_MIN): on a
         # population's own weights, then on views of its optimizer's (K, P) block
+        squares_min, kernels.SQUARES_MIN = kernels.SQUARES_MIN, 1
         block = numpy.ones((2, 80), dtype=numpy.float32)
-        for rows in (block[:, :64].copy(), block[:, 8:72]):
-            kernels.run("member_squares", rows, numpy.empty((2, 1), numpy.float32),
-                        kernels.constants(numpy.float32, -0.0))
+        F.member_squares([Tensor(block[:, :64].reshape(2, 8, 8).copy()), Tensor(block[:, 8:72].reshape(2, 8, 8))])
     finally:
         kernels.THREADS = threads
+        kernels.SQUARES_MIN = squares_min
     _kernels_loaded = True
 
 
