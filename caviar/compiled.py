@@ -187,44 +187,15 @@ def row_sums(e, out, consts):
             out[k, i] = block_sum(e[k, i], e.shape[2], consts[0])
 
 
-# -- each member's sum of squares of its weights (the L2 term), NumPy's pairwise sum ------------
-@numba.njit(cache=True, nogil=True, error_model="numpy", inline="always")
-def block_squares(a, lo, n, negzero):
-    # block_sum of the squares of a[lo:lo + n], each square rounded to a's dtype (NumPy's w * w)
-    if n < 8:
-        res = negzero
-        for i in range(lo, lo + n):
-            res += a[i] * a[i]
-        return res
-    r0, r1, r2, r3 = a[lo] * a[lo], a[lo + 1] * a[lo + 1], a[lo + 2] * a[lo + 2], a[lo + 3] * a[lo + 3]
-    r4, r5, r6, r7 = a[lo + 4] * a[lo + 4], a[lo + 5] * a[lo + 5], a[lo + 6] * a[lo + 6], a[lo + 7] * a[lo + 7]
-    i = lo + 8
-    end = lo + n - n % 8
-    while i < end:
-        r0 += a[i] * a[i]
-        r1 += a[i + 1] * a[i + 1]
-        r2 += a[i + 2] * a[i + 2]
-        r3 += a[i + 3] * a[i + 3]
-        r4 += a[i + 4] * a[i + 4]
-        r5 += a[i + 5] * a[i + 5]
-        r6 += a[i + 6] * a[i + 6]
-        r7 += a[i + 7] * a[i + 7]
-        i += 8
-    res = ((r0 + r1) + (r2 + r3)) + ((r4 + r5) + (r6 + r7))
-    while i < lo + n:
-        res += a[i] * a[i]
-        i += 1
-    return res
-
-
+# -- NumPy's pairwise sum of a row -------------------------------------------------------------
 @jit
-def pairwise_squares(a, lo, n, negzero):
-    # NumPy's pairwise sum of the squares of a[lo:lo + n]: blocks of up to 128 terms, a longer
-    # run split in two at n // 2 rounded down to a multiple of 8, the halves' sums added (left
-    # + right). Its recursion walked with a stack: a recursive function loaded from numba's
-    # cache crashed here
+def pairwise_sum(a, lo, n, negzero):
+    # a[lo:lo + n] summed as NumPy's add.reduce sums a contiguous row: blocks of up to 128 terms
+    # (block_sum), a longer run split in two at n // 2 rounded down to a multiple of 8, the
+    # halves' sums added (left + right). Its recursion walked with a stack: a recursive
+    # function loaded from numba's cache crashed here
     if n <= 128:
-        return block_squares(a, lo, n, negzero)
+        return block_sum(a[lo:lo + n], n, negzero)
     los = numpy.empty(64, dtype=numpy.int64)  # the runs being summed, outermost first
     ns = numpy.empty(64, dtype=numpy.int64)
     halves = numpy.empty(64, dtype=numpy.int64)
@@ -235,7 +206,7 @@ def pairwise_squares(a, lo, n, negzero):
     while top >= 0:
         if not returning:
             if ns[top] <= 128:  # a block: its sum goes to the run above
-                ret, returning = block_squares(a, los[top], ns[top], negzero), True
+                ret, returning = block_sum(a[los[top]:los[top] + ns[top]], ns[top], negzero), True
                 top -= 1
                 continue
             n2 = ns[top] // 2
@@ -253,12 +224,25 @@ def pairwise_squares(a, lo, n, negzero):
     return ret
 
 
+# -- each member's sum of squares of its weights (the L2 term): functional.squares' order ------
 @jit
-def member_squares(w, out, consts):
-    # out[k, 0] = (w[k] * w[k]).sum(): a member's row of weights (its contiguous (n_in, n_out)
-    # block), as NumPy's add.reduce sums the squares over both axes
+def member_squares(w, h, cols, out, consts):
+    # out[k, 0] = member k's sum of squares: its row of weights (its contiguous (n_in, h)
+    # block) squared and summed over the n_in rows, row after row from the first (NumPy's
+    # order for axis -2, in cols[k]), then the h column sums as NumPy sums a row (pairwise).
+    # The row loop is elementwise over h, so the compiler vectorizes it: a whole block summed
+    # pairwise runs eight scalar sums at a time, 4-10x slower
     for k in range(w.shape[0]):
-        out[k, 0] = pairwise_squares(w[k], 0, w.shape[1], consts[0])
+        wk, ck = w[k], cols[k]
+        for j in range(h):
+            x = wk[j]
+            ck[j] = x * x
+        for i in range(1, wk.shape[0] // h):
+            row = wk[i * h:(i + 1) * h]
+            for j in range(h):
+                x = row[j]
+                ck[j] = ck[j] + x * x
+        out[k, 0] = pairwise_sum(ck, 0, h, consts[0])
 
 
 @jit

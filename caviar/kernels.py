@@ -45,10 +45,6 @@ SPLIT = 3 << 20
 # ones to a multiple of this, as numba compiles a kernel anew for each length of tuple (0.3 to
 # 0.7 s here, on the first run of each depth of network after installing)
 ARITY = 8
-# weight elements from which a population's L2 squares take the compiled pass: below, NumPy's
-# w * w and add.reduce are as fast (63 against 65 us on 10 x 64 x 256 on a 2-core Xeon, hot
-# caches, one thread; 325 against 281 us on 10 x 256 x 256, 1.63 against 1.36 ms on 16 x 784 x 256)
-SQUARES_MIN = 1 << 19
 ROW_BLOCK = 128  # terms of a row the row-sum kernel adds (one block of NumPy's pairwise sum)
 THREADS = min(2, os.cpu_count() or 1)  # 1 where each core already has its own worker (caviar tune)
 ENABLED = os.environ.get("CAVIAR_FUSED", "1") != "0"  # CAVIAR_FUSED=0: the NumPy code everywhere

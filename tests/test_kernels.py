@@ -242,15 +242,16 @@ def test_the_training_step_s_l2_gradient_is_backprop_s(monkeypatch, dtype, optim
 @pytest.mark.parametrize("view", [True, False])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("K,n,h", [(3, 4, 5), (2, 784, 256), (16, 40, 33), (1, 7, 1), (5, 1, 9), (4, 33, 17),
-                                   (3, 129, 17), (2, 1000, 531)])
+                                   (3, 129, 17), (2, 1000, 531), (2, 3, 1000), (2, 300, 10)])
 def test_a_member_s_sum_of_squares_is_its_solo_network_s(monkeypatch, dtype, K, n, h, view, compiled):
     # the L2 term's value per member, from a population's weights (views of its (K, P) block,
-    # or its own stacked array before the first update): each member's block summed pairwise,
-    # by NumPy or by the compiled pass (NumPy's order: blocks of 128 terms, halves split at
-    # multiples of 8), as the member's own contiguous weights alone
+    # or its own stacked array before the first update), by NumPy or by the compiled pass, is
+    # the member's solo network's term: its own contiguous weights alone through l2_penalty
+    # (squares summed over the rows, then the column sums pairwise: rows of up to 1000 terms
+    # take NumPy's split of a row into blocks of 128)
     from caviar import functional as F
 
-    monkeypatch.setattr(kernels, "SQUARES_MIN", 1 << 40 if compiled == "numpy" else 1)
+    monkeypatch.setattr(kernels, "MIN_SIZE", 1 << 40 if compiled == "numpy" else 1)
     if compiled != "numpy":
         monkeypatch.setattr(kernels, "SPLIT", 1 if compiled == "two threads" else 1 << 40)
         monkeypatch.setattr(kernels, "THREADS", 2)
@@ -262,8 +263,12 @@ def test_a_member_s_sum_of_squares_is_its_solo_network_s(monkeypatch, dtype, K, 
     per_member, _ = F.l2_terms([caviar.Variable(w)], lambd, 32)
     assert bool(calls.get("member_squares")) == (compiled != "numpy")
     for k in range(K):
-        alone = np.ascontiguousarray(w[k])
-        assert per_member[k] == lambd[k] / 64.0 * float((alone * alone).sum())
+        alone = caviar.Variable(np.ascontiguousarray(w[k]))
+        with monkeypatch.context() as solo:
+            solo.setattr(kernels, "MIN_SIZE", 1 << 40)  # the NumPy reference
+            reference = F.l2_penalty([alone], float(lambd[k]), 32)
+        assert per_member[k] == lambd[k] / 64.0 * float(F.squares(alone.data))
+        assert np.float64(per_member[k]).astype(dtype) == reference.data
 
 
 @pytest.mark.parametrize("compiled", [False, True])
@@ -552,7 +557,6 @@ from caviar.train.population import Population, load_kernels
 load_kernels()
 before = {n: len(k.signatures) for n, k in kernels.kernels().items()}
 kernels.THREADS = 1
-kernels.SQUARES_MIN = 1  # the L2 squares' pass, which the search's wider weights take
 r = np.random.default_rng(0)
 X, y = r.standard_normal((256, 64)).astype(np.float32), r.integers(0, 10, 256)
 members = [{"seed": i, "keep_prob": 0.7, "l2": 0.01, "lr": 0.001} for i in range(10)]
