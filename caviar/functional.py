@@ -824,11 +824,13 @@ def member_squares(weights):
     for w in weights:
         data = w.data if w.data.ndim >= 2 else w.data.reshape(1, -1)  # a vector: one row
         rows = data.reshape(data.shape[0] if data.ndim == 3 else 1, -1)  # a view: each member's row
-        if (data.shape[-1] > 0 and kernels.usable(rows, contiguous=False) and rows.strides[1] == rows.itemsize
-                and data.strides[-2] == data.shape[-1] * data.itemsize):
+        found = (kernels.columns_of(rows) if data.shape[-1] > 0 and kernels.usable(rows, contiguous=False)
+                 and data.strides[-2] == data.shape[-1] * data.itemsize else None)
+        if found is not None:
+            block, start = found
             K, h = len(rows), data.shape[-1]
             sums = numpy.empty((K, 1), dtype=data.dtype)
-            kernels.run("member_squares", rows, h, numpy.empty((K, h), dtype=data.dtype), sums,
+            kernels.run("member_squares", block, start, rows.shape[1], h, numpy.empty((K, h), dtype=data.dtype), sums,
                         kernels.constants(data.dtype, -0.0))
             sums = sums.reshape(-1)
         else:
