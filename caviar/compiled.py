@@ -226,24 +226,27 @@ def pairwise_sum(a, lo, n, negzero):
 
 # -- each member's sum of squares of its weights (the L2 term): functional.squares' order ------
 @jit
-def member_squares(w, lo, n, h, cols, out, consts):
-    # out[k, 0] = member k's sum of squares: its weights, the n terms of w[k] from column lo
-    # (a contiguous (n // h, h) block), squared and summed over the rows, row after row from
-    # the first (NumPy's order for axis -2, in cols[k]), then the h column sums as NumPy sums
-    # a row (pairwise). The row loop is elementwise over h and w is C-contiguous (a strided
-    # view took scalar loads, 3x slower), so the compiler vectorizes it: a whole block summed
-    # pairwise runs eight scalar sums at a time, 4-10x slower
+def member_squares(w, starts, ns, hs, cols, out, consts):
+    # out[k, q] = member k's sum of squares of its weight q: the ns[q] terms of w[k] from column
+    # starts[q] (a contiguous (ns[q] // hs[q], hs[q]) block), squared and summed over the rows,
+    # row after row from the first (NumPy's order for axis -2, in cols[k]), then the hs[q]
+    # column sums as NumPy sums a row (pairwise). The row loop is elementwise over h and w is
+    # C-contiguous (a strided view took scalar loads, 3x slower), so the compiler vectorizes
+    # it: a whole block summed pairwise runs eight scalar sums at a time, 4-10x slower. One
+    # call for a step's weights (a population's are columns of one (K, P) array)
     for k in range(w.shape[0]):
         wk, ck = w[k], cols[k]
-        for j in range(h):
-            x = wk[lo + j]
-            ck[j] = x * x
-        for i in range(1, n // h):
-            row = wk[lo + i * h:lo + (i + 1) * h]
+        for q in range(len(starts)):
+            lo, h = starts[q], hs[q]
             for j in range(h):
-                x = row[j]
-                ck[j] = ck[j] + x * x
-        out[k, 0] = pairwise_sum(ck, 0, h, consts[0])
+                x = wk[lo + j]
+                ck[j] = x * x
+            for i in range(1, ns[q] // h):
+                row = wk[lo + i * h:lo + (i + 1) * h]
+                for j in range(h):
+                    x = row[j]
+                    ck[j] = ck[j] + x * x
+            out[k, q] = pairwise_sum(ck, 0, h, consts[0])
 
 
 @jit

@@ -819,23 +819,31 @@ def member_squares(weights):
     """Each member's sum of squares over stacked (K, n_in, n_out) ``weights``, float64 (K,), or
     a single network's over its (n_in, n_out) ones ((1,)): each weight's ``squares``, then the
     weights' in order. From ``kernels.MIN_SIZE`` elements a compiled pass gives the same sums
-    (no array of squares written; split over two threads from ``kernels.SPLIT``)."""
-    total = 0
-    for w in weights:
+    (no array of squares written; one call for the weights that are columns of one array, as
+    a population's are; split over two threads from ``kernels.SPLIT``)."""
+    sums, passes = [], {}  # passes: each block's weights, (their places in sums, starts, sizes, widths)
+    for q, w in enumerate(weights):
         data = w.data if w.data.ndim >= 2 else w.data.reshape(1, -1)  # a vector: one row
         rows = data.reshape(data.shape[0] if data.ndim == 3 else 1, -1)  # a view: each member's row
         found = (kernels.columns_of(rows) if data.shape[-1] > 0 and kernels.usable(rows, contiguous=False)
                  and data.strides[-2] == data.shape[-1] * data.itemsize else None)
-        if found is not None:
-            block, start = found
-            K, h = len(rows), data.shape[-1]
-            sums = numpy.empty((K, 1), dtype=data.dtype)
-            kernels.run("member_squares", block, start, rows.shape[1], h, numpy.empty((K, h), dtype=data.dtype), sums,
-                        kernels.constants(data.dtype, -0.0))
-            sums = sums.reshape(-1)
-        else:
-            sums = backend.to_numpy(squares(data)).reshape(-1)
-        total = total + sums.astype(numpy.float64)
+        if found is None:
+            sums.append(backend.to_numpy(squares(data)).reshape(-1))
+            continue
+        sums.append(None)
+        block, start = found
+        places, starts, sizes, widths = passes.setdefault(id(block), (block, [], [], [], []))[1:]
+        places.append(q), starts.append(start), sizes.append(rows.shape[1]), widths.append(data.shape[-1])
+    for block, places, starts, sizes, widths in passes.values():
+        out = numpy.empty((len(block), len(places)), dtype=block.dtype)
+        kernels.run("member_squares", block, numpy.asarray(starts, dtype=numpy.int64),
+                    numpy.asarray(sizes, dtype=numpy.int64), numpy.asarray(widths, dtype=numpy.int64),
+                    numpy.empty((len(block), max(widths)), dtype=block.dtype), out, kernels.constants(block.dtype, -0.0))
+        for i, q in enumerate(places):
+            sums[q] = out[:, i]
+    total = 0
+    for s in sums:  # in the weights' order, as l2_penalty adds them
+        total = total + s.astype(numpy.float64)
     return total
 
 

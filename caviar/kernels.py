@@ -114,21 +114,19 @@ def per_unit(array, K):
 
 
 def columns_of(rows):
-    """(a C-contiguous (K, P) array, the column where ``rows`` (K, n) start in it): ``rows``
-    itself at 0 where it is C-contiguous, else the array it is a block of columns of (a
-    population's parameters are views of the optimizer's (K, P) array); None where it is
-    neither. A kernel takes rows as a C-contiguous array and an offset, as it vectorizes
-    only over rows it knows to be contiguous."""
-    if rows.flags.c_contiguous:
-        return rows, 0
+    """(a C-contiguous (K, P) array, the column where ``rows`` (K, n) start in it): the array
+    ``rows`` is a block of columns of (a population's parameters are views of the optimizer's
+    (K, P) array), else ``rows`` itself at 0 where it is C-contiguous; None where it is
+    neither. A kernel takes rows as a C-contiguous array and an offset, as it vectorizes only
+    over rows it knows to be contiguous (and takes the blocks of one array in one call)."""
     base = rows.base
     if (isinstance(base, numpy.ndarray) and base.ndim == 2 and base.flags.c_contiguous and base.dtype == rows.dtype
-            and rows.ndim == 2 and base.shape[0] == rows.shape[0] and base.strides[0] == rows.strides[0]
-            and rows.strides[1] == rows.itemsize):
+            and rows.ndim == 2 and base.shape[0] == rows.shape[0] and rows.strides[1] == rows.itemsize
+            and (base.strides[0] == rows.strides[0] or len(rows) == 1)):
         offset, rest = divmod(rows.ctypes.data - base.ctypes.data, rows.itemsize)
         if rest == 0 and 0 <= offset <= base.shape[1] - rows.shape[1]:
             return base, offset
-    return None
+    return (rows, 0) if rows.flags.c_contiguous else None
 
 
 def _forget_pool():

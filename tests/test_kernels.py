@@ -245,10 +245,12 @@ def test_the_training_step_s_l2_gradient_is_backprop_s(monkeypatch, dtype, optim
                                    (3, 129, 17), (2, 1000, 531), (2, 3, 1000), (2, 300, 10)])
 def test_a_member_s_sum_of_squares_is_its_solo_network_s(monkeypatch, dtype, K, n, h, view, compiled):
     # the L2 term's value per member, from a population's weights (views of its (K, P) block,
-    # or its own stacked array before the first update), by NumPy or by the compiled pass, is
+    # or its own stacked arrays before the first update), by NumPy or by the compiled pass, is
     # the member's solo network's term: its own contiguous weights alone through l2_penalty
     # (squares summed over the rows, then the column sums pairwise: rows of up to 1000 terms
-    # take NumPy's split of a row into blocks of 128)
+    # take NumPy's split of a row into blocks of 128). Three weights: an (n, h) one, a
+    # (h, 3) one and an (n, h) one again, views of one block (one compiled call for the
+    # three) or arrays of their own
     from caviar import functional as F
 
     monkeypatch.setattr(kernels, "MIN_SIZE", 1 << 40 if compiled == "numpy" else 1)
@@ -257,17 +259,23 @@ def test_a_member_s_sum_of_squares_is_its_solo_network_s(monkeypatch, dtype, K, 
         monkeypatch.setattr(kernels, "THREADS", 2)
     calls = spy(monkeypatch)
     r = np.random.default_rng(n * h)
-    block = (r.standard_normal((K, n * h + 50)) * 10.0 ** r.uniform(-3, 3, (K, n * h + 50))).astype(dtype)
-    w = block[:, 10:10 + n * h].reshape(K, n, h) if view else block[:, :n * h].reshape(K, n, h).copy()
+    shapes = [(n, h), (h, 3), (n, h)]
+    sizes = [a * b for a, b in shapes]
+    block = (r.standard_normal((K, sum(sizes) + 50)) * 10.0 ** r.uniform(-3, 3, (K, sum(sizes) + 50))).astype(dtype)
+    starts = np.cumsum([10] + sizes[:-1])
+    weights = [block[:, s:s + a * b].reshape(K, a, b) for s, (a, b) in zip(starts, shapes)]
+    weights = weights if view else [w.copy() for w in weights]
     lambd = r.uniform(0.1, 1.0, K)
-    per_member, _ = F.l2_terms([caviar.Variable(w)], lambd, 32)
-    assert bool(calls.get("member_squares")) == (compiled != "numpy")
+    per_member, _ = F.l2_terms([caviar.Variable(w) for w in weights], lambd, 32)
+    halves = 2 if compiled == "two threads" and K >= 2 else 1  # a split call runs the kernel on each half
+    assert calls.get("member_squares", 0) == (0 if compiled == "numpy" else (1 if view else 3) * halves)
     for k in range(K):
-        alone = caviar.Variable(np.ascontiguousarray(w[k]))
+        alone = [caviar.Variable(np.ascontiguousarray(w[k])) for w in weights]
         with monkeypatch.context() as solo:
             solo.setattr(kernels, "MIN_SIZE", 1 << 40)  # the NumPy reference
-            reference = F.l2_penalty([alone], float(lambd[k]), 32)
-        assert per_member[k] == lambd[k] / 64.0 * float(F.squares(alone.data))
+            reference = F.l2_penalty(alone, float(lambd[k]), 32)
+        total = float(F.squares(alone[0].data)) + float(F.squares(alone[1].data)) + float(F.squares(alone[2].data))
+        assert per_member[k] == lambd[k] / 64.0 * total
         assert np.float64(per_member[k]).astype(dtype) == reference.data
 
 
