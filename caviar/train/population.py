@@ -418,11 +418,6 @@ def load_kernels():
         for sizes, batchnorm in (([64, 64, 10], False), ([64, 64, 64, 64, 10], True)):
             Population(sizes, members, batchnorm=batchnorm).fit(X, y, epochs=1, batch_size=128,
                                                                 validation_data=(X, y))
-        # the L2 squares' pass on a population's own weights, then on views of its
-        # optimizer's (K, P) block
-        block = numpy.ones((2, kernels.MIN_SIZE + 16), dtype=numpy.float32)
-        F.member_squares([Tensor(block[:, :kernels.MIN_SIZE].reshape(2, -1, 64).copy()),
-                          Tensor(block[:, 8:8 + kernels.MIN_SIZE].reshape(2, -1, 64))])
     finally:
         kernels.THREADS = threads
     _kernels_loaded = True
