@@ -1,9 +1,10 @@
 """The default ``caviar tune`` search with and without populations: the same trials (40 trials,
 10 epochs, groups of 10 sharing an architecture, the default space, digits, one worker per
 core), trained as populations or one by one. Prints the search's wall time each way (the best
-of ``--repeats`` runs, the two ways alternating), the ratio, the best dev accuracy of each (they must be equal: a
-population changes how trials train, not their results), and the CPU time of that run's
-processes (driver and workers): against the wall time, how well the workers share the cores.
+of ``--repeats`` runs, the two ways alternating), the ratio, the best dev accuracy of each
+(they must be equal: a population changes how trials train, not their results), and the CPU
+time of that run's processes (driver and workers): against the wall time, how well the
+workers share the cores.
 
     python benchmarks/tune_population.py [--trials 40] [--group-size 10] [--epochs 10] [--workers W]
                                          [--backend numpy|cupy]

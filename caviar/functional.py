@@ -824,8 +824,7 @@ def member_squares(weights):
     for q, w in enumerate(weights):
         data = w.data if w.data.ndim >= 2 else w.data.reshape(1, -1)  # a vector: one row
         rows = data.reshape(data.shape[0] if data.ndim == 3 else 1, -1)  # a view: each member's row
-        found = (kernels.columns_of(rows) if data.shape[-1] > 0 and kernels.usable(rows, contiguous=False)
-                 and data.strides[-2] == data.shape[-1] * data.itemsize else None)
+        found = kernels.columns_of(rows) if data.shape[-1] > 0 and kernels.usable(rows, contiguous=False) else None
         if found is None:
             sums.append(backend.to_numpy(squares(data)).reshape(-1))
             continue

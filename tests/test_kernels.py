@@ -280,6 +280,25 @@ def test_a_member_s_sum_of_squares_is_its_solo_network_s(monkeypatch, dtype, K, 
 
 
 @pytest.mark.parametrize("compiled", [False, True])
+def test_strided_weights_sum_their_squares_in_their_own_order(monkeypatch, compiled):
+    # a weight that is not a contiguous block (transposed, a block of columns, every other
+    # column) sums its squares as its contiguous copy does: the compiled pass takes the first
+    # three as the copies their rows reshape to, NumPy the last (its rows are one strided view)
+    from caviar import functional as F
+
+    monkeypatch.setattr(kernels, "MIN_SIZE", 1 if compiled else 1 << 40)
+    calls = spy(monkeypatch)
+    r = np.random.default_rng(3)
+    weights = [r.standard_normal((3, 40, 30)).astype(np.float32).transpose(0, 2, 1),
+               r.standard_normal((40, 60)).astype(np.float32)[:, :30], r.standard_normal((50, 33)).T,
+               r.standard_normal((40, 60)).astype(np.float32)[:, ::2]]
+    for w in weights:
+        expected = np.asarray(F.squares(np.ascontiguousarray(w)), dtype=np.float64).reshape(-1)
+        np.testing.assert_array_equal(F.member_squares([caviar.Variable(w)]), expected)
+    assert calls.get("member_squares", 0) == (3 if compiled else 0)
+
+
+@pytest.mark.parametrize("compiled", [False, True])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("K,m,h", [(None, 16, 8), (3, 16, 8), (2, 9, 1)])
 @pytest.mark.usefixtures("kernels_at_every_size")
