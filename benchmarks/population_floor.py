@@ -136,7 +136,7 @@ PIECES = [
     ("  batch norm backward (+ ReLU's gradient)", F, "batch_norm_grad"),
     ("  dropout (alone)", PopulationDropout, "drop_over"),
     ("  head: losses and dZ[L]", heads.Softmax, "member_loss_grads"),
-    ("L2 term's squares", F, "member_squares"),
+    ("L2 term's squares", F.SquaresPlan, "__call__"),
     ("optimizer step", base.Optimizer, "step"),
     ("  its update kernel", kernels, "update"),
     ("dev evaluation (each epoch)", Population, "evaluate"),

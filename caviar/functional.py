@@ -819,30 +819,62 @@ def member_squares(weights):
     a single network's over its (n_in, n_out) ones ((1,)): each weight's ``squares``, then the
     weights' in order. From ``kernels.MIN_SIZE`` elements a compiled pass gives the same sums
     (no array of squares written; one call for the weights that are columns of one array, as
-    a population's are; split over two threads from ``kernels.SPLIT``)."""
-    sums, passes = [], {}  # passes: each block's weights, (their places in sums, starts, sizes, widths)
-    for q, w in enumerate(weights):
-        data = w.data if w.data.ndim >= 2 else w.data.reshape(1, -1)  # a vector: one row
-        rows = data.reshape(data.shape[0] if data.ndim == 3 else 1, -1)  # a view: each member's row
-        found = kernels.columns_of(rows) if data.shape[-1] > 0 and kernels.usable(rows, contiguous=False) else None
-        if found is None:
-            sums.append(backend.to_numpy(squares(data)).reshape(-1))
-            continue
-        sums.append(None)
-        block, start = found
-        places, starts, sizes, widths = passes.setdefault(id(block), (block, [], [], [], []))[1:]
-        places.append(q), starts.append(start), sizes.append(rows.shape[1]), widths.append(data.shape[-1])
-    for block, places, starts, sizes, widths in passes.values():
-        out = numpy.empty((len(block), len(places)), dtype=block.dtype)
-        kernels.run("member_squares", block, numpy.asarray(starts, dtype=numpy.int64),
-                    numpy.asarray(sizes, dtype=numpy.int64), numpy.asarray(widths, dtype=numpy.int64),
-                    numpy.empty((len(block), max(widths)), dtype=block.dtype), out, kernels.constants(block.dtype, -0.0))
-        for i, q in enumerate(places):
-            sums[q] = out[:, i]
-    total = 0
-    for s in sums:  # in the weights' order, as l2_penalty adds them
-        total = total + s.astype(numpy.float64)
-    return total
+    a population's are; split over two threads from ``kernels.SPLIT``). A caller that sums the
+    same weights step after step keeps their ``SquaresPlan`` instead."""
+    return SquaresPlan(weights)()
+
+
+class SquaresPlan:
+    """``member_squares`` of some weights, its compiled passes' arguments worked out once: a
+    population sums the same weights (views of its optimizer's (K, P) array) at every step,
+    and finding each one's block, checking it and building the passes' arrays took 55 of the
+    72 us of the squares of the default search's 10 x 64-64-64-64-10 group a step (in place,
+    /tmp script). ``holds(weights)``: the weights still have the arrays it was made for (a
+    rebuilt (K, P) array or members leaving give new ones, and a new plan; so does a weight
+    whose rows are a copy, as a strided one's, which the pass reads at the plan's making)."""
+
+    __slots__ = ("datas", "sums", "passes", "copied")
+
+    def __init__(self, weights):
+        self.datas = [w.data for w in weights]
+        self.copied = False  # a pass reads a copy of a weight: good for this plan's first call only
+        self.sums = [None] * len(weights)  # each weight's sums: NumPy's where no pass takes it
+        self.passes = []  # (block, starts, sizes, widths, scratch, out, constants, places)
+        found_passes = {}
+        for q, data in enumerate(self.datas):
+            data = data if data.ndim >= 2 else data.reshape(1, -1)  # a vector: one row
+            rows = data.reshape(data.shape[0] if data.ndim == 3 else 1, -1)  # a view: each member's row
+            found = kernels.columns_of(rows) if data.shape[-1] > 0 and kernels.usable(rows, contiguous=False) else None
+            if found is None:
+                continue
+            block, start = found
+            self.copied = self.copied or not numpy.may_share_memory(block, data)
+            places, starts, sizes, widths = found_passes.setdefault(id(block), (block, [], [], [], []))[1:]
+            places.append(q), starts.append(start), sizes.append(rows.shape[1]), widths.append(data.shape[-1])
+        for block, places, starts, sizes, widths in found_passes.values():
+            self.passes.append((block, numpy.asarray(starts, dtype=numpy.int64), numpy.asarray(sizes, dtype=numpy.int64),
+                                numpy.asarray(widths, dtype=numpy.int64),
+                                numpy.empty((len(block), max(widths)), dtype=block.dtype),
+                                numpy.empty((len(block), len(places)), dtype=block.dtype),
+                                kernels.constants(block.dtype, -0.0), places))
+
+    def holds(self, weights):
+        return (not self.copied and len(weights) == len(self.datas)
+                and all(w.data is d for w, d in zip(weights, self.datas)))
+
+    def __call__(self):
+        """The sums for the weights' values now, float64 (K,)."""
+        sums = self.sums
+        for block, starts, sizes, widths, scratch, out, constants, places in self.passes:
+            kernels.run("member_squares", block, starts, sizes, widths, scratch, out, constants)
+            for i, q in enumerate(places):
+                sums[q] = out[:, i]
+        total = 0
+        for q, s in enumerate(sums):  # in the weights' order, as l2_penalty adds them
+            if s is None:
+                s = backend.to_numpy(squares(self.datas[q])).reshape(-1)
+            total = total + s.astype(numpy.float64)
+        return total
 
 
 def l2_penalty_per_member(weights, lambd, m):

@@ -30,7 +30,7 @@ def test_population_floor_times_every_piece_and_puts_the_originals_back(capsys, 
     assert share and 0 < int(share.group(1)) <= 100
     assert out.count("us a step (all included)") == 2  # both groups of two trials trained again under the clocks
     labels = {name: label for label, _, name in floor.PIECES}
-    for name in ("run", "member_squares", "step", "update", "evaluate"):  # pieces every population runs
+    for name in ("run", "__call__", "step", "update", "evaluate"):  # pieces every population runs
         assert labels[name] in out
     assert [owner.__dict__[name] for _, owner, name in floor.PIECES] == before
 

@@ -145,18 +145,20 @@ class Population:
     def _step_l2(self, m):
         """Each member's L2 term (K,) for a training step on m examples, and ``step_decay``
         set for the optimizer to add the term's gradient as it updates."""
-        cache = self._l2_cache  # (slots, weights, {m: (lambda/(2m), decay)}) while the members stay
+        cache = self._l2_cache  # [slots, weights, {m: (lambda/(2m), decay)}, squares' plan] while the members stay
         if cache is None or cache[0] != self.index:
             lambd = self._lambdas()
-            cache = self._l2_cache = (list(self.index), self.net.weights() if lambd.any() else None, {})
-        slots, weights, terms = cache
+            cache = self._l2_cache = [list(self.index), self.net.weights() if lambd.any() else None, {}, None]
+        slots, weights, terms, plan = cache
         if weights is None:
             return numpy.zeros(self.size)
         if m not in terms:
             terms[m] = F.l2_factors(self._lambdas(), m, weights[0].data)
         coef, twice = terms[m]
         self.step_decay = {id(w): twice for w in weights}
-        return coef * F.member_squares(weights)
+        if plan is None or not plan.holds(weights):  # the first step's, then the optimizer's (K, P) views
+            plan = cache[3] = F.SquaresPlan(weights)
+        return coef * plan()
 
     def evaluate(self, X, y):
         """Per-member {'cost', and the head's metrics} with dropout off and running statistics."""
