@@ -30,14 +30,17 @@ class _Modes(threading.local):
 _modes = _Modes()
 
 
-@contextlib.contextmanager
-def no_grad():
-    """Record nothing inside the block: for inference and for optimizer updates."""
-    previous, _modes.grad_enabled = _modes.grad_enabled, False
-    try:
-        yield
-    finally:
-        _modes.grad_enabled = previous
+class no_grad:  # noqa: N801 - used as a function, ``with no_grad():``, as PyTorch's
+    """Record nothing inside the block: for inference and for optimizer updates. A class, not
+    a generator's context manager: an optimizer step enters it once a mini-batch."""
+
+    __slots__ = ("previous",)
+
+    def __enter__(self):
+        self.previous, _modes.grad_enabled = _modes.grad_enabled, False
+
+    def __exit__(self, *exc):
+        _modes.grad_enabled = self.previous
 
 
 def is_grad_enabled() -> bool:

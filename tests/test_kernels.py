@@ -280,6 +280,54 @@ def test_a_member_s_sum_of_squares_is_its_solo_network_s(monkeypatch, dtype, K, 
 
 
 @pytest.mark.parametrize("compiled", [False, True])
+def test_a_squares_plan_sums_the_weights_values_of_each_step(monkeypatch, compiled):
+    # a population keeps the plan of its weights' squares from step to step: each call sums
+    # the values its weights hold then (the optimizer writes them in place), as member_squares
+    # does afresh, and a weight given a new array (a rebuilt block, members leaving) is no
+    # longer the plan's
+    from caviar import functional as F
+
+    monkeypatch.setattr(kernels, "MIN_SIZE", 1 if compiled else 1 << 40)
+    calls = spy(monkeypatch)
+    r = np.random.default_rng(5)
+    block = r.standard_normal((4, 64 * 32 + 32 * 10 + 70)).astype(np.float32)
+    weights = [caviar.Variable(block[:, :2048].reshape(4, 64, 32)), caviar.Variable(block[:, 2048:2368].reshape(4, 32, 10)),
+               caviar.Variable(block[:, 2368:].reshape(4, 7, 10))]
+    plan = F.SquaresPlan(weights)
+    for step in range(3):
+        np.testing.assert_array_equal(plan(), F.member_squares(weights))
+        assert not np.array_equal(plan(), F.member_squares([caviar.Variable(block * 0.5)]))  # not a stale answer
+        block *= np.float32(0.5) + step
+    assert calls.get("member_squares", 0) == (12 if compiled else 0)  # one a call: the three are one block's columns
+    assert plan.holds(weights)
+    weights[1].data = weights[1].data.copy()
+    assert not plan.holds(weights) and F.SquaresPlan(weights).holds(weights)
+    assert not plan.holds(weights[:2])
+    transposed = [caviar.Variable(block[:, :2048].reshape(4, 64, 32).transpose(0, 2, 1))]  # rows reshape to a copy
+    copied = F.SquaresPlan(transposed)
+    np.testing.assert_array_equal(copied(), F.member_squares(transposed))
+    assert copied.holds(transposed) is (not compiled)  # the pass's copy would be stale at the next step
+
+
+def test_the_update_s_layout_is_the_same_for_the_same_decays_and_new_for_others():
+    # a population's steps pass the same starts and decay arrays: the last layout comes back
+    # by their identity; other decays (another member's lambda, another batch size) or other
+    # starts give their own rows
+    K, dtype = 3, np.dtype(np.float32)
+    starts, twice = [0, 12, 20], np.asarray([0.1, 0.2, 0.3]).reshape(-1, 1, 1).astype(np.float32)
+    first = kernels._layout(K, dtype, 3, starts, [twice, None, twice])
+    assert kernels._layout(K, dtype, 3, starts, [twice, None, twice]) is first
+    np.testing.assert_array_equal(first[2][:3], [twice.ravel(), np.zeros(3), twice.ravel()])
+    other = twice * 2
+    second = kernels._layout(K, dtype, 3, starts, [twice, None, other])
+    np.testing.assert_array_equal(second[2][2], other.ravel())
+    assert list(second[3][:3]) == [True, False, True]
+    moved = kernels._layout(K, dtype, 3, [0, 12, 21], [twice, None, other])
+    assert list(moved[1][:3]) == [0, 12, 21]
+    assert list(kernels._layout(K, dtype, 3, starts, None)[3][:3]) == [False, False, False]
+
+
+@pytest.mark.parametrize("compiled", [False, True])
 def test_strided_weights_sum_their_squares_in_their_own_order(monkeypatch, compiled):
     # a weight that is not a contiguous block (transposed, a block of columns, every other
     # column) sums its squares as its contiguous copy does: the compiled pass takes the first

@@ -93,7 +93,7 @@ def fused_update(kind, param, grad, state_arrays, coefficients):
         K = len(data)
         kernels.update(kind, data, [numpy.ascontiguousarray(p.grad.reshape(K, -1)) for p in param.params],
                        state_arrays, [kernels.column(c, K, data.dtype) for c in coefficients], param.decay,
-                       [start for start, _ in param.columns])
+                       param.starts)
         return True
     if not kernels.usable(data, *state_arrays) or getattr(grad, "dtype", None) != data.dtype:
         return False
@@ -117,7 +117,7 @@ class _Flat:
     by one, so results are bit-identical. A parameter whose ``.data`` was replaced (members
     removed, weights restored) makes ``holds`` false, and the next step gathers afresh."""
 
-    __slots__ = ("params", "views", "columns", "data", "dtype", "grad", "decay")
+    __slots__ = ("params", "views", "columns", "starts", "data", "dtype", "grad", "decay")
 
     def __init__(self, params):
         xp = backend.get_array_module(params[0].data)
@@ -137,6 +137,7 @@ class _Flat:
             self.views.append(view)
             self.columns.append((start, stop))
             start = stop
+        self.starts = [start for start, _ in self.columns]  # the same list at every step (the update's layout)
 
     def same_params(self, params):
         return len(params) == len(self.params) and all(p is q for p, q in zip(params, self.params))
