@@ -18,36 +18,54 @@ jit = numba.njit(cache=True, nogil=True, error_model="numpy")
 # d = decays[i], where the step left the L2 term's gradient to the update (with_decay[i]). Each
 # row is taken as 1-D slices with its coefficients in locals and the decay test outside the
 # inner loop: that is what lets the compiler vectorize it (4-5x faster than 2-D indexing).
+# A gradient with a decay is a weight's (n_i // hs[i] rows of hs[i] columns, C order): its
+# updated values' squares are summed as member_squares sums them (over the rows, row after
+# row, into ``cols`` from -0.0, which adding the first row leaves as that row; then the
+# column sums pairwise) into squares[k, i], the next step's L2 term, in the same pass.
 @jit
-def _sgd_rows(p, g, lr, d, with_decay, start):  # p -= lr * g
+def _sgd_rows(p, g, lr, d, with_decay, start, h, squares, i, cols, negzero):  # p -= lr * g
     n = g.shape[1]
     for k in range(g.shape[0]):
         pk, gk, a, c = p[k, start:start + n], g[k], lr[k], d[k]
         if with_decay:
-            for j in range(n):
-                pk[j] = pk[j] - a * (gk[j] + c * pk[j])
+            for j in range(h):
+                cols[j] = negzero
+            for r in range(0, n, h):
+                pr, gr = pk[r:r + h], gk[r:r + h]
+                for j in range(h):
+                    x = pr[j] - a * (gr[j] + c * pr[j])
+                    pr[j] = x
+                    cols[j] = cols[j] + x * x
+            squares[k, i] = pairwise_sum(cols, 0, h, negzero)
         else:
             for j in range(n):
                 pk[j] = pk[j] - a * gk[j]
 
 
 @jit
-def sgd(p, grads, starts, decays, with_decay, lr):
+def sgd(p, grads, starts, decays, with_decay, hs, squares, cols, consts, lr):
     for i in range(len(grads)):
-        _sgd_rows(p, grads[i], lr, decays[i], with_decay[i], starts[i])
+        _sgd_rows(p, grads[i], lr, decays[i], with_decay[i], starts[i], hs[i], squares, i, cols, consts[0])
 
 
 @jit
-def _momentum_rows(p, g, v, beta, one_minus, scale, d, with_decay, start):
+def _momentum_rows(p, g, v, beta, one_minus, scale, d, with_decay, start, h, squares, i, cols, negzero):
     n = g.shape[1]
     for k in range(g.shape[0]):
         pk, gk, vk = p[k, start:start + n], g[k], v[k, start:start + n]
         b, c, a, dd = beta[k], one_minus[k], scale[k], d[k]
         if with_decay:
-            for j in range(n):
-                vv = vk[j] * b + (gk[j] + dd * pk[j]) * c
-                vk[j] = vv
-                pk[j] = pk[j] - vv * a
+            for j in range(h):
+                cols[j] = negzero
+            for r in range(0, n, h):
+                pr, gr, vr = pk[r:r + h], gk[r:r + h], vk[r:r + h]
+                for j in range(h):
+                    vv = vr[j] * b + (gr[j] + dd * pr[j]) * c
+                    vr[j] = vv
+                    x = pr[j] - vv * a
+                    pr[j] = x
+                    cols[j] = cols[j] + x * x
+            squares[k, i] = pairwise_sum(cols, 0, h, negzero)
         else:
             for j in range(n):
                 vv = vk[j] * b + gk[j] * c
@@ -56,23 +74,31 @@ def _momentum_rows(p, g, v, beta, one_minus, scale, d, with_decay, start):
 
 
 @jit
-def momentum(p, grads, starts, decays, with_decay, v, beta, one_minus, scale):
+def momentum(p, grads, starts, decays, with_decay, hs, squares, cols, consts, v, beta, one_minus, scale):
     for i in range(len(grads)):
-        _momentum_rows(p, grads[i], v, beta, one_minus, scale, decays[i], with_decay[i], starts[i])
+        _momentum_rows(p, grads[i], v, beta, one_minus, scale, decays[i], with_decay[i], starts[i], hs[i], squares, i,
+                       cols, consts[0])
 
 
 @jit
-def _rmsprop_rows(p, g, s, beta2, one_minus, eps, lr, d, with_decay, start):
+def _rmsprop_rows(p, g, s, beta2, one_minus, eps, lr, d, with_decay, start, h, squares, i, cols, negzero):
     n = g.shape[1]
     for k in range(g.shape[0]):
         pk, gk, sk = p[k, start:start + n], g[k], s[k, start:start + n]
         b, c, e, a, dd = beta2[k], one_minus[k], eps[k], lr[k], d[k]
         if with_decay:
-            for j in range(n):
-                gg = gk[j] + dd * pk[j]
-                ss = sk[j] * b + (gg * gg) * c
-                sk[j] = ss
-                pk[j] = pk[j] - (gg / (numpy.sqrt(ss) + e)) * a
+            for j in range(h):
+                cols[j] = negzero
+            for r in range(0, n, h):
+                pr, gr, sr = pk[r:r + h], gk[r:r + h], sk[r:r + h]
+                for j in range(h):
+                    gg = gr[j] + dd * pr[j]
+                    ss = sr[j] * b + (gg * gg) * c
+                    sr[j] = ss
+                    x = pr[j] - (gg / (numpy.sqrt(ss) + e)) * a
+                    pr[j] = x
+                    cols[j] = cols[j] + x * x
+            squares[k, i] = pairwise_sum(cols, 0, h, negzero)
         else:
             for j in range(n):
                 gg = gk[j]
@@ -82,26 +108,35 @@ def _rmsprop_rows(p, g, s, beta2, one_minus, eps, lr, d, with_decay, start):
 
 
 @jit
-def rmsprop(p, grads, starts, decays, with_decay, s, beta2, one_minus, eps, lr):
+def rmsprop(p, grads, starts, decays, with_decay, hs, squares, cols, consts, s, beta2, one_minus, eps, lr):
     for i in range(len(grads)):
-        _rmsprop_rows(p, grads[i], s, beta2, one_minus, eps, lr, decays[i], with_decay[i], starts[i])
+        _rmsprop_rows(p, grads[i], s, beta2, one_minus, eps, lr, decays[i], with_decay[i], starts[i], hs[i], squares, i,
+                      cols, consts[0])
 
 
 @jit
-def _adam_rows(p, g, v, s, beta1, one_minus1, beta2, one_minus2, correct2, eps, step, d, with_decay, start):
+def _adam_rows(p, g, v, s, beta1, one_minus1, beta2, one_minus2, correct2, eps, step, d, with_decay, start, h, squares,
+               i, cols, negzero):
     n = g.shape[1]
     for k in range(g.shape[0]):
         pk, gk, vk, sk = p[k, start:start + n], g[k], v[k, start:start + n], s[k, start:start + n]
         b1, c1, b2, c2, h2, e, a, dd = (beta1[k], one_minus1[k], beta2[k], one_minus2[k], correct2[k], eps[k],
                                         step[k], d[k])
         if with_decay:
-            for j in range(n):
-                gg = gk[j] + dd * pk[j]
-                vv = vk[j] * b1 + gg * c1
-                vk[j] = vv
-                ss = sk[j] * b2 + (gg * gg) * c2
-                sk[j] = ss
-                pk[j] = pk[j] - (vv / (numpy.sqrt(ss * h2) + e)) * a
+            for j in range(h):
+                cols[j] = negzero
+            for r in range(0, n, h):
+                pr, gr, vr, sr = pk[r:r + h], gk[r:r + h], vk[r:r + h], sk[r:r + h]
+                for j in range(h):
+                    gg = gr[j] + dd * pr[j]
+                    vv = vr[j] * b1 + gg * c1
+                    vr[j] = vv
+                    ss = sr[j] * b2 + (gg * gg) * c2
+                    sr[j] = ss
+                    x = pr[j] - (vv / (numpy.sqrt(ss * h2) + e)) * a
+                    pr[j] = x
+                    cols[j] = cols[j] + x * x
+            squares[k, i] = pairwise_sum(cols, 0, h, negzero)
         else:
             for j in range(n):
                 gg = gk[j]
@@ -113,10 +148,11 @@ def _adam_rows(p, g, v, s, beta1, one_minus1, beta2, one_minus2, correct2, eps, 
 
 
 @jit
-def adam(p, grads, starts, decays, with_decay, v, s, beta1, one_minus1, beta2, one_minus2, correct2, eps, step):
+def adam(p, grads, starts, decays, with_decay, hs, squares, cols, consts, v, s, beta1, one_minus1, beta2, one_minus2,
+         correct2, eps, step):
     for i in range(len(grads)):
         _adam_rows(p, grads[i], v, s, beta1, one_minus1, beta2, one_minus2, correct2, eps, step, decays[i],
-                   with_decay[i], starts[i])
+                   with_decay[i], starts[i], hs[i], squares, i, cols, consts[0])
 
 
 # -- NumPy's pairwise sum, one block ------------------------------------------------------

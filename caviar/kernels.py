@@ -169,32 +169,35 @@ def run(name, *args):
 _layouts = {}  # update's arguments besides the arrays, by what they are made of: a run's steps repeat them
 
 
-_last_layout = None  # (K, dtype, n, starts, decays, layout): the last call's, found by identity
+_last_layout = None  # (K, dtype, n, starts, decays, widths, layout): the last call's, found by identity
 
 
-def _layout(K, dtype, n, starts, decays):
+def _layout(K, dtype, n, starts, decays, widths=None):
     """(the empty gradients that pad ``n`` to a multiple of ``ARITY``, the gradients' first
-    columns, their decays as (n, K) rows in ``dtype`` with 0 where none, whether each has one)
-    for ``update``; made once for each set of values (decays are keyed by their bytes). A
-    population's steps pass the same ``starts`` list and decay arrays (which nothing writes
-    to) step after step: the last call's layout is found by their identity first, without
-    the key's bytes (8 us a step on the default search's 10 x 64-64-64-64-10 group)."""
+    columns, their decays as (n, K) rows in ``dtype`` with 0 where none, whether each has one,
+    their weights' widths, the widest, the kernels' constant -0.0) for ``update``; made once
+    for each set of values (decays are keyed by their bytes). A population's steps pass the
+    same ``starts`` and ``widths`` lists and decay arrays (which nothing writes to) step after
+    step: the last call's layout is found by their identity first, without the key's bytes
+    (8 us a step on the default search's 10 x 64-64-64-64-10 group)."""
     global _last_layout
     last = _last_layout
-    if (last is not None and last[3] is starts and last[0] == K and last[2] == n and last[1] == dtype
+    if (last is not None and last[3] is starts and last[5] is widths and last[0] == K and last[2] == n
+            and last[1] == dtype
             and (last[4] is decays or (decays is not None and last[4] is not None and len(decays) == len(last[4])
                                        and all(a is b for a, b in zip(decays, last[4]))))):
-        return last[5]
-    found = _layout_by_value(K, dtype, n, starts, decays)
-    _last_layout = (K, dtype, n, starts, None if decays is None else tuple(decays), found)
+        return last[6]
+    found = _layout_by_value(K, dtype, n, starts, decays, widths)
+    _last_layout = (K, dtype, n, starts, None if decays is None else tuple(decays), widths, found)
     return found
 
 
-def _layout_by_value(K, dtype, n, starts, decays):
+def _layout_by_value(K, dtype, n, starts, decays, widths):
     """``_layout``'s answer by the values of its arguments."""
     key = (K, dtype, n, None if starts is None else tuple(starts),
            None if decays is None else tuple(d if d is None else float(d).hex() if isinstance(d, float)
-                                             else (d.dtype.str, d.tobytes()) for d in decays))
+                                             else (d.dtype.str, d.tobytes()) for d in decays),
+           None if widths is None else tuple(widths))
     found = _layouts.get(key)
     if found is not None:
         return found
@@ -209,35 +212,57 @@ def _layout_by_value(K, dtype, n, starts, decays):
     for i, d in enumerate(decays or ()):
         if d is not None:
             rows[i], with_decay[i] = column(d, K, dtype), True
+    hs = numpy.ones(total, dtype=numpy.int64)  # a decayed gradient's weight's columns (its rows' length)
+    if widths is not None:
+        hs[:n] = [max(1, int(w)) for w in widths]
     if len(_layouts) >= 64:  # a bound: a long session's searches make new ones
         _layouts.clear()
-    found = _layouts[key] = (pads, first, rows, with_decay)
+    found = _layouts[key] = (pads, first, rows, with_decay, hs, int(hs.max()), constants(dtype, -0.0))
     return found
 
 
-def update(kind, param, grads, state, columns, decays=None, starts=None):
+def update(kind, param, grads, state, columns, decays=None, starts=None, widths=None):
     """Optimizer ``kind``'s kernel, one call for a step's parameters: ``param`` and its
     ``state`` arrays (K, P) updated in place from ``grads``, a list of (K, n_i) C-contiguous
     gradients, the i-th covering the columns ``starts[i]`` .. ``starts[i] + n_i`` (one gradient
     of every column where ``starts`` is None) and taken as ``grad + decays[i] * param`` where
     ``decays[i]`` (the L2 term's factor per member) is given; ``columns`` are the update's
     coefficients as (K,) arrays (``column``). Split over two threads when large (memory-bound
-    work gains the second core)."""
+    work gains the second core).
+
+    A gradient with a decay is a weight's, ``widths[i]`` columns wide (one row where
+    ``widths`` is None): the kernel also sums the squares of that weight's updated values per
+    member, as ``caviar.functional.member_squares`` sums them (the same bits), in the same
+    pass, for the next step's L2 term. Returns them as a (K, len(grads)) array in the
+    parameters' dtype, entry [k, i] for gradient i with a decay (the others are not set), or
+    None where they were not summed (one row split over two threads by columns)."""
     kernel = kernels()[kind]
     K = param.shape[0]
-    pads, starts, rows, with_decay = _layout(K, param.dtype, len(grads), starts, decays)
+    pads, starts, rows, with_decay, hs, widest, negzero = _layout(K, param.dtype, len(grads), starts, decays, widths)
+    if decays is not None and widths is None:
+        hs = numpy.asarray([max(1, g.shape[1]) for g in grads] + [1] * len(pads), dtype=numpy.int64)
+        widest = int(hs.max())
     grads = (*grads, *pads)
+    squares = numpy.empty((K, len(grads)), dtype=param.dtype)
     if K * sum(g.shape[1] for g in grads) < SPLIT or THREADS < 2:
-        kernel(param, grads, starts, rows, with_decay, *state, *columns)
-    elif K >= 2:  # whole members on each thread
+        kernel(param, grads, starts, rows, with_decay, hs, squares, numpy.empty(widest, dtype=param.dtype), negzero,
+               *state, *columns)
+        return squares
+    if K >= 2:  # whole members on each thread, each with its own columns' sums
         h = K // 2
         _halves(kernel, [param[:h], tuple(g[:h] for g in grads), starts, numpy.ascontiguousarray(rows[:, :h]),
-                         with_decay, *(a[:h] for a in state), *(c[:h] for c in columns)],
+                         with_decay, hs, squares[:h], numpy.empty(widest, dtype=param.dtype), negzero,
+                         *(a[:h] for a in state), *(c[:h] for c in columns)],
                 [param[h:], tuple(g[h:] for g in grads), starts, numpy.ascontiguousarray(rows[:, h:]), with_decay,
-                 *(a[h:] for a in state), *(c[h:] for c in columns)])
-    else:  # one row: a half of each gradient's columns on each thread
-        cut = [g.shape[1] // 2 for g in grads]
-        _halves(kernel, [param, tuple(g[:, :c] for g, c in zip(grads, cut)), starts, rows, with_decay, *state,
-                         *columns],
-                [param, tuple(g[:, c:] for g, c in zip(grads, cut)), starts + numpy.asarray(cut, dtype=numpy.int64),
-                 rows, with_decay, *state, *columns])
+                 hs, squares[h:], numpy.empty(widest, dtype=param.dtype), negzero, *(a[h:] for a in state),
+                 *(c[h:] for c in columns)])
+        return squares
+    # one row: each gradient's whole rows split in two, a half on each thread; the squares'
+    # sums over the rows would be two partial sums, so they are not returned
+    cut = [g.shape[1] // 2 // int(w) * int(w) for g, w in zip(grads, hs)]
+    _halves(kernel, [param, tuple(g[:, :c] for g, c in zip(grads, cut)), starts, rows, with_decay, hs, squares,
+                     numpy.empty(widest, dtype=param.dtype), negzero, *state, *columns],
+            [param, tuple(g[:, c:] for g, c in zip(grads, cut)), starts + numpy.asarray(cut, dtype=numpy.int64),
+             rows, with_decay, hs, numpy.empty_like(squares), numpy.empty(widest, dtype=param.dtype), negzero, *state,
+             *columns])
+    return None

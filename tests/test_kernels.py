@@ -102,6 +102,41 @@ def test_an_update_s_decays_are_the_ones_of_its_call():
             np.testing.assert_array_equal(p, expected)
 
 
+@pytest.mark.parametrize("size", ["small", "split over members", "split over columns"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("name", ["gd", "momentum", "rmsprop", "adam"])
+def test_an_update_sums_its_decayed_weights_squares_as_member_squares(monkeypatch, name, dtype, size):
+    # the update writes each decayed weight's values and sums their squares in the same pass:
+    # the sums member_squares gives on the weights it wrote (the next step's L2 term), bit for
+    # bit; a member's rows split over two threads by columns give none (two partial sums)
+    from caviar import functional as F
+
+    K = {"small": 3, "split over members": 5, "split over columns": 1}[size]
+    monkeypatch.setattr(kernels, "SPLIT", 1 if size != "small" else 1 << 40)
+    monkeypatch.setattr(kernels, "THREADS", 2)
+    r = np.random.default_rng(11)
+    shapes = [(40, 33), (1, 33), (33, 300), (300, 10)]  # a weight, a bias, weights wide and narrow
+    sizes = [a * b for a, b in shapes]
+    starts = list(np.cumsum([0] + sizes[:-1]))
+    p = (r.standard_normal((K, sum(sizes))) * 10.0 ** r.uniform(-3, 1, (K, sum(sizes)))).astype(dtype)
+    grads = [r.standard_normal((K, n)).astype(dtype) for n in sizes]
+    cls = optim.lookup(name)
+    n_state, n_columns = {"gd": (0, 1), "momentum": (1, 3), "rmsprop": (1, 4), "adam": (2, 7)}[name]
+    state = [np.abs(r.standard_normal(p.shape)).astype(dtype) for _ in range(n_state)]
+    columns = [kernels.column(float(c), K, dtype) for c in r.uniform(0.01, 0.9, n_columns)]
+    assert cls.kernel == name
+    decays = [r.uniform(0.0, 0.1, K).reshape(K, 1, 1).astype(dtype), None, np.zeros((K, 1, 1), dtype), 0.05]
+    squares = kernels.update(name, p, grads, state, columns, decays, starts, [b for _, b in shapes])
+    if size == "split over columns":
+        assert squares is None
+        return
+    for i, (a, b) in enumerate(shapes):
+        if decays[i] is None:
+            continue
+        weight = caviar.Variable(p[:, starts[i]:starts[i] + a * b].reshape(K, a, b))
+        np.testing.assert_array_equal(squares[:, i].astype(np.float64), F.member_squares([weight]))
+
+
 def test_a_population_trains_alike_with_and_without_the_kernels(monkeypatch):
     ds = D.load("digits")
     X = D.Normalizer().fit_transform(ds.X)

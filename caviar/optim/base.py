@@ -91,9 +91,11 @@ def fused_update(kind, param, grad, state_arrays, coefficients):
     data = param.data
     if isinstance(param, _Flat) and grad is None:
         K = len(data)
-        kernels.update(kind, data, [numpy.ascontiguousarray(p.grad.reshape(K, -1)) for p in param.params],
-                       state_arrays, [kernels.column(c, K, data.dtype) for c in coefficients], param.decay,
-                       param.starts)
+        squares = kernels.update(kind, data, [numpy.ascontiguousarray(p.grad.reshape(K, -1)) for p in param.params],
+                                 state_arrays, [kernels.column(c, K, data.dtype) for c in coefficients], param.decay,
+                                 param.starts, param.widths)
+        param.squares = (None if squares is None or param.decay is None
+                         else (squares, [d is not None for d in param.decay]))
         return True
     if not kernels.usable(data, *state_arrays) or getattr(grad, "dtype", None) != data.dtype:
         return False
@@ -117,7 +119,7 @@ class _Flat:
     by one, so results are bit-identical. A parameter whose ``.data`` was replaced (members
     removed, weights restored) makes ``holds`` false, and the next step gathers afresh."""
 
-    __slots__ = ("params", "views", "columns", "starts", "data", "dtype", "grad", "decay")
+    __slots__ = ("params", "views", "columns", "starts", "widths", "data", "dtype", "grad", "decay", "squares")
 
     def __init__(self, params):
         xp = backend.get_array_module(params[0].data)
@@ -137,7 +139,11 @@ class _Flat:
             self.views.append(view)
             self.columns.append((start, stop))
             start = stop
-        self.starts = [start for start, _ in self.columns]  # the same list at every step (the update's layout)
+        self.starts = [start for start, _ in self.columns]  # the same lists at every step (the update's layout)
+        self.widths = [p.data.shape[-1] if p.data.ndim else 1 for p in params]
+        # (the compiled update's (K, len(params)) sums of squares of the values it wrote, whether
+        # each parameter had a decay (only those are summed)) for the next step's L2 term; None: none
+        self.squares = None
 
     def same_params(self, params):
         return len(params) == len(self.params) and all(p is q for p, q in zip(params, self.params))
@@ -263,6 +269,7 @@ class Optimizer:
         state = self.state.get(_FLAT)
         if state is None or any(getattr(v, "shape", flat.data.shape) != flat.data.shape for v in state.values()):
             state = self.state[_FLAT] = self.init_state(flat)
+        flat.squares = None  # until the compiled update sums this step's
         if self.kernel is not None and kernels.usable(flat.data) and all(
                 isinstance(p.grad, numpy.ndarray) and p.grad.dtype == flat.dtype for p in params):
             # nothing gathered: the kernel reads each parameter's gradient where backprop left it
