@@ -175,7 +175,8 @@ _last_layout = None  # (K, dtype, n, starts, decays, widths, layout): the last c
 def _layout(K, dtype, n, starts, decays, widths=None):
     """(the empty gradients that pad ``n`` to a multiple of ``ARITY``, the gradients' first
     columns, their decays as (n, K) rows in ``dtype`` with 0 where none, whether each has one,
-    their weights' widths, the widest, the kernels' constant -0.0) for ``update``; made once
+    their weights' widths, the widest, the kernels' constant -0.0, whether any has a decay)
+    for ``update``; made once
     for each set of values (decays are keyed by their bytes). A population's steps pass the
     same ``starts`` and ``widths`` lists and decay arrays (which nothing writes to) step after
     step: the last call's layout is found by their identity first, without the key's bytes
@@ -217,7 +218,8 @@ def _layout_by_value(K, dtype, n, starts, decays, widths):
         hs[:n] = [max(1, int(w)) for w in widths]
     if len(_layouts) >= 64:  # a bound: a long session's searches make new ones
         _layouts.clear()
-    found = _layouts[key] = (pads, first, rows, with_decay, hs, int(hs.max()), constants(dtype, -0.0))
+    found = _layouts[key] = (pads, first, rows, with_decay, hs, int(hs.max()), constants(dtype, -0.0),
+                             bool(with_decay.any()))
     return found
 
 
@@ -235,34 +237,39 @@ def update(kind, param, grads, state, columns, decays=None, starts=None, widths=
     member, as ``caviar.functional.member_squares`` sums them (the same bits), in the same
     pass, for the next step's L2 term. Returns them as a (K, len(grads)) array in the
     parameters' dtype, entry [k, i] for gradient i with a decay (the others are not set), or
-    None where they were not summed (one row split over two threads by columns)."""
+    None where none was summed (no gradient has a decay, or one row was split over two threads
+    by columns)."""
     kernel = kernels()[kind]
     K = param.shape[0]
-    pads, starts, rows, with_decay, hs, widest, negzero = _layout(K, param.dtype, len(grads), starts, decays, widths)
+    pads, starts, rows, with_decay, hs, widest, negzero, decayed = _layout(K, param.dtype, len(grads), starts, decays,
+                                                                           widths)
     if decays is not None and widths is None:
         hs = numpy.asarray([max(1, g.shape[1]) for g in grads] + [1] * len(pads), dtype=numpy.int64)
         widest = int(hs.max())
     grads = (*grads, *pads)
-    squares = numpy.empty((K, len(grads)), dtype=param.dtype)
+    # the squares and each thread's column sums: only a gradient with a decay touches them (a
+    # single network's update and a population's without L2 get empty ones, of the same types)
+    squares = numpy.empty((K, len(grads)) if decayed else (1, 0), dtype=param.dtype)
+
+    def cols():
+        return numpy.empty(widest if decayed else 0, dtype=param.dtype)
+
     if K * sum(g.shape[1] for g in grads) < SPLIT or THREADS < 2:
-        kernel(param, grads, starts, rows, with_decay, hs, squares, numpy.empty(widest, dtype=param.dtype), negzero,
-               *state, *columns)
-        return squares
+        kernel(param, grads, starts, rows, with_decay, hs, squares, cols(), negzero, *state, *columns)
+        return squares if decayed else None
     if K >= 2:  # whole members on each thread, each with its own columns' sums
         h = K // 2
         _halves(kernel, [param[:h], tuple(g[:h] for g in grads), starts, numpy.ascontiguousarray(rows[:, :h]),
-                         with_decay, hs, squares[:h], numpy.empty(widest, dtype=param.dtype), negzero,
-                         *(a[:h] for a in state), *(c[:h] for c in columns)],
+                         with_decay, hs, squares[:h], cols(), negzero, *(a[:h] for a in state),
+                         *(c[:h] for c in columns)],
                 [param[h:], tuple(g[h:] for g in grads), starts, numpy.ascontiguousarray(rows[:, h:]), with_decay,
-                 hs, squares[h:], numpy.empty(widest, dtype=param.dtype), negzero, *(a[h:] for a in state),
-                 *(c[h:] for c in columns)])
-        return squares
+                 hs, squares[h:], cols(), negzero, *(a[h:] for a in state), *(c[h:] for c in columns)])
+        return squares if decayed else None
     # one row: each gradient's whole rows split in two, a half on each thread; the squares'
     # sums over the rows would be two partial sums, so they are not returned
     cut = [g.shape[1] // 2 // int(w) * int(w) for g, w in zip(grads, hs)]
     _halves(kernel, [param, tuple(g[:, :c] for g, c in zip(grads, cut)), starts, rows, with_decay, hs, squares,
-                     numpy.empty(widest, dtype=param.dtype), negzero, *state, *columns],
+                     cols(), negzero, *state, *columns],
             [param, tuple(g[:, c:] for g, c in zip(grads, cut)), starts + numpy.asarray(cut, dtype=numpy.int64),
-             rows, with_decay, hs, numpy.empty_like(squares), numpy.empty(widest, dtype=param.dtype), negzero, *state,
-             *columns])
+             rows, with_decay, hs, numpy.empty_like(squares), cols(), negzero, *state, *columns])
     return None

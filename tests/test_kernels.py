@@ -135,6 +135,9 @@ def test_an_update_sums_its_decayed_weights_squares_as_member_squares(monkeypatc
             continue
         weight = caviar.Variable(p[:, starts[i]:starts[i] + a * b].reshape(K, a, b))
         np.testing.assert_array_equal(squares[:, i].astype(np.float64), F.member_squares([weight]))
+    # without a decay (a single network, a population without L2) nothing is summed
+    assert kernels.update(name, p, grads, state, columns, None, starts) is None
+    assert kernels.update(name, p, grads, state, columns, [None] * 4, starts, [b for _, b in shapes]) is None
 
 
 def test_a_population_trains_alike_with_and_without_the_kernels(monkeypatch):

@@ -94,8 +94,7 @@ def fused_update(kind, param, grad, state_arrays, coefficients):
         squares = kernels.update(kind, data, [numpy.ascontiguousarray(p.grad.reshape(K, -1)) for p in param.params],
                                  state_arrays, [kernels.column(c, K, data.dtype) for c in coefficients], param.decay,
                                  param.starts, param.widths)
-        param.squares = (None if squares is None or param.decay is None
-                         else (squares, [d is not None for d in param.decay]))
+        param.squares = None if squares is None else (squares, [d is not None for d in param.decay])
         return True
     if not kernels.usable(data, *state_arrays) or getattr(grad, "dtype", None) != data.dtype:
         return False
