@@ -96,9 +96,19 @@ def column(value, K, dtype):
     return (value if len(value) == K else numpy.broadcast_to(value, (K,))).astype(dtype)
 
 
+_constants = {}
+
+
 def constants(dtype, *values):
-    """Scalars as NumPy applies weak Python numbers to an array: rounded to its dtype."""
-    return numpy.asarray(values, dtype=numpy.float64).astype(dtype)
+    """Scalars as NumPy applies weak Python numbers to an array: rounded to its dtype. The
+    arrays are shared (a step asks for the same few some ten times): kernels only read them."""
+    key = (dtype, values)
+    found = _constants.get(key)
+    if found is None:
+        if len(_constants) >= 256:  # bounded: batch sizes and hyperparameters vary in a search
+            _constants.clear()
+        found = _constants[key] = numpy.asarray(values, dtype=numpy.float64).astype(dtype)
+    return found
 
 
 def stacked(array):
