@@ -55,6 +55,20 @@ def _mean_rows(a):
     return float(out) if out.ndim == 0 else out
 
 
+_inverses = {}
+
+
+def _inverse(dtype, m):
+    """1/m as a 0-d array of ``dtype``, divided in that dtype (as ``ones((), dtype) / m`` is):
+    the factor the mean's backward gives every example; made once per (dtype, m)."""
+    found = _inverses.get((dtype, m))
+    if found is None:
+        if len(_inverses) >= 64:
+            _inverses.clear()
+        found = _inverses[(dtype, m)] = numpy.ones((), dtype=dtype) / m
+    return found
+
+
 class Head:
     name = ""
     metric = ""  # the figure the search ranks by and training logs per mini-batch
@@ -188,9 +202,13 @@ class Softmax(Head):
         backward gives every example (rounded in z's dtype, as the tape rounds it)."""
         if weights is not None or y.ndim != 1 or y.dtype.kind not in "iu" or z.ndim != 3:
             return super().member_loss_grads(z, y, weights)
-        xp = backend.get_array_module(z)
         losses, dz = F.class_cross_entropy_data(z, F.class_indices(y, z.shape[-1]), True)  # y broadcasts over members
-        dz *= xp.ones((), dtype=z.dtype) / z.shape[1]
+        m = z.shape[1]
+        if isinstance(z, numpy.ndarray) and z.dtype in (numpy.float32, numpy.float64):  # mean's own steps, without its checks (a step's hot path)
+            dz *= _inverse(z.dtype, m)
+            sums = numpy.add.reduce(losses, axis=-1)
+            return numpy.true_divide(sums, numpy.intp(m), out=sums, casting="unsafe"), dz
+        dz *= backend.get_array_module(z).ones((), dtype=z.dtype) / m
         return losses.mean(axis=-1), dz
 
     def class_of(self, y):
