@@ -65,9 +65,11 @@ class Population:
         nets = [self._solo(m) for m in self.members]  # each member initialized as it would be alone
         n_hidden = len(layer_sizes) - 2
         keep = [[n.config["keep_prob"][l] for n in nets] for l in range(n_hidden)]
-        self.net = Network(layer_sizes, activation, output, init, batchnorm=batchnorm, dtype=dtype,
+        # zeros: its weights are replaced by the members' (below), so it draws none
+        self.net = Network(layer_sizes, activation, output, "zeros", batchnorm=batchnorm, dtype=dtype,
                            keep_prob=[0.5 if any(k < 1 for k in layer) else 1.0 for layer in keep],
                            bn_momentum=bn_momentum, bn_epsilon=bn_epsilon)
+        self.net.config["init"] = init
         self.rngs = [backend.rng(m.get("seed")) for m in self.members]
         dropouts = iter(keep[l] for l in range(n_hidden) if any(k < 1 for k in keep[l]))
         self.net.layers = [PopulationDropout(next(dropouts), self.rngs) if isinstance(layer, Dropout) else layer
