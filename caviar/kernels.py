@@ -244,8 +244,8 @@ def update(kind, param, grads, state, columns, decays=None, starts=None, widths=
 
     A gradient with a decay is a weight's, ``widths[i]`` columns wide (one row where
     ``widths`` is None): the kernel also sums the squares of that weight's updated values per
-    member, as ``caviar.functional.member_squares`` sums them (the same bits), in the same
-    pass, for the next step's L2 term. Returns them as a (K, len(grads)) array in the
+    member, as ``caviar.functional.member_squares`` sums them (the same bits), right after it
+    updates that member's weight (while it is in cache), for the next step's L2 term. Returns them as a (K, len(grads)) array in the
     parameters' dtype, entry [k, i] for gradient i with a decay (the others are not set), or
     None where none was summed (no gradient has a decay, or one row was split over two threads
     by columns)."""
