@@ -22,7 +22,7 @@ jit = numba.njit(cache=True, nogil=True, error_model="numpy")
 # updated values' squares are summed as member_squares sums them (``_row_squares``) into
 # squares[k, i], the next step's L2 term, right after the member's block is updated, while it
 # is in cache. The update itself runs over the block as one row of n_i: summing the squares
-# in the update's own loop, row by row, cost 1.2-1.7x as much on rows of 32 and 3-5x on rows
+# in the update's own loop, row by row, cost 1.3-1.6x as much on rows of 32 and 2.9x on rows
 # of 10 (a row's slices and its loop's set-up for a few elements; AMD EPYC, AVX2).
 @numba.njit(cache=True, nogil=True, error_model="numpy", inline="always")
 def _row_squares(pk, n, h, cols, negzero):
