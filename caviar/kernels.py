@@ -102,7 +102,9 @@ _constants = {}
 def constants(dtype, *values):
     """Scalars as NumPy applies weak Python numbers to an array: rounded to its dtype. The
     arrays are shared (a step asks for the same few some ten times): kernels only read them."""
-    key = (dtype, values)
+    # -0.0 == 0 (and hashes alike): with a zero among them, the values are told apart by their
+    # bits, as a kernel's -0.0 (a sum's start) and 0 (ReLU's floor) must not be one array
+    key = (dtype, values) if 0 not in values else (dtype, tuple(float(v).hex() for v in values))
     found = _constants.get(key)
     if found is None:
         if len(_constants) >= 256:  # bounded: batch sizes and hyperparameters vary in a search
@@ -245,10 +247,10 @@ def update(kind, param, grads, state, columns, decays=None, starts=None, widths=
     A gradient with a decay is a weight's, ``widths[i]`` columns wide (one row where
     ``widths`` is None): the kernel also sums the squares of that weight's updated values per
     member, as ``caviar.functional.member_squares`` sums them (the same bits), right after it
-    updates that member's weight (while it is in cache), for the next step's L2 term. Returns them as a (K, len(grads)) array in the
-    parameters' dtype, entry [k, i] for gradient i with a decay (the others are not set), or
-    None where none was summed (no gradient has a decay, or one row was split over two threads
-    by columns)."""
+    updates that member's weight (while it is in cache), for the next step's L2 term. Returns
+    them as a (K, len(grads)) array in the parameters' dtype, entry [k, i] for gradient i with
+    a decay (the others are not set), or None where none was summed (no gradient has a decay,
+    or one row was split over two threads by columns)."""
     kernel = kernels()[kind]
     K = param.shape[0]
     pads, starts, rows, with_decay, hs, widest, negzero, decayed = _layout(K, param.dtype, len(grads), starts, decays,
