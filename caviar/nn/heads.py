@@ -204,7 +204,8 @@ class Softmax(Head):
             return super().member_loss_grads(z, y, weights)
         losses, dz = F.class_cross_entropy_data(z, F.class_indices(y, z.shape[-1]), True)  # y broadcasts over members
         m = z.shape[1]
-        if isinstance(z, numpy.ndarray) and z.dtype in (numpy.float32, numpy.float64):  # mean's own steps, without its checks (a step's hot path)
+        if isinstance(z, numpy.ndarray) and z.dtype in (numpy.float32, numpy.float64):
+            # the mean's own steps, without its checks (a step's hot path): the same bits
             dz *= _inverse(z.dtype, m)
             sums = numpy.add.reduce(losses, axis=-1)
             return numpy.true_divide(sums, numpy.intp(m), out=sums, casting="unsafe"), dz
