@@ -96,21 +96,9 @@ def column(value, K, dtype):
     return (value if len(value) == K else numpy.broadcast_to(value, (K,))).astype(dtype)
 
 
-_constants = {}
-
-
 def constants(dtype, *values):
-    """Scalars as NumPy applies weak Python numbers to an array: rounded to its dtype. The
-    arrays are shared (a step asks for the same few some ten times): kernels only read them."""
-    # -0.0 == 0 (and hashes alike): with a zero among them, the values are told apart by their
-    # bits, as a kernel's -0.0 (a sum's start) and 0 (ReLU's floor) must not be one array
-    key = (dtype, values) if 0 not in values else (dtype, tuple(float(v).hex() for v in values))
-    found = _constants.get(key)
-    if found is None:
-        if len(_constants) >= 256:  # bounded: batch sizes and hyperparameters vary in a search
-            _constants.clear()
-        found = _constants[key] = numpy.asarray(values, dtype=numpy.float64).astype(dtype)
-    return found
+    """Scalars as NumPy applies weak Python numbers to an array: rounded to its dtype."""
+    return numpy.asarray(values, dtype=numpy.float64).astype(dtype)
 
 
 def stacked(array):
